@@ -1,0 +1,1 @@
+//! encdec: facade over the workspace crates.
