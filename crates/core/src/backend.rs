@@ -1,0 +1,164 @@
+//! The `Backend` trait: every op the models use.
+//!
+//! Ops write into caller-owned outputs, so a decode loop can reuse its buffers
+//! and allocate nothing per step. Matrices are row-major. Unless an op says
+//! otherwise its tensor arguments must be contiguous and live on the backend's
+//! device; a backend returns an error naming the op, dtype and device for any
+//! combination it does not support.
+//!
+//! Activations are f32 on the CPU; a device backend may run them in f16/bf16
+//! (accumulating in f32). Weights may be f32, f16, bf16 or int8 (per-row scales).
+
+use crate::{DType, Device, Result, Tensor};
+
+/// Pointwise nonlinearities, named as in HF configs (`activation_function`, `dense_act_fn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Relu,
+    /// erf form: `x * 0.5 * (1 + erf(x / sqrt 2))` (HF "gelu").
+    Gelu,
+    /// tanh form: HF "gelu_new" / "gelu_pytorch_tanh".
+    GeluTanh,
+    /// `x * sigmoid(x)` (HF "silu" / "swish").
+    Silu,
+    Identity,
+}
+
+impl Activation {
+    /// The HF config name of an activation, or None if we do not implement it.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        match name {
+            "relu" => Some(Activation::Relu),
+            "gelu" => Some(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
+            "silu" | "swish" => Some(Activation::Silu),
+            "linear" | "identity" => Some(Activation::Identity),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// `(x - mean) / sqrt(var + eps) * w + b`.
+    LayerNorm,
+    /// T5's: `x / sqrt(mean(x^2) + eps) * w`, no mean subtraction, no bias.
+    RmsNorm,
+}
+
+/// Multi-head attention of queries `[B, Tq, H*D]` over keys/values `[Bkv, Tcap, H*D]`.
+///
+/// Heads are interleaved in the last dimension exactly as the q/k/v projections
+/// produce them, so no transpose is needed. Scores are
+/// `scale * q·k + position_bias[h, i, j] + key_mask[kv_row, j]`, with `j < kv_len`
+/// and, if `causal`, `j <= q_offset + i`.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionParams<'a> {
+    pub num_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k` (1/sqrt(D) for BART; 1.0 for T5, whose weights absorb it).
+    pub scale: f32,
+    pub causal: bool,
+    /// Absolute position of the first query (decoder steps attend to a prefix).
+    pub q_offset: usize,
+    /// Keys used: the first `kv_len` of the `Tcap` slots (a cache may be larger).
+    pub kv_len: usize,
+    /// Additive f32 mask `[Bkv, Tcap]` (0 = keep, f32::MIN = padding), per kv row.
+    pub key_mask: Option<&'a Tensor>,
+    /// Additive f32 bias `[H, Tq, kv_len]` shared by the batch (T5 relative positions).
+    pub position_bias: Option<&'a Tensor>,
+    /// u32 `[B]`: kv row each query row reads. Beams of one source share that
+    /// source's encoder K/V through it. None means row b reads row b.
+    pub kv_index: Option<&'a Tensor>,
+}
+
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    fn device(&self) -> Device;
+    /// Human-readable description (ISA or GPU name).
+    fn describe(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------
+    /// A zero-filled tensor on this backend.
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor>;
+    /// Copy a host tensor onto this backend (a clone of the handle on the CPU).
+    fn upload(&self, t: &Tensor) -> Result<Tensor>;
+    /// Copy a tensor of this backend to the host.
+    fn download(&self, t: &Tensor) -> Result<Tensor>;
+    /// Convert to `dtype`; to int8 it quantises per row (absmax / 127).
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor>;
+    /// `dst[b, start + t, :] = src[b, t, :]` for src `[B, T, C]`, dst `[B, Tcap, C]`
+    /// (writes decoder steps into a KV cache).
+    fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()>;
+    /// `dst[i] = src[index[i]]` along dim 0 (beam reordering). `index` is u32.
+    fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()>;
+
+    // ---- dense --------------------------------------------------------------
+    /// `out[m, n] = sum_k x[m, k] * w[n, k] + bias[n]` with w in HF's `[out, in]` layout.
+    /// x may have any leading dims (flattened to M rows).
+    fn linear(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &mut Tensor)
+        -> Result<()>;
+    /// `out[b] = a[b] @ b[b]` for a `[B, M, K]`, b `[B, K, N]`; b may be a strided view.
+    fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
+
+    // ---- normalisation ------------------------------------------------------
+    /// `out = norm(x)` row-wise over the last dim.
+    fn norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()>;
+    /// Fused residual: `residual += x; out = norm(residual)` in one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn add_norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        residual: &mut Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()>;
+
+    // ---- pointwise ----------------------------------------------------------
+    fn activation(&self, x: &mut Tensor, act: Activation) -> Result<()>;
+    /// `out = act(gate) * up` (T5 v1.1 gated-GELU, gated SiLU).
+    fn gated_activation(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()>;
+    /// `x += y`; y may be a row vector broadcast over x's rows.
+    fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()>;
+    /// `x *= y` elementwise; y may be a row vector broadcast over x's rows.
+    fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()>;
+    /// `x *= s`.
+    fn scale(&self, x: &mut Tensor, s: f32) -> Result<()>;
+    /// `out[i, :] = table[ids[i], :] * scale` (ids u32).
+    fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()>;
+
+    // ---- attention ----------------------------------------------------------
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        out: &mut Tensor,
+    ) -> Result<()>;
+
+    // ---- search -------------------------------------------------------------
+    /// Row-wise softmax over the last dim, in place.
+    fn softmax(&self, x: &mut Tensor) -> Result<()>;
+    /// Row-wise log-softmax over the last dim, in place.
+    fn log_softmax(&self, x: &mut Tensor) -> Result<()>;
+    /// The `k` largest entries of each row, largest first (ties: lower index
+    /// first): `(indices, values)`, each `rows * k` long, on the host.
+    fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)>;
+}

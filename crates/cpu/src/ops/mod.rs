@@ -1,0 +1,4 @@
+//! One module per op family: `*_reference` (scalar, f64 accumulation) beside the
+//! SIMD implementations and their dispatch.
+
+pub mod gemm;
