@@ -5,8 +5,12 @@
 pub mod bleu;
 pub mod bleu_tokenize;
 pub mod chrf;
+pub mod datasets;
 pub mod error;
+pub mod io;
 pub mod porter;
 pub mod rouge;
+pub mod sentence_split;
+pub mod tables;
 
 pub use error::{EvalError, Result};

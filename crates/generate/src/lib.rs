@@ -4,7 +4,20 @@
 //! step at a time. The encoder runs once per source and the cross-attention K/V is
 //! projected once there; decoder rows (beams, samples) read it through
 //! `DecoderState::kv_index`, never through copies.
+//!
+//! - [`config`]: [`GenerationConfig`] resolved from a checkpoint exactly as
+//!   transformers 5 does, with CLI [`GenerationOverrides`] on top.
+//! - [`processors`]: the logits processors, HF semantics and order.
+//! - [`search`]: greedy, sampling and beam search ([`Generator`]).
 
+pub mod config;
+pub mod math;
 pub mod model;
+pub mod processors;
+pub mod rng;
+pub mod search;
 
+pub use config::{EarlyStopping, GenerationConfig, GenerationOverrides, SearchMode};
 pub use model::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
+pub use processors::{LogitsProcessor, LogitsProcessorList, RowContext};
+pub use search::{plan_batches, Generator, Hypothesis, TraceEvent, TraceFn, TRACE_TOP};

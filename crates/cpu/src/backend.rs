@@ -1,0 +1,1283 @@
+//! [`CpuBackend`]: the `Backend` trait on host memory.
+//!
+//! Every method checks devices, dtypes, contiguity and shapes first and returns
+//! an `encdec_core::Error` naming the op (never panics on bad input), then runs
+//! the op of [`crate::ops`] for the ISA of [`crate::isa::active`] inside the
+//! backend's own rayon pool.
+//!
+//! Dtypes: activations are f32. Weights of `linear` and `embedding` may be f32,
+//! f16, bf16 or int8; norm weights and biases may be f32, f16 or bf16 (non-f32
+//! ones are converted to f32 once per call, so models should keep them f32).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use encdec_core::{
+    Activation, AttentionParams, Backend, DType, Device, Error, HostStorage, NormKind, Result,
+    Storage, Tensor,
+};
+use half::slice::HalfFloatSliceExt;
+
+use crate::isa;
+use crate::ops::attention::{self, Attn, View3};
+use crate::ops::gemm::{self, Weights};
+use crate::ops::{
+    activation, cast, copy, elementwise, embedding, matmul, norm, par, softmax, topk,
+};
+
+const CPU: &str = "cpu";
+
+/// The CPU backend: SIMD ops (AVX-512 / AVX2 / NEON, chosen at run time) on a
+/// rayon thread pool of its own.
+#[derive(Debug, Clone)]
+pub struct CpuBackend {
+    pool: Option<Arc<rayon::ThreadPool>>,
+    threads: usize,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// A backend with one thread per available core.
+    pub fn new() -> Self {
+        Self::with_threads(0)
+    }
+
+    /// A backend with `n` threads (`0`: one per available core). If the pool
+    /// cannot be started the ops run on rayon's global pool instead.
+    pub fn with_threads(n: usize) -> Self {
+        Self::try_with_threads(n).unwrap_or_else(|_| CpuBackend {
+            pool: None,
+            threads: rayon::current_num_threads(),
+        })
+    }
+
+    /// As [`with_threads`](Self::with_threads), but an error if the pool cannot start.
+    pub fn try_with_threads(n: usize) -> Result<Self> {
+        let n = if n == 0 {
+            std::thread::available_parallelism().map_or(1, |p| p.get())
+        } else {
+            n
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("encdec-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cpu backend: cannot start {n} threads: {e}")))?;
+        Ok(CpuBackend {
+            pool: Some(Arc::new(pool)),
+            threads: n,
+        })
+    }
+
+    /// Threads the ops use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` inside the backend's thread pool.
+    ///
+    /// Every op does this itself, but entering the pool from outside costs a
+    /// thread hand-off (microseconds) per op; a caller that runs many small
+    /// ops (a decode step) can wrap them all in one `install`, after which the
+    /// ops run inline on the pool's thread.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// Runs an op of `par_size` (the measure its parallel split compares with
+    /// [`par::PAR_MIN_ELEMS`]): inline when it will run on one thread anyway
+    /// (no hand-off), else inside the pool.
+    fn run<R: Send>(&self, par_size: usize, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) if par_size > par::PAR_MIN_ELEMS => p.install(f),
+            _ => f(),
+        }
+    }
+}
+
+// ---- argument checks -------------------------------------------------------
+
+fn host<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a HostStorage> {
+    match t.storage() {
+        Storage::Host(h) => Ok(h),
+        Storage::Device(b) => Err(Error::WrongDevice {
+            op,
+            got: b.device().to_string(),
+            want: CPU.into(),
+        }),
+    }
+}
+
+fn unsupported(op: &'static str, dtype: DType) -> Error {
+    Error::UnsupportedDType {
+        op,
+        dtype,
+        device: CPU.into(),
+    }
+}
+
+fn shape_err(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Error {
+    Error::ShapeMismatch {
+        op,
+        lhs: lhs.to_vec(),
+        rhs: rhs.to_vec(),
+    }
+}
+
+/// The f32 elements of a contiguous host tensor.
+fn f32_in<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a [f32]> {
+    let h = host(t, op)?;
+    t.require_contiguous(op)?;
+    match h {
+        HostStorage::F32(v) => Ok(&v[t.offset()..t.offset() + t.elem_count()]),
+        h => Err(unsupported(op, h.dtype())),
+    }
+}
+
+/// The f32 elements of a contiguous, uniquely owned host tensor, writable.
+fn f32_out<'a>(t: &'a mut Tensor, op: &'static str) -> Result<&'a mut [f32]> {
+    host(t, op)?;
+    t.require_contiguous(op)?;
+    let (o, n) = (t.offset(), t.elem_count());
+    match t.host_mut(op)? {
+        HostStorage::F32(v) => Ok(&mut v[o..o + n]),
+        h => Err(unsupported(op, h.dtype())),
+    }
+}
+
+/// The u32 elements of a contiguous host tensor.
+fn u32_in<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a [u32]> {
+    let h = host(t, op)?;
+    t.require_contiguous(op)?;
+    match h {
+        HostStorage::U32(v) => Ok(&v[t.offset()..t.offset() + t.elem_count()]),
+        h => Err(Error::DTypeMismatch {
+            op,
+            lhs: h.dtype(),
+            rhs: DType::U32,
+        }),
+    }
+}
+
+/// A vector of `n` f32/f16/bf16 values as f32 (borrowed when already f32).
+fn vec_f32<'a>(t: &'a Tensor, n: usize, op: &'static str) -> Result<Cow<'a, [f32]>> {
+    let h = host(t, op)?;
+    t.require_contiguous(op)?;
+    if t.elem_count() != n {
+        return Err(shape_err(op, t.dims(), &[n]));
+    }
+    let r = t.offset()..t.offset() + n;
+    Ok(match h {
+        HostStorage::F32(v) => Cow::Borrowed(&v[r]),
+        HostStorage::F16(v) => {
+            let mut o = vec![0.0; n];
+            v[r].convert_to_f32_slice(&mut o);
+            Cow::Owned(o)
+        }
+        HostStorage::BF16(v) => {
+            let mut o = vec![0.0; n];
+            v[r].convert_to_f32_slice(&mut o);
+            Cow::Owned(o)
+        }
+        h => return Err(unsupported(op, h.dtype())),
+    })
+}
+
+/// A contiguous `[rows, cols]` weight matrix as the GEMM reads it.
+fn weights<'a>(t: &'a Tensor, op: &'static str) -> Result<Weights<'a>> {
+    let h = host(t, op)?;
+    t.require_contiguous(op)?;
+    let (o, n) = (t.offset(), t.elem_count());
+    Ok(match h {
+        HostStorage::F32(v) => Weights::F32(&v[o..o + n]),
+        HostStorage::F16(v) => Weights::F16(&v[o..o + n]),
+        HostStorage::BF16(v) => Weights::BF16(&v[o..o + n]),
+        HostStorage::I8 { data, scales } => {
+            let cols = t.cols().max(1);
+            let srow = data.len() / scales.len().max(1);
+            if srow != cols || o % cols != 0 {
+                return Err(Error::Invalid(format!(
+                    "{op}: int8 weight view {:?} does not cover whole quantised rows",
+                    t.dims()
+                )));
+            }
+            Weights::I8 {
+                data: &data[o..o + n],
+                scales: &scales[o / cols..(o + n) / cols],
+            }
+        }
+        HostStorage::U32(_) => return Err(unsupported(op, DType::U32)),
+    })
+}
+
+/// A rank-3 f32 host view with a contiguous last dim, checked to lie within its storage.
+fn view3<'a>(t: &'a Tensor, op: &'static str) -> Result<View3<'a>> {
+    let h = host(t, op)?;
+    let v = match h {
+        HostStorage::F32(v) => v,
+        h => return Err(unsupported(op, h.dtype())),
+    };
+    let (d, s) = (t.dims(), t.strides());
+    if d.len() != 3 {
+        return Err(Error::Invalid(format!(
+            "{op}: expected a rank-3 tensor [batch, time, heads*head_dim], got {d:?}"
+        )));
+    }
+    if d[2] > 1 && s[2] != 1 {
+        return Err(Error::NotContiguous { op });
+    }
+    let end = t.offset() + d[0].saturating_sub(1) * s[0] + d[1].saturating_sub(1) * s[1] + d[2];
+    if t.elem_count() > 0 && end > v.len() {
+        return Err(Error::Invalid(format!(
+            "{op}: view {d:?} with strides {s:?} overruns its storage"
+        )));
+    }
+    Ok(View3 {
+        data: v,
+        off: t.offset(),
+        sb: s[0],
+        st: s[1],
+    })
+}
+
+fn same_count(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.elem_count() != b.elem_count() || a.cols() != b.cols() {
+        return Err(shape_err(op, a.dims(), b.dims()));
+    }
+    Ok(())
+}
+
+/// The `[.., C]` row broadcast rule of add/mul_assign: y is x-sized or one row.
+fn check_broadcast(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
+    if y.elem_count() == x.elem_count() || (y.elem_count() == x.cols() && y.cols() == x.cols()) {
+        Ok(())
+    } else {
+        Err(shape_err(op, x.dims(), y.dims()))
+    }
+}
+
+// ---- the trait -------------------------------------------------------------
+
+impl Backend for CpuBackend {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn describe(&self) -> String {
+        let mut feats = vec![match isa::active() {
+            isa::Isa::Avx512 => "avx512",
+            isa::Isa::Avx2 => "avx2",
+            isa::Isa::Neon => "neon",
+            isa::Isa::Scalar => "scalar",
+        }];
+        if isa::active() == isa::Isa::Avx512 {
+            if isa::has_avx512_vnni() {
+                feats.push("vnni");
+            }
+            if isa::has_avx512_bf16() {
+                feats.push("bf16");
+            }
+        }
+        let t = self.threads;
+        format!(
+            "cpu ({}; {t} thread{})",
+            feats.join(", "),
+            if t == 1 { "" } else { "s" }
+        )
+    }
+
+    // ---- memory ---------------------------------------------------------
+
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Ok(Tensor::zeros(shape, dtype))
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        host(t, "upload")?;
+        Ok(t.clone())
+    }
+
+    fn download(&self, t: &Tensor) -> Result<Tensor> {
+        host(t, "download")?;
+        Ok(t.clone())
+    }
+
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        const OP: &str = "cast";
+        let h = host(t, OP)?;
+        let from = h.dtype();
+        if (from == DType::U32) != (dtype == DType::U32) {
+            return Err(Error::Invalid(format!(
+                "cast: cannot convert {from} to {dtype} (ids convert to nothing else)"
+            )));
+        }
+        if from == DType::I8 {
+            t.require_contiguous(OP)?;
+        }
+        let src = t.contiguous()?;
+        let h = host(&src, OP)?;
+        let n = src.elem_count();
+        let o = src.offset();
+        let cols = src.cols().max(1);
+        let rows = n / cols;
+        let isa = isa::active();
+        // Everything as f32 first, unless the source already is (or the target is the source dtype).
+        let as_f32 = |h: &HostStorage| -> Vec<f32> {
+            let mut f = vec![0.0f32; n];
+            match h {
+                HostStorage::F32(v) => f.copy_from_slice(&v[o..o + n]),
+                HostStorage::F16(v) => cast::f16_to_f32(&v[o..o + n], &mut f),
+                HostStorage::BF16(v) => cast::bf16_to_f32(&v[o..o + n], &mut f),
+                HostStorage::I8 { data, scales } => {
+                    let so = o / cols;
+                    cast::dequantize_i8(&data[o..o + n], &scales[so..so + rows], cols, &mut f)
+                }
+                HostStorage::U32(_) => {}
+            }
+            f
+        };
+        let out = self.run(n, || match (h, dtype) {
+            (HostStorage::F32(v), DType::F32) => HostStorage::F32(v[o..o + n].to_vec()),
+            (HostStorage::F16(v), DType::F16) => HostStorage::F16(v[o..o + n].to_vec()),
+            (HostStorage::BF16(v), DType::BF16) => HostStorage::BF16(v[o..o + n].to_vec()),
+            (HostStorage::U32(v), _) => HostStorage::U32(v[o..o + n].to_vec()),
+            (HostStorage::I8 { data, scales }, DType::I8) => HostStorage::I8 {
+                data: data[o..o + n].to_vec(),
+                scales: scales[o / cols..o / cols + rows].to_vec(),
+            },
+            (h, DType::I8) => {
+                let mut data = vec![0i8; n];
+                let mut scales = vec![0.0f32; rows];
+                match h {
+                    HostStorage::F32(v) => {
+                        cast::quantize_i8(isa, &v[o..o + n], cols, &mut data, &mut scales)
+                    }
+                    HostStorage::F16(v) => cast::quantize_i8_from(
+                        isa,
+                        &v[o..o + n],
+                        cols,
+                        &mut data,
+                        &mut scales,
+                        |s, d| s.convert_to_f32_slice(d),
+                    ),
+                    HostStorage::BF16(v) => cast::quantize_i8_from(
+                        isa,
+                        &v[o..o + n],
+                        cols,
+                        &mut data,
+                        &mut scales,
+                        |s, d| s.convert_to_f32_slice(d),
+                    ),
+                    _ => {}
+                }
+                HostStorage::I8 { data, scales }
+            }
+            (h, DType::F32) => HostStorage::F32(as_f32(h)),
+            (h, DType::F16) => {
+                let f = as_f32(h);
+                let mut d = vec![half::f16::ZERO; n];
+                cast::f32_to_f16(&f, &mut d);
+                HostStorage::F16(d)
+            }
+            (h, DType::BF16) => {
+                let f = as_f32(h);
+                let mut d = vec![half::bf16::ZERO; n];
+                cast::f32_to_bf16(&f, &mut d);
+                HostStorage::BF16(d)
+            }
+            // Float -> u32 was refused above.
+            (_, DType::U32) => HostStorage::U32(Vec::new()),
+        });
+        Tensor::from_host(out, src.shape().clone())
+    }
+
+    fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
+        const OP: &str = "write_rows";
+        host(src, OP)?;
+        host(dst, OP)?;
+        let (s, d) = (src.dims(), dst.dims());
+        if s.len() != 3 || d.len() != 3 || s[0] != d[0] || s[2] != d[2] {
+            return Err(shape_err(OP, s, d));
+        }
+        let (t, tcap, c) = (s[1], d[1], s[2]);
+        if start + t > tcap {
+            return Err(Error::Invalid(format!(
+                "write_rows: rows {start}..{} do not fit a cache of {tcap} (src {s:?}, dst {d:?})",
+                start + t
+            )));
+        }
+        if src.dtype() != dst.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: src.dtype(),
+                rhs: dst.dtype(),
+            });
+        }
+        if src.dtype() == DType::I8 {
+            return Err(unsupported(OP, DType::I8));
+        }
+        dst.require_contiguous(OP)?;
+        let src = src.contiguous()?;
+        let (so, n) = (src.offset(), src.elem_count());
+        let (dof, dn) = (dst.offset(), dst.elem_count());
+        let sh = host(&src, OP)?;
+        let dh = dst.host_mut(OP)?;
+        self.run(n, || match (sh, dh) {
+            (HostStorage::F32(a), HostStorage::F32(b)) => {
+                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
+            }
+            (HostStorage::F16(a), HostStorage::F16(b)) => {
+                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
+            }
+            (HostStorage::BF16(a), HostStorage::BF16(b)) => {
+                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
+            }
+            (HostStorage::U32(a), HostStorage::U32(b)) => {
+                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
+            }
+            _ => {}
+        });
+        Ok(())
+    }
+
+    fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
+        const OP: &str = "index_select";
+        host(src, OP)?;
+        host(dst, OP)?;
+        let idx = u32_in(index, OP)?;
+        let (s, d) = (src.dims(), dst.dims());
+        if s.is_empty() || d.len() != s.len() || s[1..] != d[1..] || d[0] != idx.len() {
+            return Err(shape_err(OP, s, d));
+        }
+        if src.dtype() != dst.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: src.dtype(),
+                rhs: dst.dtype(),
+            });
+        }
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= s[0]) {
+            return Err(Error::Invalid(format!(
+                "index_select: index {bad} is out of range for {} rows (src {s:?})",
+                s[0]
+            )));
+        }
+        src.require_contiguous(OP)?;
+        dst.require_contiguous(OP)?;
+        let row: usize = s[1..].iter().product();
+        let cols = src.cols().max(1);
+        let (so, n) = (src.offset(), src.elem_count());
+        let (dof, dn) = (dst.offset(), dst.elem_count());
+        let sh = host(src, OP)?;
+        let dh = dst.host_mut(OP)?;
+        self.run(dn, || match (sh, dh) {
+            (HostStorage::F32(a), HostStorage::F32(b)) => {
+                copy::index_select(&a[so..so + n], row, idx, &mut b[dof..dof + dn])
+            }
+            (HostStorage::F16(a), HostStorage::F16(b)) => {
+                copy::index_select(&a[so..so + n], row, idx, &mut b[dof..dof + dn])
+            }
+            (HostStorage::BF16(a), HostStorage::BF16(b)) => {
+                copy::index_select(&a[so..so + n], row, idx, &mut b[dof..dof + dn])
+            }
+            (HostStorage::U32(a), HostStorage::U32(b)) => {
+                copy::index_select(&a[so..so + n], row, idx, &mut b[dof..dof + dn])
+            }
+            (
+                HostStorage::I8 {
+                    data: a,
+                    scales: sa,
+                },
+                HostStorage::I8 {
+                    data: b,
+                    scales: sb,
+                },
+            ) => {
+                copy::index_select(&a[so..so + n], row, idx, &mut b[dof..dof + dn]);
+                let (ss, ds) = (so / cols, dof / cols);
+                copy::index_select(
+                    &sa[ss..ss + n / cols],
+                    row / cols,
+                    idx,
+                    &mut sb[ds..ds + dn / cols],
+                );
+            }
+            _ => {}
+        });
+        Ok(())
+    }
+
+    // ---- dense ----------------------------------------------------------
+
+    fn linear(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "linear";
+        let xs = f32_in(x, OP)?;
+        let k = x.cols();
+        let m = x.rows();
+        if w.rank() != 2 || w.dim(1) != k {
+            return Err(shape_err(OP, x.dims(), w.dims()));
+        }
+        let n = w.dim(0);
+        let wv = weights(w, OP)?;
+        let b = bias.map(|b| vec_f32(b, n, OP)).transpose()?;
+        let mut want = x.dims().to_vec();
+        if let Some(last) = want.last_mut() {
+            *last = n;
+        }
+        if out.elem_count() != m * n || out.cols() != n {
+            return Err(shape_err(OP, out.dims(), &want));
+        }
+        let o = f32_out(out, OP)?;
+        self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), o));
+        Ok(())
+    }
+
+    fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
+        const OP: &str = "batched_matmul";
+        let av = f32_in(a, OP)?;
+        let (ad, bd) = (a.dims(), b.dims());
+        if ad.len() != 3 || bd.len() != 3 || ad[0] != bd[0] || ad[2] != bd[1] {
+            return Err(shape_err(OP, ad, bd));
+        }
+        let (batch, m, k, n) = (ad[0], ad[1], ad[2], bd[2]);
+        if out.dims() != [batch, m, n] {
+            return Err(shape_err(OP, out.dims(), &[batch, m, n]));
+        }
+        let bdata = match host(b, OP)? {
+            HostStorage::F32(v) => &v[..],
+            h => return Err(unsupported(OP, h.dtype())),
+        };
+        let s = b.strides();
+        let end = b.offset()
+            + batch.saturating_sub(1) * s[0]
+            + k.saturating_sub(1) * s[1]
+            + n.saturating_sub(1) * s[2];
+        if b.elem_count() > 0 && end >= bdata.len() {
+            return Err(Error::Invalid(format!(
+                "{OP}: view {bd:?} with strides {s:?} overruns its storage"
+            )));
+        }
+        let bv = matmul::Strided {
+            data: bdata,
+            off: b.offset(),
+            sb: s[0],
+            sk: s[1],
+            sn: s[2],
+        };
+        let o = f32_out(out, OP)?;
+        let isa = isa::active();
+        self.run(batch * m * n * k / 4, || {
+            matmul::batched_matmul(isa, batch, m, k, n, av, bv, o)
+        });
+        Ok(())
+    }
+
+    // ---- normalisation --------------------------------------------------
+
+    fn norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "norm";
+        let xs = f32_in(x, OP)?;
+        let c = x.cols();
+        let (w, b) = norm_params(OP, kind, weight, bias, c)?;
+        same_count(OP, out, x)?;
+        let o = f32_out(out, OP)?;
+        let isa = isa::active();
+        self.run(xs.len(), || {
+            norm::norm(isa, kind, xs, &w, b.as_deref(), eps, o)
+        });
+        Ok(())
+    }
+
+    fn add_norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        residual: &mut Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "add_norm";
+        let xs = f32_in(x, OP)?;
+        let c = x.cols();
+        let (w, b) = norm_params(OP, kind, weight, bias, c)?;
+        same_count(OP, residual, x)?;
+        same_count(OP, out, x)?;
+        let r = f32_out(residual, OP)?;
+        let o = f32_out(out, OP)?;
+        let isa = isa::active();
+        self.run(xs.len(), || {
+            norm::add_norm(isa, kind, xs, r, &w, b.as_deref(), eps, o)
+        });
+        Ok(())
+    }
+
+    // ---- pointwise ------------------------------------------------------
+
+    fn activation(&self, x: &mut Tensor, act: Activation) -> Result<()> {
+        let xs = f32_out(x, "activation")?;
+        let isa = isa::active();
+        self.run(xs.len(), || activation::activation(isa, act, xs));
+        Ok(())
+    }
+
+    fn gated_activation(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "gated_activation";
+        let g = f32_in(gate, OP)?;
+        let u = f32_in(up, OP)?;
+        same_count(OP, gate, up)?;
+        same_count(OP, out, gate)?;
+        let o = f32_out(out, OP)?;
+        let isa = isa::active();
+        self.run(o.len(), || activation::gated_activation(isa, act, g, u, o));
+        Ok(())
+    }
+
+    fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        const OP: &str = "add_assign";
+        let ys = f32_in(y, OP)?;
+        check_broadcast(OP, x, y)?;
+        let xs = f32_out(x, OP)?;
+        let isa = isa::active();
+        self.run(xs.len(), || elementwise::add_assign(isa, xs, ys));
+        Ok(())
+    }
+
+    fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        const OP: &str = "mul_assign";
+        let ys = f32_in(y, OP)?;
+        check_broadcast(OP, x, y)?;
+        let xs = f32_out(x, OP)?;
+        let isa = isa::active();
+        self.run(xs.len(), || elementwise::mul_assign(isa, xs, ys));
+        Ok(())
+    }
+
+    fn scale(&self, x: &mut Tensor, s: f32) -> Result<()> {
+        let xs = f32_out(x, "scale")?;
+        let isa = isa::active();
+        self.run(xs.len(), || elementwise::scale(isa, xs, s));
+        Ok(())
+    }
+
+    fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
+        const OP: &str = "embedding";
+        let id = u32_in(ids, OP)?;
+        if table.rank() != 2 {
+            return Err(Error::Invalid(format!(
+                "embedding: table must be [vocab, dim], got {:?}",
+                table.dims()
+            )));
+        }
+        let c = table.dim(1);
+        let tv = weights(table, OP)?;
+        if out.elem_count() != id.len() * c || out.cols() != c {
+            let mut want = ids.dims().to_vec();
+            want.push(c);
+            return Err(shape_err(OP, out.dims(), &want));
+        }
+        let o = f32_out(out, OP)?;
+        let isa = isa::active();
+        self.run(o.len(), || embedding::embedding(isa, id, tv, c, scale, o))
+    }
+
+    // ---- attention ------------------------------------------------------
+
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttentionParams,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "attention";
+        let (qv, kv, vv) = (view3(q, OP)?, view3(k, OP)?, view3(v, OP)?);
+        let hd = p.num_heads * p.head_dim;
+        let (qd, kd) = (q.dims(), k.dims());
+        if hd == 0 {
+            return Err(Error::Invalid(format!(
+                "attention: {} heads of dim {}",
+                p.num_heads, p.head_dim
+            )));
+        }
+        if qd[2] != hd || kd[2] != hd {
+            return Err(shape_err(OP, qd, kd));
+        }
+        if v.dims() != kd {
+            return Err(shape_err(OP, kd, v.dims()));
+        }
+        let (batch, tq, bkv, tcap) = (qd[0], qd[1], kd[0], kd[1]);
+        if p.kv_len == 0 || p.kv_len > tcap {
+            return Err(Error::Invalid(format!(
+                "attention: kv_len {} must be in 1..={tcap} (k {kd:?})",
+                p.kv_len
+            )));
+        }
+        let key_mask = match p.key_mask {
+            Some(m) => {
+                let mv = f32_in(m, OP)?;
+                if mv.len() != bkv * tcap || m.cols() != tcap {
+                    return Err(shape_err(OP, m.dims(), &[bkv, tcap]));
+                }
+                Some(mv)
+            }
+            None => None,
+        };
+        let position_bias = match p.position_bias {
+            Some(b) => {
+                let bv = f32_in(b, OP)?;
+                let want = [p.num_heads, tq, p.kv_len];
+                if b.dims() != want {
+                    return Err(shape_err(OP, b.dims(), &want));
+                }
+                Some(bv)
+            }
+            None => None,
+        };
+        let kv_index = match p.kv_index {
+            Some(ix) => {
+                let iv = u32_in(ix, OP)?;
+                if iv.len() != batch {
+                    return Err(shape_err(OP, ix.dims(), &[batch]));
+                }
+                if let Some(&bad) = iv.iter().find(|&&r| r as usize >= bkv) {
+                    return Err(Error::Invalid(format!(
+                        "attention: kv_index {bad} is out of range for {bkv} kv rows"
+                    )));
+                }
+                Some(iv)
+            }
+            None => {
+                if batch > bkv {
+                    return Err(shape_err(OP, qd, kd));
+                }
+                None
+            }
+        };
+        if out.dims() != qd {
+            return Err(shape_err(OP, out.dims(), qd));
+        }
+        let a = Attn {
+            batch,
+            tq,
+            heads: p.num_heads,
+            head_dim: p.head_dim,
+            tcap,
+            kv_len: p.kv_len,
+            scale: p.scale,
+            causal: p.causal,
+            q_offset: p.q_offset,
+            q: qv,
+            k: kv,
+            v: vv,
+            key_mask,
+            position_bias,
+            kv_index,
+        };
+        let o = f32_out(out, OP)?;
+        let isa = isa::active();
+        self.run(attention::par_size(&a), || attention::attention(isa, &a, o));
+        Ok(())
+    }
+
+    // ---- search ---------------------------------------------------------
+
+    fn softmax(&self, x: &mut Tensor) -> Result<()> {
+        let c = x.cols();
+        let xs = f32_out(x, "softmax")?;
+        let isa = isa::active();
+        self.run(xs.len(), || softmax::softmax(isa, xs, c));
+        Ok(())
+    }
+
+    fn log_softmax(&self, x: &mut Tensor) -> Result<()> {
+        let c = x.cols();
+        let xs = f32_out(x, "log_softmax")?;
+        let isa = isa::active();
+        self.run(xs.len(), || softmax::log_softmax(isa, xs, c));
+        Ok(())
+    }
+
+    fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        const OP: &str = "topk";
+        let xs = f32_in(x, OP)?;
+        let c = x.cols();
+        if k > c {
+            return Err(Error::Invalid(format!(
+                "topk: k {k} exceeds the row length {c} (x {:?})",
+                x.dims()
+            )));
+        }
+        let isa = isa::active();
+        Ok(self.run(xs.len(), || topk::topk(isa, xs, c, k)))
+    }
+}
+
+/// Norm weight and bias as f32 vectors of `c` elements.
+#[allow(clippy::type_complexity)]
+fn norm_params<'a>(
+    op: &'static str,
+    kind: NormKind,
+    weight: &'a Tensor,
+    bias: Option<&'a Tensor>,
+    c: usize,
+) -> Result<(Cow<'a, [f32]>, Option<Cow<'a, [f32]>>)> {
+    let w = vec_f32(weight, c, op)?;
+    let b = match (kind, bias) {
+        (NormKind::RmsNorm, Some(_)) => {
+            return Err(Error::Invalid(format!(
+                "{op}: RMS norm takes no bias (T5LayerNorm has none)"
+            )))
+        }
+        (_, Some(b)) => Some(vec_f32(b, c, op)?),
+        (_, None) => None,
+    };
+    Ok((w, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gemm::gemm_reference;
+    use encdec_core::testing::{compare, random_normal, random_vec, Tol};
+    use half::{bf16, f16};
+
+    fn t(v: Vec<f32>, shape: &[usize]) -> Tensor {
+        Tensor::from_f32(v, shape).unwrap()
+    }
+    fn f64s(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| x as f64).collect()
+    }
+
+    #[test]
+    fn describe_names_isa_and_threads() {
+        let b = CpuBackend::with_threads(2);
+        let d = b.describe();
+        assert!(d.starts_with("cpu ("), "{d}");
+        assert!(d.ends_with("; 2 threads)"), "{d}");
+        assert_eq!(b.device(), Device::Cpu);
+        assert!(CpuBackend::with_threads(1)
+            .describe()
+            .ends_with("1 thread)"));
+    }
+
+    #[test]
+    fn linear_runs_gemm_for_every_weight_dtype() {
+        let be = CpuBackend::with_threads(2);
+        let (m, k, n) = (5, 33, 17);
+        let x = random_normal(1, m * k, 1.0);
+        let w = random_normal(2, n * k, 0.2);
+        let bias = random_vec(3, n);
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let wt = t(w.clone(), &[n, k]);
+        let wi8 = be.cast(&wt, DType::I8).unwrap();
+        let ws = [
+            wt.clone(),
+            Tensor::from_f16(w16, [n, k]).unwrap(),
+            Tensor::from_bf16(wb, [n, k]).unwrap(),
+            wi8,
+        ];
+        let xt = t(x.clone(), &[1, m, k]);
+        let bt = t(bias.clone(), &[n]);
+        for wt in &ws {
+            let mut out = be.zeros(&[1, m, n], DType::F32).unwrap();
+            be.linear(&xt, wt, Some(&bt), &mut out).unwrap();
+            let wf = wt.to_f32_vec().unwrap();
+            let mut want = vec![0.0; m * n];
+            gemm_reference(m, n, k, &x, Weights::F32(&wf), Some(&bias), &mut want);
+            // The int8 GEMM quantises activations too (u8 per row): half-precision tolerance.
+            let tol = if wt.dtype() == DType::I8 {
+                Tol::HALF
+            } else {
+                Tol::F32
+            };
+            compare(
+                &format!("linear {}", wt.dtype()),
+                out.as_f32().unwrap(),
+                &f64s(&want),
+                tol,
+            )
+            .unwrap();
+        }
+        // A narrowed weight (rows 3..10 of w) works for f32 and int8.
+        let wn = ws[3].narrow(0, 3, 7).unwrap();
+        let mut out = be.zeros(&[m, 7], DType::F32).unwrap();
+        be.linear(&t(x.clone(), &[m, k]), &wn, None, &mut out)
+            .unwrap();
+        let wf = wn.to_f32_vec().unwrap();
+        let mut want = vec![0.0; m * 7];
+        gemm_reference(m, 7, k, &x, Weights::F32(&wf), None, &mut want);
+        compare(
+            "linear narrow int8",
+            out.as_f32().unwrap(),
+            &f64s(&want),
+            Tol::HALF,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_shapes_and_dtypes_are_errors_not_panics() {
+        let be = CpuBackend::with_threads(1);
+        let x = t(vec![0.0; 6], &[2, 3]);
+        let w = t(vec![0.0; 8], &[2, 4]);
+        let mut out = be.zeros(&[2, 2], DType::F32).unwrap();
+        let e = be.linear(&x, &w, None, &mut out).unwrap_err();
+        assert!(
+            matches!(e, Error::ShapeMismatch { op: "linear", .. }),
+            "{e}"
+        );
+        let mut bad_out = be.zeros(&[2, 5], DType::F32).unwrap();
+        let w = t(vec![0.0; 6], &[2, 3]);
+        assert!(be.linear(&x, &w, None, &mut bad_out).is_err());
+        let ids = Tensor::from_u32(vec![1, 2], [2]).unwrap();
+        let e = be.linear(&ids, &w, None, &mut out).unwrap_err();
+        assert!(
+            e.to_string().contains("linear") && e.to_string().contains("u32"),
+            "{e}"
+        );
+
+        // Norm: weight of the wrong length, RMS with a bias, f16 x.
+        let wn = t(vec![1.0; 4], &[4]);
+        let mut o = be.zeros(&[2, 3], DType::F32).unwrap();
+        assert!(be
+            .norm(NormKind::LayerNorm, &x, &wn, None, 1e-5, &mut o)
+            .is_err());
+        let w3 = t(vec![1.0; 3], &[3]);
+        assert!(be
+            .norm(NormKind::RmsNorm, &x, &w3, Some(&w3), 1e-6, &mut o)
+            .is_err());
+        let xh = be.cast(&x, DType::F16).unwrap();
+        let e = be
+            .norm(NormKind::RmsNorm, &xh, &w3, None, 1e-6, &mut o)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedDType {
+                    op: "norm",
+                    dtype: DType::F16,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // f16 norm weights are accepted.
+        let w3h = be.cast(&w3, DType::F16).unwrap();
+        be.norm(NormKind::RmsNorm, &x, &w3h, None, 1e-6, &mut o)
+            .unwrap();
+
+        // A shared output is refused.
+        let mut shared = be.zeros(&[2, 3], DType::F32).unwrap();
+        let view = shared.clone();
+        let e = be.scale(&mut shared, 2.0).unwrap_err();
+        assert!(matches!(e, Error::SharedOutput { .. }), "{e}");
+        drop(view);
+
+        // Broadcast rules.
+        let mut xm = t(vec![1.0; 6], &[2, 3]);
+        assert!(be.add_assign(&mut xm, &t(vec![1.0; 3], &[3])).is_ok());
+        assert!(be.add_assign(&mut xm, &t(vec![1.0; 2], &[2])).is_err());
+        assert!(be.mul_assign(&mut xm, &t(vec![2.0; 6], &[3, 2])).is_ok());
+
+        // Embedding id out of range.
+        let table = t(vec![0.0; 12], &[4, 3]);
+        let mut eo = be.zeros(&[2, 3], DType::F32).unwrap();
+        let ids = Tensor::from_u32(vec![1, 4], [2]).unwrap();
+        let e = be
+            .embedding(&ids, &table, 1.0, &mut eo)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("token id 4") && e.contains("vocabulary of 4"),
+            "{e}"
+        );
+
+        // write_rows past the cache, index_select out of range.
+        let src = t(vec![0.0; 2 * 3 * 4], &[2, 3, 4]);
+        let mut cache = be.zeros(&[2, 5, 4], DType::F32).unwrap();
+        assert!(be.write_rows(&src, &mut cache, 3).is_err());
+        be.write_rows(&src, &mut cache, 2).unwrap();
+        let ix = Tensor::from_u32(vec![0, 2], [2]).unwrap();
+        let mut sel = be.zeros(&[2, 5, 4], DType::F32).unwrap();
+        assert!(be.index_select(&cache, &ix, &mut sel).is_err());
+
+        // topk with k past the row, softmax of u32.
+        assert!(be.topk(&x, 4).is_err());
+        let mut u = Tensor::from_u32(vec![1, 2, 3], [3]).unwrap();
+        assert!(be.softmax(&mut u).is_err());
+        // cast between ids and floats.
+        assert!(be.cast(&u, DType::F32).is_err());
+    }
+
+    #[test]
+    fn attention_checks_its_arguments() {
+        let be = CpuBackend::with_threads(1);
+        let (b, tq, tk, h, d) = (2, 3, 5, 2, 4);
+        let q = t(random_vec(1, b * tq * h * d), &[b, tq, h * d]);
+        let k = t(random_vec(2, b * tk * h * d), &[b, tk, h * d]);
+        let v = t(random_vec(3, b * tk * h * d), &[b, tk, h * d]);
+        let mut out = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+        let ok = AttentionParams {
+            num_heads: h,
+            head_dim: d,
+            scale: 0.5,
+            causal: false,
+            q_offset: 0,
+            kv_len: tk,
+            key_mask: None,
+            position_bias: None,
+            kv_index: None,
+        };
+        be.attention(&q, &k, &v, &ok, &mut out).unwrap();
+        let bad = AttentionParams {
+            kv_len: tk + 1,
+            ..ok
+        };
+        assert!(be.attention(&q, &k, &v, &bad, &mut out).is_err());
+        let bad = AttentionParams { head_dim: 3, ..ok };
+        assert!(be.attention(&q, &k, &v, &bad, &mut out).is_err());
+        let ix = Tensor::from_u32(vec![0, 2], [2]).unwrap();
+        let bad = AttentionParams {
+            kv_index: Some(&ix),
+            ..ok
+        };
+        let e = be
+            .attention(&q, &k, &v, &bad, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kv_index 2"), "{e}");
+        let m = t(vec![0.0; b * (tk - 1)], &[b, tk - 1]);
+        let bad = AttentionParams {
+            key_mask: Some(&m),
+            ..ok
+        };
+        assert!(be.attention(&q, &k, &v, &bad, &mut out).is_err());
+        let pb = t(vec![0.0; h * tq * tk], &[h, tq, tk]);
+        let good = AttentionParams {
+            position_bias: Some(&pb),
+            ..ok
+        };
+        be.attention(&q, &k, &v, &good, &mut out).unwrap();
+        let pb = t(vec![0.0; h * tq * (tk - 1)], &[h, tq, tk - 1]);
+        let bad = AttentionParams {
+            position_bias: Some(&pb),
+            ..ok
+        };
+        assert!(be.attention(&q, &k, &v, &bad, &mut out).is_err());
+        // Beams: 4 query rows sharing 2 kv rows.
+        let q4 = t(random_vec(4, 4 * tq * h * d), &[4, tq, h * d]);
+        let mut o4 = be.zeros(&[4, tq, h * d], DType::F32).unwrap();
+        assert!(be.attention(&q4, &k, &v, &ok, &mut o4).is_err());
+        let ix = Tensor::from_u32(vec![0, 0, 1, 1], [4]).unwrap();
+        let beams = AttentionParams {
+            kv_index: Some(&ix),
+            ..ok
+        };
+        be.attention(&q4, &k, &v, &beams, &mut o4).unwrap();
+        // A transposed (last dim strided) k is refused.
+        let kt = k.transpose(1, 2).unwrap();
+        assert!(be.attention(&q, &kt, &v, &ok, &mut out).is_err());
+    }
+
+    #[test]
+    fn cast_round_trips_and_quantises_per_row() {
+        let be = CpuBackend::with_threads(2);
+        let x = t(random_normal(5, 6 * 10, 1.0), &[6, 10]);
+        for dt in [DType::F16, DType::BF16, DType::F32] {
+            let y = be.cast(&x, dt).unwrap();
+            assert_eq!(y.dtype(), dt);
+            assert_eq!(y.dims(), x.dims());
+            let back = be.cast(&y, DType::F32).unwrap();
+            compare(
+                &format!("cast {dt}"),
+                &back.to_f32_vec().unwrap(),
+                &f64s(&x.to_f32_vec().unwrap()),
+                Tol::HALF,
+            )
+            .unwrap();
+            let q = be.cast(&y, DType::I8).unwrap();
+            match q.host().unwrap() {
+                HostStorage::I8 { data, scales } => {
+                    assert_eq!(data.len(), 60);
+                    assert_eq!(scales.len(), 6);
+                    assert!(data.iter().any(|&v| v == 127 || v == -127));
+                }
+                _ => panic!("not int8"),
+            }
+            let dq = be.cast(&q, DType::F32).unwrap().to_f32_vec().unwrap();
+            compare(
+                "int8 round trip",
+                &dq,
+                &f64s(&x.to_f32_vec().unwrap()),
+                Tol::HALF,
+            )
+            .unwrap();
+        }
+        // A cast result is uniquely owned (writable), even to the same dtype.
+        let mut y = be.cast(&x, DType::F32).unwrap();
+        be.scale(&mut y, 2.0).unwrap();
+        // A non-contiguous source.
+        let tr = x.transpose(0, 1).unwrap();
+        let c = be.cast(&tr, DType::F16).unwrap();
+        assert_eq!(c.dims(), &[10, 6]);
+        assert_eq!(
+            c.to_f32_vec().unwrap()[1],
+            f16::from_f32(x.to_f32_vec().unwrap()[10]).to_f32()
+        );
+    }
+
+    #[test]
+    fn kv_cache_writes_and_beam_reorders() {
+        let be = CpuBackend::with_threads(2);
+        let mut cache = be.zeros(&[3, 6, 4], DType::F32).unwrap();
+        let step = t((0..12).map(|x| x as f32).collect(), &[3, 1, 4]);
+        be.write_rows(&step, &mut cache, 2).unwrap();
+        let c = cache.to_f32_vec().unwrap();
+        assert_eq!(&c[2 * 4..3 * 4], &[0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(&c[(6 + 2) * 4..(6 + 3) * 4], &[4.0, 5.0, 6.0, 7.0]);
+        let ix = Tensor::from_u32(vec![1, 1, 0], [3]).unwrap();
+        let mut re = be.zeros(&[3, 6, 4], DType::F32).unwrap();
+        be.index_select(&cache, &ix, &mut re).unwrap();
+        let r = re.to_f32_vec().unwrap();
+        assert_eq!(&r[..24], &c[24..48]);
+        assert_eq!(&r[24..48], &c[24..48]);
+        assert_eq!(&r[48..], &c[..24]);
+        // int8 rows carry their scales.
+        let q = be
+            .cast(&t(random_vec(9, 3 * 8), &[3, 8]), DType::I8)
+            .unwrap();
+        let mut qs = be.zeros(&[3, 8], DType::I8).unwrap();
+        be.index_select(&q, &ix, &mut qs).unwrap();
+        let (qv, qsv) = (q.to_f32_vec().unwrap(), qs.to_f32_vec().unwrap());
+        assert_eq!(&qsv[..8], &qv[8..16]);
+        assert_eq!(&qsv[16..], &qv[..8]);
+    }
+
+    #[test]
+    fn ops_through_the_trait_match_references() {
+        let be = CpuBackend::with_threads(2);
+        let (rows, c) = (7, 100);
+        let x = random_normal(1, rows * c, 1.0);
+        let w = random_vec(2, c);
+        let xt = t(x.clone(), &[rows, c]);
+        let wt = t(w.clone(), &[c]);
+        let mut out = be.zeros(&[rows, c], DType::F32).unwrap();
+        be.norm(NormKind::RmsNorm, &xt, &wt, None, 1e-6, &mut out)
+            .unwrap();
+        let mut want = vec![0.0; rows * c];
+        norm::rms_norm_reference(&x, &w, 1e-6, &mut want);
+        compare("rms_norm", out.as_f32().unwrap(), &f64s(&want), Tol::F32).unwrap();
+
+        let mut res = t(random_vec(3, rows * c), &[rows, c]);
+        let mut r_want = res.to_f32_vec().unwrap();
+        be.add_norm(
+            NormKind::LayerNorm,
+            &xt,
+            &mut res,
+            &wt,
+            Some(&wt),
+            1e-5,
+            &mut out,
+        )
+        .unwrap();
+        norm::add_norm_reference(
+            NormKind::LayerNorm,
+            &x,
+            &mut r_want,
+            &w,
+            Some(&w),
+            1e-5,
+            &mut want,
+        );
+        compare("add_norm", out.as_f32().unwrap(), &f64s(&want), Tol::F32).unwrap();
+        assert_eq!(res.to_f32_vec().unwrap(), r_want);
+
+        let mut y = xt.clone().contiguous().unwrap();
+        drop(xt);
+        be.activation(&mut y, Activation::Gelu).unwrap();
+        let mut want = x.clone();
+        activation::activation_reference(Activation::Gelu, &mut want);
+        compare("gelu", y.as_f32().unwrap(), &f64s(&want), Tol::F32).unwrap();
+
+        let mut s = t(x.clone(), &[rows, c]);
+        be.log_softmax(&mut s).unwrap();
+        let mut want = x.clone();
+        softmax::log_softmax_reference(&mut want, c);
+        compare("log_softmax", s.as_f32().unwrap(), &f64s(&want), Tol::F32).unwrap();
+
+        let (i, v) = be.topk(&t(x.clone(), &[rows, c]), 3).unwrap();
+        assert_eq!((i, v), topk::topk_reference(&x, c, 3));
+
+        let table = t(random_vec(4, 50 * c), &[50, c]);
+        let ids = Tensor::from_u32(vec![3, 49, 0], [1, 3]).unwrap();
+        let mut e = be.zeros(&[1, 3, c], DType::F32).unwrap();
+        be.embedding(&ids, &table, 2.0, &mut e).unwrap();
+        assert_eq!(
+            e.to_f32_vec().unwrap()[c],
+            table.to_f32_vec().unwrap()[49 * c] * 2.0
+        );
+
+        // batched_matmul with a transposed view as b.
+        let a = t(random_vec(5, 2 * 3 * 4), &[2, 3, 4]);
+        let bsrc = t(random_vec(6, 2 * 5 * 4), &[2, 5, 4]);
+        let bt = bsrc.transpose(1, 2).unwrap();
+        let mut o = be.zeros(&[2, 3, 5], DType::F32).unwrap();
+        be.batched_matmul(&a, &bt, &mut o).unwrap();
+        let bv = bt.contiguous().unwrap().to_f32_vec().unwrap();
+        let mut want = vec![0.0; 30];
+        matmul::batched_matmul_reference(
+            2,
+            3,
+            4,
+            5,
+            &a.to_f32_vec().unwrap(),
+            matmul::Strided {
+                data: &bv,
+                off: 0,
+                sb: 20,
+                sk: 5,
+                sn: 1,
+            },
+            &mut want,
+        );
+        compare(
+            "batched_matmul",
+            o.as_f32().unwrap(),
+            &f64s(&want),
+            Tol::F32,
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,590 @@
+//! Logits processors with the semantics of `transformers.generation.logits_process`.
+//!
+//! Each processor rewrites one row of f32 scores in place, given the row's
+//! decoder input ids (`history`: the decoder start token and every id generated
+//! so far — HF's `input_ids` inside `generate`) and its unpadded source ids.
+//! Buffers are allocated when a processor is built, never per call.
+//!
+//! [`LogitsProcessorList::from_config`] builds them in the order of HF
+//! `GenerationMixin._get_logits_processor`:
+//! repetition penalty, no-repeat n-gram, encoder no-repeat n-gram, bad words,
+//! min length, min new tokens, forced BOS, forced EOS, then (sampling only)
+//! temperature, top-k, top-p. HF filter value: `-inf`.
+//!
+//! In beam search HF applies them to `log_softmax(logits)`; in greedy and
+//! sampling to the raw logits. The caller decides (see `search`).
+
+use encdec_core::{Error, Result};
+
+use crate::config::GenerationConfig;
+
+/// What a processor may look at for one row.
+#[derive(Debug, Clone, Copy)]
+pub struct RowContext<'a> {
+    /// Decoder input ids: the start token, then the generated ids.
+    pub history: &'a [u32],
+    /// The row's source ids (unpadded).
+    pub source: &'a [u32],
+}
+
+/// One logits processor.
+pub trait LogitsProcessor: Send {
+    /// The name of the HF class with the same semantics.
+    fn name(&self) -> &'static str;
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>);
+}
+
+const NEG_INF: f32 = f32::NEG_INFINITY;
+
+/// `RepetitionPenaltyLogitsProcessor`: every token present in `history`
+/// (the decoder start token included, the source excluded) has its score
+/// divided by `penalty` if positive, multiplied if negative. Each distinct
+/// token is penalised once.
+pub struct RepetitionPenalty {
+    penalty: f32,
+    stamp: Vec<u32>,
+    epoch: u32,
+}
+
+impl RepetitionPenalty {
+    pub fn new(penalty: f64, vocab_size: usize) -> Self {
+        RepetitionPenalty {
+            penalty: penalty as f32,
+            stamp: vec![0; vocab_size],
+            epoch: 0,
+        }
+    }
+}
+
+impl LogitsProcessor for RepetitionPenalty {
+    fn name(&self) -> &'static str {
+        "RepetitionPenaltyLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.stamp.fill(0);
+            self.epoch = 1;
+        }
+        for &t in ctx.history {
+            let t = t as usize;
+            // ids beyond the scores cannot be generated: HF drops them
+            if t >= scores.len() || t >= self.stamp.len() || self.stamp[t] == self.epoch {
+                continue;
+            }
+            self.stamp[t] = self.epoch;
+            let s = scores[t];
+            scores[t] = if s < 0.0 {
+                s * self.penalty
+            } else {
+                s / self.penalty
+            };
+        }
+    }
+}
+
+/// `NoRepeatNGramLogitsProcessor`: bans every token that would complete an
+/// n-gram already present in `history`.
+pub struct NoRepeatNGram {
+    n: usize,
+}
+
+impl NoRepeatNGram {
+    pub fn new(n: usize) -> Self {
+        NoRepeatNGram { n }
+    }
+}
+
+/// Ban `seq[i + n - 1]` for each window `seq[i..i + n - 1]` equal to `prefix`.
+fn ban_ngram_completions(scores: &mut [f32], seq: &[u32], prefix: &[u32], n: usize) {
+    if seq.len() < n {
+        return;
+    }
+    for w in seq.windows(n) {
+        if &w[..n - 1] == prefix {
+            let t = w[n - 1] as usize;
+            if t < scores.len() {
+                scores[t] = NEG_INF;
+            }
+        }
+    }
+}
+
+impl LogitsProcessor for NoRepeatNGram {
+    fn name(&self) -> &'static str {
+        "NoRepeatNGramLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        let h = ctx.history;
+        let n = self.n;
+        if n == 0 || h.len() < n {
+            return;
+        }
+        let prefix = &h[h.len() + 1 - n..];
+        ban_ngram_completions(scores, h, prefix, n);
+    }
+}
+
+/// `EncoderNoRepeatNGramLogitsProcessor`: bans tokens that would complete an
+/// n-gram of the source, given the last n-1 decoder ids.
+pub struct EncoderNoRepeatNGram {
+    n: usize,
+}
+
+impl EncoderNoRepeatNGram {
+    pub fn new(n: usize) -> Self {
+        EncoderNoRepeatNGram { n }
+    }
+}
+
+impl LogitsProcessor for EncoderNoRepeatNGram {
+    fn name(&self) -> &'static str {
+        "EncoderNoRepeatNGramLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        let h = ctx.history;
+        let n = self.n;
+        if n == 0 || h.len() + 1 < n {
+            return;
+        }
+        let prefix = &h[h.len() + 1 - n..];
+        ban_ngram_completions(scores, ctx.source, prefix, n);
+    }
+}
+
+/// `NoBadWordsLogitsProcessor`: a one-token bad word is always banned; a longer
+/// one bans its last token when `history` ends with the rest. Sequences equal
+/// to a single EOS id are dropped, as HF does.
+pub struct NoBadWords {
+    single: Vec<u32>,
+    multi: Vec<Vec<u32>>,
+}
+
+impl NoBadWords {
+    pub fn new(bad_words_ids: &[Vec<u32>], eos: &[u32], vocab_size: usize) -> Result<Self> {
+        let mut single = Vec::new();
+        let mut multi = Vec::new();
+        for seq in bad_words_ids {
+            if seq.is_empty() {
+                return Err(Error::Invalid(
+                    "bad_words_ids contains an empty sequence".into(),
+                ));
+            }
+            if let Some(&t) = seq.iter().find(|&&t| t as usize >= vocab_size) {
+                return Err(Error::Invalid(format!(
+                    "bad_words_ids: token {t} is outside the vocabulary (size {vocab_size})"
+                )));
+            }
+            if seq.len() == 1 {
+                if !eos.contains(&seq[0]) {
+                    single.push(seq[0]);
+                }
+            } else {
+                multi.push(seq.clone());
+            }
+        }
+        Ok(NoBadWords { single, multi })
+    }
+}
+
+impl LogitsProcessor for NoBadWords {
+    fn name(&self) -> &'static str {
+        "NoBadWordsLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        for &t in &self.single {
+            scores[t as usize] = NEG_INF;
+        }
+        let h = ctx.history;
+        for seq in &self.multi {
+            let p = seq.len() - 1;
+            if p <= h.len() && h[h.len() - p..] == seq[..p] {
+                scores[seq[p] as usize] = NEG_INF;
+            }
+        }
+    }
+}
+
+fn ban(scores: &mut [f32], ids: &[u32]) {
+    for &t in ids {
+        if let Some(s) = scores.get_mut(t as usize) {
+            *s = NEG_INF;
+        }
+    }
+}
+
+/// `MinLengthLogitsProcessor`: EOS banned while `history.len() < min_length`.
+pub struct MinLength {
+    min_length: usize,
+    eos: Vec<u32>,
+}
+
+impl MinLength {
+    pub fn new(min_length: usize, eos: &[u32]) -> Self {
+        MinLength {
+            min_length,
+            eos: eos.to_vec(),
+        }
+    }
+}
+
+impl LogitsProcessor for MinLength {
+    fn name(&self) -> &'static str {
+        "MinLengthLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        if ctx.history.len() < self.min_length {
+            ban(scores, &self.eos);
+        }
+    }
+}
+
+/// `MinNewTokensLengthLogitsProcessor`: EOS banned while fewer than
+/// `min_new_tokens` ids follow the `prompt_length` decoder prompt ids.
+pub struct MinNewTokens {
+    prompt_length: usize,
+    min_new_tokens: usize,
+    eos: Vec<u32>,
+}
+
+impl MinNewTokens {
+    pub fn new(prompt_length: usize, min_new_tokens: usize, eos: &[u32]) -> Self {
+        MinNewTokens {
+            prompt_length,
+            min_new_tokens,
+            eos: eos.to_vec(),
+        }
+    }
+}
+
+impl LogitsProcessor for MinNewTokens {
+    fn name(&self) -> &'static str {
+        "MinNewTokensLengthLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        let new = ctx.history.len() as i64 - self.prompt_length as i64;
+        if new < self.min_new_tokens as i64 {
+            ban(scores, &self.eos);
+        }
+    }
+}
+
+/// `ForcedBOSTokenLogitsProcessor`: at the first step (history = the start
+/// token) every score is -inf except `bos`, which is 0.
+pub struct ForcedBos {
+    bos: u32,
+}
+
+impl ForcedBos {
+    pub fn new(bos: u32) -> Self {
+        ForcedBos { bos }
+    }
+}
+
+impl LogitsProcessor for ForcedBos {
+    fn name(&self) -> &'static str {
+        "ForcedBOSTokenLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        if ctx.history.len() == 1 {
+            scores.fill(NEG_INF);
+            if let Some(s) = scores.get_mut(self.bos as usize) {
+                *s = 0.0;
+            }
+        }
+    }
+}
+
+/// `ForcedEOSTokenLogitsProcessor`: when the next id is the last one
+/// `max_length` allows, every score is -inf except the EOS ids, which are 0.
+pub struct ForcedEos {
+    max_length: usize,
+    eos: Vec<u32>,
+}
+
+impl ForcedEos {
+    pub fn new(max_length: usize, eos: &[u32]) -> Self {
+        ForcedEos {
+            max_length,
+            eos: eos.to_vec(),
+        }
+    }
+}
+
+impl LogitsProcessor for ForcedEos {
+    fn name(&self) -> &'static str {
+        "ForcedEOSTokenLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        if ctx.history.len() + 1 == self.max_length {
+            scores.fill(NEG_INF);
+            for &t in &self.eos {
+                if let Some(s) = scores.get_mut(t as usize) {
+                    *s = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// `TemperatureLogitsWarper`: scores / temperature.
+pub struct Temperature {
+    t: f32,
+}
+
+impl Temperature {
+    pub fn new(temperature: f64) -> Self {
+        Temperature {
+            t: temperature as f32,
+        }
+    }
+}
+
+impl LogitsProcessor for Temperature {
+    fn name(&self) -> &'static str {
+        "TemperatureLogitsWarper"
+    }
+    fn process(&mut self, scores: &mut [f32], _ctx: &RowContext<'_>) {
+        for s in scores.iter_mut() {
+            *s /= self.t;
+        }
+    }
+}
+
+/// `TopKLogitsWarper`: scores below the k-th largest become -inf (ties with
+/// the k-th are kept); k = max(top_k, min_tokens_to_keep).
+pub struct TopK {
+    k: usize,
+    scratch: Vec<f32>,
+}
+
+impl TopK {
+    pub fn new(top_k: usize, min_tokens_to_keep: usize, vocab_size: usize) -> Self {
+        TopK {
+            k: top_k.max(min_tokens_to_keep),
+            scratch: Vec::with_capacity(top_k.max(min_tokens_to_keep).min(vocab_size)),
+        }
+    }
+}
+
+impl TopK {
+    /// The k-th largest value of `scores` (k < len): a min-heap of the k best
+    /// seen, so most entries cost one comparison.
+    fn kth_largest(&mut self, scores: &[f32], k: usize) -> f32 {
+        let h = &mut self.scratch;
+        h.clear();
+        for &x in scores {
+            if h.len() < k {
+                // sift up
+                h.push(x);
+                let mut i = h.len() - 1;
+                while i > 0 {
+                    let parent = (i - 1) / 2;
+                    if h[i] < h[parent] {
+                        h.swap(i, parent);
+                        i = parent;
+                    } else {
+                        break;
+                    }
+                }
+            } else if x > h[0] {
+                // replace the smallest, sift down
+                h[0] = x;
+                let mut i = 0;
+                loop {
+                    let (l, r) = (2 * i + 1, 2 * i + 2);
+                    let mut m = i;
+                    if l < k && h[l] < h[m] {
+                        m = l;
+                    }
+                    if r < k && h[r] < h[m] {
+                        m = r;
+                    }
+                    if m == i {
+                        break;
+                    }
+                    h.swap(i, m);
+                    i = m;
+                }
+            }
+        }
+        h[0]
+    }
+}
+
+impl LogitsProcessor for TopK {
+    fn name(&self) -> &'static str {
+        "TopKLogitsWarper"
+    }
+    fn process(&mut self, scores: &mut [f32], _ctx: &RowContext<'_>) {
+        let k = self.k.min(scores.len());
+        if k == 0 || k == scores.len() {
+            return;
+        }
+        let threshold = self.kth_largest(scores, k);
+        for s in scores.iter_mut() {
+            if *s < threshold {
+                *s = NEG_INF;
+            }
+        }
+    }
+}
+
+/// `TopPLogitsWarper`: sort ascending, softmax, cumulative sum; tokens whose
+/// cumulative probability is `<= 1 - top_p` become -inf, except the
+/// `min_tokens_to_keep` most likely.
+pub struct TopP {
+    top_p: f64,
+    min_keep: usize,
+    order: Vec<u32>,
+    probs: Vec<f64>,
+}
+
+impl TopP {
+    pub fn new(top_p: f64, min_tokens_to_keep: usize, vocab_size: usize) -> Self {
+        TopP {
+            top_p,
+            min_keep: min_tokens_to_keep,
+            order: Vec::with_capacity(vocab_size),
+            probs: Vec::with_capacity(vocab_size),
+        }
+    }
+}
+
+impl LogitsProcessor for TopP {
+    fn name(&self) -> &'static str {
+        "TopPLogitsWarper"
+    }
+    fn process(&mut self, scores: &mut [f32], _ctx: &RowContext<'_>) {
+        // -inf entries have probability 0: they sort first, their cumulative
+        // probability (0) is below the threshold, so they stay -inf. Only the
+        // finite entries need sorting.
+        self.order.clear();
+        let mut max = NEG_INF;
+        for (i, &s) in scores.iter().enumerate() {
+            if s > NEG_INF {
+                self.order.push(i as u32);
+                if s > max {
+                    max = s;
+                }
+            }
+        }
+        let finite = self.order.len();
+        if finite == 0 {
+            return;
+        }
+        self.order.sort_unstable_by(|&a, &b| {
+            scores[a as usize]
+                .total_cmp(&scores[b as usize])
+                .then(a.cmp(&b))
+        });
+        self.probs.clear();
+        let mut sum = 0.0f64;
+        for &i in &self.order {
+            let e = ((scores[i as usize] - max) as f64).exp();
+            self.probs.push(e);
+            sum += e;
+        }
+        let threshold = (1.0 - self.top_p) as f32;
+        // the last `min_keep` of the full ascending order are kept
+        let keep_from =
+            (scores.len().saturating_sub(self.min_keep)).saturating_sub(scores.len() - finite);
+        let mut cum = 0.0f64;
+        for (pos, &i) in self.order.iter().enumerate() {
+            cum += self.probs[pos] / sum;
+            if pos >= keep_from {
+                break;
+            }
+            if (cum as f32) <= threshold {
+                scores[i as usize] = NEG_INF;
+            }
+        }
+    }
+}
+
+/// The processors `generate` runs, in HF's order.
+pub struct LogitsProcessorList {
+    procs: Vec<Box<dyn LogitsProcessor>>,
+}
+
+impl LogitsProcessorList {
+    pub fn new(procs: Vec<Box<dyn LogitsProcessor>>) -> Self {
+        LogitsProcessorList { procs }
+    }
+
+    /// The list HF `_get_logits_processor` builds for `cfg` (the warpers only
+    /// when sampling; in beam sampling `min_tokens_to_keep` is the number of
+    /// EOS ids + 1, as HF).
+    pub fn from_config(cfg: &GenerationConfig, vocab_size: usize) -> Result<Self> {
+        let mut p: Vec<Box<dyn LogitsProcessor>> = Vec::new();
+        let eos = &cfg.eos_token_id;
+        if cfg.repetition_penalty != 1.0 {
+            p.push(Box::new(RepetitionPenalty::new(
+                cfg.repetition_penalty,
+                vocab_size,
+            )));
+        }
+        if cfg.no_repeat_ngram_size > 0 {
+            p.push(Box::new(NoRepeatNGram::new(cfg.no_repeat_ngram_size)));
+        }
+        if cfg.encoder_no_repeat_ngram_size > 0 {
+            p.push(Box::new(EncoderNoRepeatNGram::new(
+                cfg.encoder_no_repeat_ngram_size,
+            )));
+        }
+        if let Some(bad) = &cfg.bad_words_ids {
+            p.push(Box::new(NoBadWords::new(bad, eos, vocab_size)?));
+        }
+        if !eos.is_empty() && cfg.min_length > 0 {
+            p.push(Box::new(MinLength::new(cfg.min_length, eos)));
+        }
+        if let Some(n) = cfg.min_new_tokens {
+            if !eos.is_empty() && n > 0 {
+                p.push(Box::new(MinNewTokens::new(1, n, eos)));
+            }
+        }
+        if let Some(bos) = cfg.forced_bos_token_id {
+            p.push(Box::new(ForcedBos::new(bos)));
+        }
+        if let Some(feos) = &cfg.forced_eos_token_id {
+            p.push(Box::new(ForcedEos::new(cfg.max_length, feos)));
+        }
+        if cfg.do_sample {
+            let min_keep = if cfg.num_beams > 1 {
+                // HF: len(eos) + 1, and 2 when there is no EOS
+                if eos.is_empty() {
+                    2
+                } else {
+                    eos.len() + 1
+                }
+            } else {
+                1
+            };
+            if cfg.temperature != 1.0 {
+                p.push(Box::new(Temperature::new(cfg.temperature)));
+            }
+            if cfg.top_k != 0 {
+                p.push(Box::new(TopK::new(cfg.top_k, min_keep, vocab_size)));
+            }
+            if cfg.top_p < 1.0 {
+                p.push(Box::new(TopP::new(cfg.top_p, min_keep, vocab_size)));
+            }
+        }
+        Ok(LogitsProcessorList { procs: p })
+    }
+
+    /// HF class names, in order of application.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.procs.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        for p in &mut self.procs {
+            p.process(scores, ctx);
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! Greedy search, sampling and beam search with Hugging Face `generate` semantics,
+//! driving a [`Seq2SeqModel`] one decoder step at a time.
+//!
+//! Per batch of sources: `encode` once, `start` with one decoder row per beam
+//! (or per returned sample) whose `kv_index` points at its source, then
+//! `step` / process / select until done. Beam reordering and rows leaving the
+//! batch both go through `select_rows`, so a finished sequence (greedy, sample)
+//! or a finished source (beam search) stops costing compute. Outputs come back
+//! in input order.
+//!
+//! Semantics (transformers 5, `GenerationMixin._sample` / `_beam_search`):
+//! - greedy: argmax of the processed logits, ties to the lowest id (as
+//!   `torch.argmax`); sampling: multinomial over `softmax(processed)`, where the
+//!   processors include temperature / top-k / top-p. A row stops at an EOS id
+//!   (kept in the output) or when the sequence reaches `max_length` (counting the
+//!   decoder start token).
+//! - beam search: per step `log_softmax(logits)`, then the processors, plus the
+//!   running beam score; the top `max(2, 1 + #eos) * num_beams` candidates over
+//!   beams × vocab; those among the first `num_beams` that end in EOS (or reach
+//!   `max_length`) become finished hypotheses scored `sum_logprobs / len^length_penalty`
+//!   with `len` = generated ids including the EOS, excluding the decoder start
+//!   token; the best `num_beams` non-finished candidates continue. `early_stopping`
+//!   True / False / "never" are HF's done-conditions, including its heuristic.
+//!   Beam sampling (`do_sample` with beams) draws the candidates without
+//!   replacement from `softmax(accumulated scores)` instead of taking the top.
+//! - scores: beam search reports HF's `sequences_scores`; greedy and sampling
+//!   report the sum over generated ids of `log_softmax(processed scores)[id]`
+//!   (what HF's `compute_transition_scores(..., normalize_logits=True)` sums to).
+//!
+//! Sampling uses this crate's seeded generator ([`crate::rng`]), one stream per
+//! (seed, source index, sample): same distribution as HF, not torch's numbers.
+//!
+//! Ties between equal scores go to the lower index (candidate order); torch's
+//! `topk` does not promise an order for ties, so only exact ties could differ.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use encdec_core::{DType, Error, Result, Tensor};
+
+use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
+use crate::math::{
+    exp_into, exp_nonpos, log_softmax_in_place, log_sum_exp, max_argmax, max_of, sum_exp,
+};
+use crate::model::{DecoderState, EncoderOutput, Seq2SeqModel};
+use crate::processors::{LogitsProcessorList, RowContext};
+use crate::rng::Rng;
+
+/// One generated sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Generated ids after the decoder start token; a forced BOS and the final
+    /// EOS are included when produced. No padding.
+    pub ids: Vec<u32>,
+    /// Beam search: the length-penalised sum of log-probs (HF `sequences_scores`).
+    /// Greedy / sampling: the sum of log-probs of the chosen ids under the
+    /// processed distribution.
+    pub score: f32,
+}
+
+/// Number of alternatives a trace event carries.
+pub const TRACE_TOP: usize = 5;
+
+/// One decoding decision, for `--trace`.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceEvent<'a> {
+    /// Index of the generated id (0 = first id after the decoder start token).
+    pub step: usize,
+    /// The caller's index of the source.
+    pub source: usize,
+    /// Greedy / sampling: the sample index. Beam search: the beam slot the
+    /// extended sequence occupies after this step.
+    pub row: usize,
+    /// Beam search: the beam slot that was extended. Otherwise equal to `row`.
+    pub parent: usize,
+    pub token: u32,
+    /// Probability of `token` under the processed distribution of the row
+    /// that produced it (renormalised).
+    pub prob: f32,
+    /// The most likely ids of that distribution with their probabilities, best first.
+    pub alternatives: &'a [(u32, f32)],
+}
+
+/// A trace callback.
+pub type TraceFn<'a> = dyn FnMut(&TraceEvent<'_>) + 'a;
+
+/// Indices of `lengths` sorted longest first (stable), cut into batches of
+/// `batch_size`: sources of similar length share a batch, so padding is small.
+pub fn plan_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Drives a model with one resolved [`GenerationConfig`].
+pub struct Generator<'m> {
+    model: &'m dyn Seq2SeqModel,
+    cfg: GenerationConfig,
+    procs: LogitsProcessorList,
+    vocab: usize,
+    seed: u64,
+}
+
+impl<'m> Generator<'m> {
+    /// Validates `cfg` against the model and builds the processors.
+    pub fn new(model: &'m dyn Seq2SeqModel, cfg: GenerationConfig) -> Result<Self> {
+        cfg.validate()?;
+        let spec = model.spec();
+        cfg.validate_for_model(spec)?;
+        let vocab = spec.vocab_size;
+        if vocab == 0 {
+            return Err(Error::Invalid(
+                "model reports a vocabulary of size 0".into(),
+            ));
+        }
+        let procs = LogitsProcessorList::from_config(&cfg, vocab)?;
+        if cfg.num_beams > 1 {
+            let keep = (1 + cfg.eos_token_id.len()).max(2) * cfg.num_beams;
+            if cfg.num_beams * vocab < keep {
+                return Err(Error::Invalid(format!(
+                    "num_beams {} needs {keep} candidates per step but the vocabulary has only {vocab} ids",
+                    cfg.num_beams
+                )));
+            }
+        }
+        let seed = cfg.seed.unwrap_or_else(|| {
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            crate::rng::splitmix64(t ^ u64::from(std::process::id()))
+        });
+        Ok(Generator {
+            model,
+            cfg,
+            procs,
+            vocab,
+            seed,
+        })
+    }
+
+    pub fn config(&self) -> &GenerationConfig {
+        &self.cfg
+    }
+
+    /// The seed sampling uses (the configured one, or the one drawn when unset).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// HF class names of the processors, in order.
+    pub fn processor_names(&self) -> Vec<&'static str> {
+        self.procs.names()
+    }
+
+    /// Generate for every source, in batches of `batch_size` sources sorted by
+    /// length; results in input order, `num_return_sequences` hypotheses each
+    /// (beam search: best first).
+    pub fn generate_all(
+        &mut self,
+        sources: &[Vec<u32>],
+        batch_size: usize,
+        mut trace: Option<&mut TraceFn<'_>>,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+        let mut out: Vec<Option<Vec<Hypothesis>>> = vec![None; sources.len()];
+        for batch in plan_batches(&lengths, batch_size) {
+            let items: Vec<(usize, &[u32])> =
+                batch.iter().map(|&i| (i, sources[i].as_slice())).collect();
+            let res = self.generate_indexed(&items, trace.as_deref_mut())?;
+            for (&i, hyps) in batch.iter().zip(res) {
+                out[i] = Some(hyps);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Generate for one batch, sources numbered 0.. (see [`Self::generate_indexed`]).
+    pub fn generate(
+        &mut self,
+        sources: &[Vec<u32>],
+        trace: Option<&mut TraceFn<'_>>,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let items: Vec<(usize, &[u32])> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.as_slice()))
+            .collect();
+        self.generate_indexed(&items, trace)
+    }
+
+    /// Generate for one batch of `(index, source ids)`: the index is the caller's
+    /// numbering (trace events, sampling streams). One encoder call for the batch.
+    pub fn generate_indexed(
+        &mut self,
+        batch: &[(usize, &[u32])],
+        trace: Option<&mut TraceFn<'_>>,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sources: Vec<Vec<u32>> = batch.iter().map(|(_, s)| s.to_vec()).collect();
+        let indices: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+        let enc = self.model.encode(&sources)?;
+        if enc.sources != sources.len() {
+            return Err(Error::Invalid(format!(
+                "encoder returned {} sources for a batch of {}",
+                enc.sources,
+                sources.len()
+            )));
+        }
+        match self.cfg.mode() {
+            SearchMode::Greedy | SearchMode::Sample => {
+                self.run_sampling(&enc, &sources, &indices, trace)
+            }
+            SearchMode::BeamSearch | SearchMode::BeamSample => {
+                self.run_beam(&enc, &sources, &indices, trace)
+            }
+        }
+    }
+
+    fn step(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> Result<()> {
+        self.model.step(enc, state, tokens, logits)?;
+        if logits.dims() != [tokens.len(), self.vocab] {
+            return Err(Error::Invalid(format!(
+                "model step returned logits of shape {:?}, expected [{}, {}]",
+                logits.dims(),
+                tokens.len(),
+                self.vocab
+            )));
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // greedy and sampling
+    // -----------------------------------------------------------------------------
+
+    fn run_sampling(
+        &mut self,
+        enc: &EncoderOutput,
+        sources: &[Vec<u32>],
+        indices: &[usize],
+        mut trace: Option<&mut TraceFn<'_>>,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let sample = self.cfg.do_sample;
+        let per = if sample {
+            self.cfg.num_return_sequences
+        } else {
+            1
+        };
+        let n = sources.len();
+        let rows = n * per;
+        let v = self.vocab;
+        let ml = self.cfg.max_length;
+        let eos = self.cfg.eos_token_id.clone();
+
+        let source_of_row: Vec<u32> = (0..rows).map(|r| (r / per) as u32).collect();
+        let mut state = self.model.start(enc, &source_of_row, ml - 1)?;
+        let mut hist = vec![0u32; rows * ml];
+        let mut hlen = vec![1usize; rows];
+        for r in 0..rows {
+            hist[r * ml] = self.cfg.decoder_start_token_id;
+        }
+        let mut score = vec![0f64; rows];
+        let mut active: Vec<usize> = (0..rows).collect();
+        let mut keep: Vec<u32> = Vec::with_capacity(rows);
+        let mut tokens = vec![0u32; rows];
+        let mut logits = Tensor::zeros([rows, v], DType::F32);
+        let mut rngs: Vec<Rng> = (0..rows)
+            .map(|r| Rng::for_row(self.seed, indices[r / per], r % per))
+            .collect();
+        let mut top = [(0u32, 0f32); TRACE_TOP];
+        let mut probs = vec![0f32; if sample { v } else { 0 }];
+
+        let mut cur_len = 1;
+        loop {
+            let na = active.len();
+            for (i, &r) in active.iter().enumerate() {
+                tokens[i] = hist[r * ml + hlen[r] - 1];
+            }
+            self.step(enc, &mut state, &tokens[..na], &mut logits)?;
+            let data = logits.as_f32_mut()?;
+            keep.clear();
+            for (i, &r) in active.iter().enumerate() {
+                let row = &mut data[i * v..(i + 1) * v];
+                let ctx = RowContext {
+                    history: &hist[r * ml..r * ml + hlen[r]],
+                    source: &sources[r / per],
+                };
+                self.procs.process(row, &ctx);
+                let (max, tok, total) = if sample {
+                    let max = max_of(row);
+                    let (tok, total) = sample_row(row, max, &mut probs, &mut rngs[r]);
+                    (max, tok, total)
+                } else {
+                    let (max, tok) = max_argmax(row);
+                    (max, tok, sum_exp(row, max))
+                };
+                let log_sum = total.ln() as f32;
+                let lp = (row[tok] - max) - log_sum;
+                score[r] += f64::from(lp);
+                if let Some(t) = trace.as_deref_mut() {
+                    let k = top_probs(row, max, log_sum, &mut top);
+                    t(&TraceEvent {
+                        step: cur_len - 1,
+                        source: indices[r / per],
+                        row: r % per,
+                        parent: r % per,
+                        token: tok as u32,
+                        prob: lp.exp(),
+                        alternatives: &top[..k],
+                    });
+                }
+                hist[r * ml + hlen[r]] = tok as u32;
+                hlen[r] += 1;
+                if !eos.contains(&(tok as u32)) {
+                    keep.push(i as u32);
+                }
+            }
+            cur_len += 1;
+            if cur_len >= ml || keep.is_empty() {
+                break;
+            }
+            if keep.len() < na {
+                // finished rows leave the batch
+                self.model.select_rows(&mut state, &keep)?;
+                for (j, &i) in keep.iter().enumerate() {
+                    active[j] = active[i as usize];
+                }
+                active.truncate(keep.len());
+                logits = Tensor::zeros([keep.len(), v], DType::F32);
+            }
+        }
+
+        Ok((0..n)
+            .map(|s| {
+                (0..per)
+                    .map(|j| {
+                        let r = s * per + j;
+                        Hypothesis {
+                            ids: hist[r * ml + 1..r * ml + hlen[r]].to_vec(),
+                            score: score[r] as f32,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    // -----------------------------------------------------------------------------
+    // beam search
+    // -----------------------------------------------------------------------------
+
+    fn run_beam(
+        &mut self,
+        enc: &EncoderOutput,
+        sources: &[Vec<u32>],
+        indices: &[usize],
+        mut trace: Option<&mut TraceFn<'_>>,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let cfg = &self.cfg;
+        let sample = cfg.do_sample;
+        let nb = cfg.num_beams;
+        let n = sources.len();
+        let v = self.vocab;
+        let ml = cfg.max_length;
+        let eos = cfg.eos_token_id.clone();
+        let k_keep = (1 + eos.len()).max(2) * nb;
+        let es = cfg.early_stopping;
+        let lp = cfg.length_penalty;
+        let nrs = cfg.num_return_sequences;
+        let start = cfg.decoder_start_token_id;
+        let fill = cfg.pad_token_id.unwrap_or(0);
+        const BIG: f32 = -1.0e9;
+
+        let source_of_row: Vec<u32> = (0..n * nb).map(|r| (r / nb) as u32).collect();
+        let mut state = self.model.start(enc, &source_of_row, ml - 1)?;
+
+        // running beams (all of length cur_len) and finished slots, per source
+        let mut run = vec![fill; n * nb * ml];
+        let mut run_next = run.clone();
+        let mut run_score = vec![0f32; n * nb];
+        let mut run_score_next = run_score.clone();
+        let mut fin = run.clone();
+        let mut fin_next = run.clone();
+        let mut fin_len = vec![1usize; n * nb];
+        let mut fin_len_next = fin_len.clone();
+        let mut fin_score = vec![BIG; n * nb];
+        let mut fin_score_next = fin_score.clone();
+        let mut fin_flag = vec![false; n * nb];
+        let mut fin_flag_next = fin_flag.clone();
+        for b in 0..n {
+            for j in 0..nb {
+                run[(b * nb + j) * ml] = start;
+                fin[(b * nb + j) * ml] = start;
+                run_score[b * nb + j] = if j == 0 { 0.0 } else { BIG };
+            }
+        }
+        let mut unsatisfied = vec![true; n];
+        let mut done = vec![false; n];
+
+        // per-step scratch
+        let mut cand_score = vec![0f32; k_keep];
+        let mut cand_idx = vec![0u32; k_keep];
+        let mut cand_hit = vec![false; k_keep];
+        let mut order: Vec<usize> = Vec::with_capacity(k_keep + nb);
+        let mut merged: Vec<(f32, bool)> = Vec::with_capacity(k_keep + nb);
+        let mut probs: Vec<f32> = if sample {
+            Vec::with_capacity(nb * v)
+        } else {
+            Vec::new()
+        };
+        let mut rng = Vec::with_capacity(if sample { n } else { 0 });
+        if sample {
+            for &i in indices {
+                rng.push(Rng::for_row(self.seed, i, 0));
+            }
+        }
+        let tracing = trace.is_some();
+        let mut row_top = vec![(0u32, 0f32); if tracing { n * nb * TRACE_TOP } else { 0 }];
+        let mut row_topn = vec![0usize; if tracing { n * nb } else { 0 }];
+        let mut row_lse = vec![(0f32, 0f32); if tracing { n * nb } else { 0 }];
+
+        let mut active: Vec<usize> = (0..n).collect();
+        let mut next_active: Vec<usize> = Vec::with_capacity(n);
+        let mut select: Vec<u32> = Vec::with_capacity(n * nb);
+        let mut tokens = vec![0u32; n * nb];
+        let mut logits = Tensor::zeros([n * nb, v], DType::F32);
+
+        let mut cur_len = 1usize;
+        loop {
+            let na = active.len();
+            for (p, &b) in active.iter().enumerate() {
+                for j in 0..nb {
+                    tokens[p * nb + j] = run[(b * nb + j) * ml + cur_len - 1];
+                }
+            }
+            self.step(enc, &mut state, &tokens[..na * nb], &mut logits)?;
+            let data = logits.as_f32_mut()?;
+            select.clear();
+            next_active.clear();
+
+            for (p, &b) in active.iter().enumerate() {
+                // b. log-probs, processors, accumulated scores; c. top-K candidates
+                let mut count = 0usize;
+                for j in 0..nb {
+                    let r = p * nb + j;
+                    let row = &mut data[r * v..(r + 1) * v];
+                    log_softmax_in_place(row);
+                    let hist_at = (b * nb + j) * ml;
+                    let ctx = RowContext {
+                        history: &run[hist_at..hist_at + cur_len],
+                        source: &sources[b],
+                    };
+                    self.procs.process(row, &ctx);
+                    if tracing {
+                        let (max, ls) = log_sum_exp(row);
+                        row_lse[r] = (max, ls);
+                        let mut top = [(0u32, 0f32); TRACE_TOP];
+                        let k = top_probs(row, max, ls, &mut top);
+                        row_top[r * TRACE_TOP..r * TRACE_TOP + k].copy_from_slice(&top[..k]);
+                        row_topn[r] = k;
+                    }
+                    if !sample {
+                        let base = run_score[b * nb + j];
+                        for (t, &x) in row.iter().enumerate() {
+                            let s = x + base;
+                            if count < k_keep || s > cand_score[k_keep - 1] {
+                                insert_top(
+                                    &mut cand_score,
+                                    &mut cand_idx,
+                                    &mut count,
+                                    s,
+                                    (j * v + t) as u32,
+                                );
+                            }
+                        }
+                    }
+                }
+                if sample {
+                    let rows = &data[p * nb * v..(p + 1) * nb * v];
+                    sample_candidates(
+                        rows,
+                        &run_score[b * nb..(b + 1) * nb],
+                        v,
+                        &mut probs,
+                        &mut rng[b],
+                        &mut cand_score,
+                        &mut cand_idx,
+                    );
+                }
+                // d. which candidates hit a stopping criterion
+                for k in 0..k_keep {
+                    let tok = cand_idx[k] % v as u32;
+                    cand_hit[k] = cur_len + 1 >= ml || eos.contains(&tok);
+                }
+                // e. the running beams of the next step: best non-finished
+                order.clear();
+                order.extend(0..k_keep);
+                let rlp = |k: usize| cand_score[k] + if cand_hit[k] { BIG } else { -0.0 };
+                order.sort_unstable_by(|&a, &c| rlp(c).total_cmp(&rlp(a)).then(a.cmp(&c)));
+                for j in 0..nb {
+                    let k = order[j];
+                    let parent = cand_idx[k] as usize / v;
+                    let tok = cand_idx[k] % v as u32;
+                    let src = (b * nb + parent) * ml;
+                    let dst = (b * nb + j) * ml;
+                    run_next[dst..dst + cur_len].copy_from_slice(&run[src..src + cur_len]);
+                    run_next[dst + cur_len] = tok;
+                    run_score_next[b * nb + j] = rlp(k);
+                    select.push((p * nb + parent) as u32);
+                    if let Some(t) = trace.as_deref_mut() {
+                        let r = p * nb + parent;
+                        let (max, ls) = row_lse[r];
+                        let x = data[r * v + tok as usize];
+                        t(&TraceEvent {
+                            step: cur_len - 1,
+                            source: indices[b],
+                            row: j,
+                            parent,
+                            token: tok,
+                            prob: ((x - max) - ls).exp(),
+                            alternatives: &row_top[r * TRACE_TOP..r * TRACE_TOP + row_topn[r]],
+                        });
+                    }
+                }
+                // f. finished hypotheses: merge the new ones into the best num_beams
+                let div = (cur_len as f64).powf(lp) as f32;
+                let all_fin = fin_flag[b * nb..(b + 1) * nb].iter().all(|&f| f);
+                let full = all_fin && es == EarlyStopping::True;
+                merged.clear();
+                for i in 0..nb {
+                    merged.push((fin_score[b * nb + i], fin_flag[b * nb + i]));
+                }
+                for k in 0..k_keep {
+                    let mut s = cand_score[k] / div;
+                    if full {
+                        s += BIG;
+                    }
+                    if !unsatisfied[b] {
+                        s += BIG;
+                    }
+                    let did = cand_hit[k] && k < nb;
+                    if !did {
+                        s += BIG;
+                    }
+                    merged.push((s, did));
+                }
+                order.clear();
+                order.extend(0..merged.len());
+                order
+                    .sort_unstable_by(|&a, &c| merged[c].0.total_cmp(&merged[a].0).then(a.cmp(&c)));
+                for (i, &m) in order.iter().take(nb).enumerate() {
+                    let dst = (b * nb + i) * ml;
+                    let slot = b * nb + i;
+                    if m < nb {
+                        let src = (b * nb + m) * ml;
+                        let len = fin_len[b * nb + m];
+                        fin_next[dst..dst + len].copy_from_slice(&fin[src..src + len]);
+                        fin_len_next[slot] = len;
+                    } else {
+                        let k = m - nb;
+                        let parent = cand_idx[k] as usize / v;
+                        let src = (b * nb + parent) * ml;
+                        fin_next[dst..dst + cur_len].copy_from_slice(&run[src..src + cur_len]);
+                        fin_next[dst + cur_len] = cand_idx[k] % v as u32;
+                        fin_len_next[slot] = cur_len + 1;
+                    }
+                    fin_score_next[slot] = merged[m].0;
+                    fin_flag_next[slot] = merged[m].1;
+                }
+            }
+            // the new running beams and finished slots replace the old ones
+            for &b in active.iter() {
+                for j in 0..nb {
+                    let at = (b * nb + j) * ml;
+                    run[at..at + cur_len + 1].copy_from_slice(&run_next[at..at + cur_len + 1]);
+                    let slot = b * nb + j;
+                    let len = fin_len_next[slot];
+                    fin[at..at + len].copy_from_slice(&fin_next[at..at + len]);
+                    fin_len[slot] = len;
+                    run_score[slot] = run_score_next[slot];
+                    fin_score[slot] = fin_score_next[slot];
+                    fin_flag[slot] = fin_flag_next[slot];
+                }
+            }
+            cur_len += 1;
+
+            // g. the early-stop heuristic and per-source completion
+            for (p, &b) in active.iter().enumerate() {
+                let best_len = if es == EarlyStopping::Never && lp > 0.0 {
+                    ml - 1
+                } else {
+                    cur_len - 1
+                };
+                let best = run_score[b * nb] / (best_len as f64).powf(lp) as f32;
+                let slots = b * nb..(b + 1) * nb;
+                let min_fin = fin_score[slots.clone()]
+                    .iter()
+                    .copied()
+                    .fold(f32::INFINITY, f32::min);
+                let improvable = fin_flag[slots.clone()]
+                    .iter()
+                    .any(|&f| best > if f { min_fin } else { BIG });
+                unsatisfied[b] = unsatisfied[b] && improvable;
+                let all_fin = fin_flag[slots].iter().all(|&f| f);
+                done[b] = !unsatisfied[b] || (es == EarlyStopping::True && all_fin);
+                if !done[b] {
+                    next_active.push(p);
+                }
+            }
+            if cur_len >= ml || next_active.is_empty() {
+                break;
+            }
+            // reorder beams and drop finished sources in one gather
+            let mut w = 0;
+            for &p in &next_active {
+                for j in 0..nb {
+                    select[w] = select[p * nb + j];
+                    w += 1;
+                }
+            }
+            select.truncate(w);
+            self.model.select_rows(&mut state, &select)?;
+            if next_active.len() < na {
+                for (i, &p) in next_active.iter().enumerate() {
+                    active[i] = active[p];
+                }
+                active.truncate(next_active.len());
+                logits = Tensor::zeros([active.len() * nb, v], DType::F32);
+            }
+        }
+
+        Ok((0..n)
+            .map(|b| {
+                (0..nrs)
+                    .map(|i| {
+                        let slot = b * nb + i;
+                        let at = slot * ml;
+                        let len = if fin_flag[slot] { fin_len[slot] } else { 1 };
+                        Hypothesis {
+                            ids: fin[at + 1..at + len].to_vec(),
+                            score: fin_score[slot],
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// row helpers
+// ---------------------------------------------------------------------------------
+
+/// One draw from `softmax(row)`: `probs` receives `e^(x - max)`, `total` their sum.
+fn sample_row(row: &[f32], max: f32, probs: &mut [f32], rng: &mut Rng) -> (usize, f64) {
+    let probs = &mut probs[..row.len()];
+    let total = exp_into(row, max, probs);
+    let target = rng.next_f64() * total;
+    let mut cum = 0.0;
+    let mut last = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            cum += f64::from(p);
+            last = i;
+            if cum > target {
+                return (i, total);
+            }
+        }
+    }
+    (last, total)
+}
+
+/// Beam sampling: `cand_score.len()` draws without replacement from
+/// `softmax(rows + beam score)` over beams × vocab, in draw order.
+fn sample_candidates(
+    rows: &[f32],
+    beam_scores: &[f32],
+    v: usize,
+    probs: &mut Vec<f32>,
+    rng: &mut Rng,
+    cand_score: &mut [f32],
+    cand_idx: &mut [u32],
+) {
+    let acc = |i: usize| rows[i] + beam_scores[i / v];
+    let mut max = f32::NEG_INFINITY;
+    for i in 0..rows.len() {
+        max = max.max(acc(i));
+    }
+    probs.clear();
+    let mut total = 0.0f64;
+    for i in 0..rows.len() {
+        let p = exp_nonpos(acc(i) - max);
+        probs.push(p);
+        total += f64::from(p);
+    }
+    for k in 0..cand_score.len() {
+        let target = rng.next_f64() * total;
+        let mut cum = 0.0f64;
+        let mut pick = None;
+        let mut last = None;
+        for (i, &p) in probs.iter().enumerate() {
+            if p > 0.0 {
+                cum += f64::from(p);
+                last = Some(i);
+                if cum > target {
+                    pick = Some(i);
+                    break;
+                }
+            }
+        }
+        // no mass left (fewer positive entries than draws): the best id not drawn yet
+        let i = pick.or(last).unwrap_or_else(|| {
+            (0..probs.len())
+                .filter(|i| !cand_idx[..k].contains(&(*i as u32)))
+                .max_by(|&a, &b| acc(a).total_cmp(&acc(b)).then(b.cmp(&a)))
+                .unwrap_or(0)
+        });
+        total = (total - f64::from(probs[i])).max(0.0);
+        probs[i] = 0.0;
+        cand_idx[k] = i as u32;
+        cand_score[k] = acc(i);
+    }
+}
+
+/// Insert `(s, idx)` into the descending top list (ties keep the earlier index first).
+fn insert_top(scores: &mut [f32], idx: &mut [u32], count: &mut usize, s: f32, i: u32) {
+    let cap = scores.len();
+    let mut pos = (*count).min(cap);
+    if pos == cap {
+        pos -= 1; // drop the last
+    } else {
+        *count += 1;
+    }
+    while pos > 0 && scores[pos - 1] < s {
+        scores[pos] = scores[pos - 1];
+        idx[pos] = idx[pos - 1];
+        pos -= 1;
+    }
+    scores[pos] = s;
+    idx[pos] = i;
+}
+
+/// The `out.len()` most likely ids of `softmax(row)` with probabilities; returns how many.
+fn top_probs(row: &[f32], max: f32, log_sum: f32, out: &mut [(u32, f32)]) -> usize {
+    let cap = out.len().min(row.len());
+    let mut n = 0usize;
+    for (i, &x) in row.iter().enumerate() {
+        if x == f32::NEG_INFINITY {
+            continue;
+        }
+        if n < cap || x > out[n - 1].1 {
+            let mut pos = if n < cap {
+                n += 1;
+                n - 1
+            } else {
+                cap - 1
+            };
+            while pos > 0 && out[pos - 1].1 < x {
+                out[pos] = out[pos - 1];
+                pos -= 1;
+            }
+            out[pos] = (i as u32, x);
+        }
+    }
+    for o in out[..n].iter_mut() {
+        o.1 = ((o.1 - max) - log_sum).exp();
+    }
+    n
+}

@@ -1,0 +1,202 @@
+//! Logits processors against Hugging Face's own classes
+//! (goldens: tools/processor_goldens.py -> tests/expected/processors.json).
+
+use encdec_generate::processors::*;
+use encdec_generate::{GenerationConfig, GenerationOverrides};
+use serde_json::Value;
+
+fn load() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/expected/processors.json"
+    );
+    let text =
+        std::fs::read_to_string(path).expect("processors.json (run tools/processor_goldens.py)");
+    serde_json::from_str(&text).expect("valid json")
+}
+
+fn num(v: &Value) -> f32 {
+    match v {
+        Value::String(s) if s == "-inf" => f32::NEG_INFINITY,
+        Value::String(s) if s == "inf" => f32::INFINITY,
+        Value::String(s) if s == "nan" => f32::NAN,
+        v => v.as_f64().expect("number") as f32,
+    }
+}
+
+fn matrix(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r.as_array().expect("row").iter().map(num).collect())
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn close(name: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_infinite() || g.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= 1e-6 * (1.0 + w.abs())
+        };
+        assert!(
+            ok,
+            "{name}: element {i}: got {g}, HF {w}\n got  {got:?}\n want {want:?}"
+        );
+    }
+}
+
+fn build(case: &Value, vocab: usize) -> Box<dyn LogitsProcessor> {
+    let p = &case["params"];
+    let f = |k: &str| p[k].as_f64().expect(k);
+    let u = |k: &str| p[k].as_u64().expect(k) as usize;
+    match case["processor"].as_str().expect("processor") {
+        "RepetitionPenaltyLogitsProcessor" => Box::new(RepetitionPenalty::new(f("penalty"), vocab)),
+        "NoRepeatNGramLogitsProcessor" => Box::new(NoRepeatNGram::new(u("ngram_size"))),
+        "EncoderNoRepeatNGramLogitsProcessor" => {
+            Box::new(EncoderNoRepeatNGram::new(u("ngram_size")))
+        }
+        "NoBadWordsLogitsProcessor" => Box::new(
+            NoBadWords::new(&ids(&p["bad_words_ids"]), &u32s(&p["eos_token_id"]), vocab)
+                .expect("bad words"),
+        ),
+        "MinLengthLogitsProcessor" => {
+            Box::new(MinLength::new(u("min_length"), &u32s(&p["eos_token_id"])))
+        }
+        "MinNewTokensLengthLogitsProcessor" => Box::new(MinNewTokens::new(
+            u("prompt_length_to_skip"),
+            u("min_new_tokens"),
+            &u32s(&p["eos_token_id"]),
+        )),
+        "ForcedBOSTokenLogitsProcessor" => Box::new(ForcedBos::new(u("bos_token_id") as u32)),
+        "ForcedEOSTokenLogitsProcessor" => {
+            Box::new(ForcedEos::new(u("max_length"), &u32s(&p["eos_token_id"])))
+        }
+        "TemperatureLogitsWarper" => Box::new(Temperature::new(f("temperature"))),
+        "TopKLogitsWarper" => Box::new(TopK::new(u("top_k"), u("min_tokens_to_keep"), vocab)),
+        "TopPLogitsWarper" => Box::new(TopP::new(f("top_p"), u("min_tokens_to_keep"), vocab)),
+        other => panic!("no processor for {other}"),
+    }
+}
+
+#[test]
+fn each_processor_matches_hf() {
+    let data = load();
+    let cases = data["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 25);
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let scores = matrix(&case["scores"]);
+        let want = matrix(&case["expected"]);
+        let hist = ids(&case["input_ids"]);
+        let enc = if case["encoder_input_ids"].is_null() {
+            vec![Vec::new(); hist.len()]
+        } else {
+            ids(&case["encoder_input_ids"])
+        };
+        let vocab = scores[0].len();
+        let mut proc = build(case, vocab);
+        assert_eq!(proc.name(), case["processor"].as_str().expect("processor"));
+        for r in 0..scores.len() {
+            let mut row = scores[r].clone();
+            proc.process(
+                &mut row,
+                &RowContext {
+                    history: &hist[r],
+                    source: &enc[r],
+                },
+            );
+            close(&format!("{name} row {r}"), &row, &want[r]);
+        }
+    }
+}
+
+#[test]
+fn pipelines_match_hf_order_and_values() {
+    let data = load();
+    for case in data["pipelines"].as_array().expect("pipelines") {
+        let name = case["name"].as_str().expect("name");
+        let cfg = GenerationConfig::from_values(
+            &case["generate_kwargs"],
+            &GenerationOverrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let scores = matrix(&case["scores"]);
+        let want = matrix(&case["expected"]);
+        let hist = ids(&case["input_ids"]);
+        let mut list = LogitsProcessorList::from_config(&cfg, scores[0].len()).expect("processors");
+        let hf: Vec<&str> = case["processors"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .map(|v| v.as_str().expect("name"))
+            .collect();
+        assert_eq!(list.names(), hf, "{name}: processor order");
+        for r in 0..scores.len() {
+            let mut row = scores[r].clone();
+            list.process(
+                &mut row,
+                &RowContext {
+                    history: &hist[r],
+                    source: &[],
+                },
+            );
+            close(&format!("{name} row {r}"), &row, &want[r]);
+        }
+    }
+}
+
+#[test]
+fn repetition_penalty_counts_each_token_once() {
+    let mut p = RepetitionPenalty::new(2.0, 4);
+    let mut row = vec![4.0, -4.0, 1.0, 1.0];
+    p.process(
+        &mut row,
+        &RowContext {
+            history: &[0, 0, 1, 1, 0],
+            source: &[3],
+        },
+    );
+    assert_eq!(row, vec![2.0, -8.0, 1.0, 1.0]);
+    // the buffer is reused: the next row starts clean
+    let mut row = vec![4.0, -4.0, 1.0, 1.0];
+    p.process(
+        &mut row,
+        &RowContext {
+            history: &[3],
+            source: &[],
+        },
+    );
+    assert_eq!(row, vec![4.0, -4.0, 1.0, 0.5]);
+}
+
+#[test]
+fn bad_words_outside_vocabulary_are_refused() {
+    let err = NoBadWords::new(&[vec![3, 99]], &[2], 10)
+        .err()
+        .expect("error");
+    assert!(err.to_string().contains("99"), "{err}");
+}
