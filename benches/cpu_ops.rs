@@ -113,7 +113,9 @@ fn activations(c: &mut Criterion) {
                 // Fresh inputs each time (repeated GELU would drift into denormals);
                 // the copy is part of the time.
                 bch.iter(|| {
-                    x.as_f32_mut().unwrap().copy_from_slice(x0.as_f32().unwrap());
+                    x.as_f32_mut()
+                        .unwrap()
+                        .copy_from_slice(x0.as_f32().unwrap());
                     be.activation(&mut x, act).unwrap()
                 })
             });

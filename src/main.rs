@@ -1,1 +1,41 @@
-fn main() {}
+//! The `encdec` command line. Every error is one line on stderr and a non-zero exit.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "encdec",
+    version,
+    about = "Runtime and evaluation harness for transformer encoder-decoder models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Architecture, parameter count and weight memory of a checkpoint or catalogue shape.
+    Info(cli::info::InfoArgs),
+    /// Score hypotheses against references: BLEU, chrF (sacreBLEU), ROUGE (rouge-score).
+    #[command(subcommand)]
+    Score(cli::score::ScoreCommand),
+    /// Print a published table with measured scores next to the published ones.
+    Table(cli::table::TableArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => cli::info::run(args),
+        Command::Score(cmd) => cli::score::run(cmd),
+        Command::Table(args) => cli::table::run(args),
+    };
+    if let Err(e) = result {
+        // `{:#}` joins the context chain on one line.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -21,7 +21,7 @@ summary.  Run by developers, never by CI:
     HF_HUB_OFFLINE=1 python3 tools/make_fixtures.py            # all fixtures
     HF_HUB_OFFLINE=1 python3 tools/make_fixtures.py --only t5,bart
 
-See tools/README.md and the schema description at the bottom of this file (GOLDEN_SCHEMA).
+The golden.json schema is described in tools/README.md (section 'golden.json schema').
 """
 
 import argparse
@@ -34,7 +34,6 @@ import os
 import platform
 import random
 import shutil
-import sys
 import tempfile
 import time
 
@@ -1108,8 +1107,6 @@ def main():
     if failed:
         raise SystemExit("checks failed for: " + ", ".join(failed))
 
-
-GOLDEN_SCHEMA = """see tools/README.md, section 'golden.json schema'"""
 
 if __name__ == "__main__":
     main()

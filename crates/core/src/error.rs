@@ -30,7 +30,9 @@ pub enum Error {
     },
     #[error("{op}: input must be contiguous")]
     NotContiguous { op: &'static str },
-    #[error("{op}: output tensor is shared (views alive); it must be uniquely owned to be written")]
+    #[error(
+        "{op}: output tensor is shared (views alive); it must be uniquely owned to be written"
+    )]
     SharedOutput { op: &'static str },
     #[error("no CUDA device: {0}")]
     NoCudaDevice(String),

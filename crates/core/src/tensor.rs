@@ -227,11 +227,7 @@ impl Tensor {
     /// Rows when viewed as a matrix `[elem_count / last_dim, last_dim]`.
     pub fn rows(&self) -> usize {
         let cols = self.dims().last().copied().unwrap_or(1);
-        if cols == 0 {
-            0
-        } else {
-            self.elem_count() / cols
-        }
+        self.elem_count().checked_div(cols).unwrap_or(0)
     }
     pub fn cols(&self) -> usize {
         self.dims().last().copied().unwrap_or(1)
@@ -404,7 +400,10 @@ impl Tensor {
                 .map(|i| h.get_f32(i, row_len))
                 .collect());
         }
-        Ok(self.strided_indices().map(|i| h.get_f32(i, row_len)).collect())
+        Ok(self
+            .strided_indices()
+            .map(|i| h.get_f32(i, row_len))
+            .collect())
     }
     /// All elements as u32 ids in row-major order (host u32 tensors only).
     pub fn to_u32_vec(&self) -> Result<Vec<u32>> {

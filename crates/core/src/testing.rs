@@ -58,10 +58,8 @@ pub fn compare(what: &str, got: &[f32], want: &[f64], tol: Tol) -> Result<(), St
         let g = g as f64;
         let d = (g - w).abs();
         // NaN compares false everywhere, so test for it explicitly.
-        if g.is_nan() || d > tol.abs + tol.rel * w.abs() {
-            if bad.len() < 10 {
-                bad.push(format!("  [{i}] got {g} want {w} (diff {d:e})"));
-            }
+        if (g.is_nan() || d > tol.abs + tol.rel * w.abs()) && bad.len() < 10 {
+            bad.push(format!("  [{i}] got {g} want {w} (diff {d:e})"));
         }
         if g.is_nan() {
             max_abs = f64::NAN;
@@ -71,7 +69,11 @@ pub fn compare(what: &str, got: &[f32], want: &[f64], tol: Tol) -> Result<(), St
         num += (g - w) * (g - w);
         den += w * w;
     }
-    let rel_l2 = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    let rel_l2 = if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        num.sqrt()
+    };
     if bad.is_empty() && rel_l2 <= tol.rel_l2 && !rel_l2.is_nan() {
         return Ok(());
     }

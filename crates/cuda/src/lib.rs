@@ -37,7 +37,8 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo> {
     let cc = ctx
         .compute_capability()
         .map_err(|e| Error::Cuda(e.to_string()))?;
-    let (_free, total) = cudarc::driver::result::mem_get_info().map_err(|e| Error::Cuda(e.to_string()))?;
+    let (_free, total) =
+        cudarc::driver::result::mem_get_info().map_err(|e| Error::Cuda(e.to_string()))?;
     Ok(DeviceInfo {
         ordinal,
         name,

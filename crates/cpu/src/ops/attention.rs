@@ -569,8 +569,8 @@ struct Scratch {
 fn head_packed<S: Simd>(
     s: S,
     a: &Attn,
-    kt_h: &[f32],
-    vt_h: &[f32],
+    kt_r: &[f32],
+    vt_r: &[f32],
     b: usize,
     i0: usize,
     rows: usize,
@@ -613,7 +613,9 @@ fn head_packed<S: Simd>(
     }
     let jmax = qbn[..nqb].iter().copied().max().unwrap_or(0);
     let nblk = jmax.div_ceil(w);
-    assert!(kt_h.len() >= nblk * d * w && qs.len() >= rp * d && sc.len() >= rp * kv_pad);
+    // Block `blk` of this head's packed K starts at (blk * H + h) * d * w.
+    assert!(nblk == 0 || kt_r.len() >= ((nblk - 1) * a.heads + h + 1) * d * w);
+    assert!(qs.len() >= rp * d && sc.len() >= rp * kv_pad);
 
     // Phase 1: scores.
     for blk in 0..nblk {
@@ -622,11 +624,12 @@ fn head_packed<S: Simd>(
                 continue;
             }
             let mut tile = [s.zero(); 16];
-            // SAFETY: blk < nblk and qb < nqb: block `blk` of kt_h (d*w floats)
-            // and rows qb*QB .. qb*QB+QB of qs are in bounds (asserted above).
+            // SAFETY: blk < nblk and qb < nqb: block `blk` of this head in kt_r
+            // (d*w floats) and rows qb*QB .. qb*QB+QB of qs are in bounds
+            // (asserted above).
             unsafe {
                 let qp = qs.as_ptr().add(qb * QB * d);
-                let kb = kt_h.as_ptr().add(blk * d * w);
+                let kb = kt_r.as_ptr().add((blk * a.heads + h) * d * w);
                 if kvec == 4 {
                     tile = qk_tile_4x4(s, qp, d, kb);
                 } else {
@@ -675,8 +678,11 @@ fn head_packed<S: Simd>(
     ob.fill(0.0);
     let nc = if l >= 16 { 4 } else { 2 };
     let cfull = d - d % (nc * l);
-    assert!(vt_h.len() >= nmax * d);
+    // Tile t of this head's packed V starts at (t * H + h) * PV_TILE * d.
+    let ntile = nmax.div_ceil(PV_TILE);
+    assert!(ntile == 0 || vt_r.len() >= ((ntile - 1) * a.heads + h + 1) * PV_TILE * d);
     for jt in (0..nmax).step_by(PV_TILE) {
+        let vt_t = &vt_r[((jt / PV_TILE) * a.heads + h) * PV_TILE * d..][..PV_TILE * d];
         for qb in 0..nqb {
             if jt >= qbn[qb] {
                 continue;
@@ -690,10 +696,10 @@ fn head_packed<S: Simd>(
                         tile[q * nc + k] = s.load(&ob[(qb * QB + q) * d + c + k * l..]);
                     }
                 }
-                // SAFETY: j < j1 <= nmax <= kv_len rows of vt_h (asserted), columns
+                // SAFETY: the j1 - jt <= PV_TILE rows of the tile vt_t, columns
                 // c .. c + nc*l <= d; p entries of rows qb*QB.. at j < j1 <= kv_pad.
                 unsafe {
-                    let vc = vt_h.as_ptr().add(jt * d + c);
+                    let vc = vt_t.as_ptr().add(c);
                     let pp = sc.as_ptr().add(qb * QB * kv_pad + jt);
                     if nc == 4 {
                         tile = pv_tile_4x4(s, vc, d, pp, kv_pad, j1 - jt, tile);
@@ -718,7 +724,8 @@ fn head_packed<S: Simd>(
                     let o = row * d + c;
                     let mut acc = s.load_partial(&ob[o..o + width], 0.0);
                     for j in jt..j1 {
-                        let vv = s.load_partial(&vt_h[j * d + c..j * d + c + width], 0.0);
+                        let t = (j - jt) * d + c;
+                        let vv = s.load_partial(&vt_t[t..t + width], 0.0);
                         acc = s.fma(s.splat(sc[row * kv_pad + j]), vv, acc);
                     }
                     s.store_partial(&mut ob[o..o + width], acc);
@@ -764,11 +771,13 @@ fn attention_rows_generic<S: Simd>(
             eff: vec![0; rp],
             qbn: vec![0; rp / QB],
         };
+        let hd = h_n * d;
+        let kt_r = &kt[r * kv_pad * hd..(r + 1) * kv_pad * hd];
+        let vr = round_up(a.kv_len, PV_TILE) * hd;
+        let vt_r = &vt[r * vr..(r + 1) * vr];
         for h in h0..h1 {
-            let kt_h = &kt[(r * h_n + h) * kv_pad * d..][..kv_pad * d];
-            let vt_h = &vt[(r * h_n + h) * a.kv_len * d..][..a.kv_len * d];
             let oc = h * d - col0;
-            head_packed(s, a, kt_h, vt_h, b, i0, rows, h, &mut scratch, out, ldo, oc);
+            head_packed(s, a, kt_r, vt_r, b, i0, rows, h, &mut scratch, out, ldo, oc);
         }
         return;
     }
@@ -803,48 +812,80 @@ multiversion! {
     ) => attention_rows_generic;
 }
 
-/// Packs K and V of every (kv row, head) that some batch row reads: K into
-/// `[kv row][head][block][d][w]` (zero past `kv_len`), V into
-/// `[kv row][head][kv_len][d]` (rows of the head side by side).
+/// Packs K and V of every kv row that some batch row reads, block by block so
+/// that the reads run along whole `[H*D]` rows:
+/// K into `[kv row][block][head][d][w]` (keys past `kv_len` zero), V into
+/// `[kv row][tile][head][PV_TILE][d]`.
 fn pack_kv(a: &Attn, w: usize, parallel: bool) -> (Vec<f32>, Vec<f32>) {
     let (h_n, d) = (a.heads, a.head_dim);
-    let kv_pad = round_up(a.kv_len, w);
+    let hd = h_n * d;
+    let nblk = a.kv_len.div_ceil(w);
+    let ntile = a.kv_len.div_ceil(PV_TILE);
     let bkv = (0..a.batch).map(|b| a.kv_row(b) + 1).max().unwrap_or(0);
     let mut used = vec![false; bkv];
     for b in 0..a.batch {
         used[a.kv_row(b)] = true;
     }
-    let mut kt = vec![0.0f32; bkv * h_n * kv_pad * d];
-    let mut vt = vec![0.0f32; bkv * h_n * a.kv_len * d];
-    let pack = |idx: usize, kdst: &mut [f32], vdst: &mut [f32]| {
-        let (r, h) = (idx / h_n, idx % h_n);
+    let mut kt = vec![0.0f32; bkv * nblk * hd * w];
+    let mut vt = vec![0.0f32; bkv * ntile * hd * PV_TILE];
+    // Block `blk` of kv row `r` of K: keys blk*w .. blk*w + w.
+    let pack_k = |idx: usize, dst: &mut [f32]| {
+        let (r, blk) = (idx / nblk, idx % nblk);
         if !used[r] {
             return;
         }
-        assert!(kdst.len() >= kv_pad * d);
-        let dp = kdst.as_mut_ptr();
-        for j in 0..a.kv_len {
-            let k = a.k.at(r, j, h * d, d);
-            let base = (j / w) * d * w + j % w;
-            for (dd, &x) in k.iter().enumerate() {
-                // SAFETY: j < kv_pad and dd < d, so base + dd*w <
-                // (j/w + 1) * d * w <= kv_pad * d <= kdst.len() (asserted).
-                unsafe { *dp.add(base + dd * w) = x };
+        assert!(dst.len() >= hd * w);
+        let dp = dst.as_mut_ptr();
+        // Head by head, so the 16 KB being written (d x w) stays in L1.
+        let j0 = blk * w;
+        for h in 0..h_n {
+            for j in j0..(j0 + w).min(a.kv_len) {
+                let src = a.k.at(r, j, h * d, d);
+                // Element dd goes to dst[(h*d + dd) * w + (j - j0)].
+                let base = h * d * w + (j - j0);
+                for (dd, &x) in src.iter().enumerate() {
+                    // SAFETY: h*d + dd < H*d and j - j0 < w: the index is below
+                    // H*d*w <= dst.len() (asserted).
+                    unsafe { *dp.add(base + dd * w) = x };
+                }
             }
-            vdst[j * d..(j + 1) * d].copy_from_slice(a.v.at(r, j, h * d, d));
         }
     };
-    let (kc, vc) = ((kv_pad * d).max(1), (a.kv_len * d).max(1));
+    // Tile `t` of kv row `r` of V: keys t*PV_TILE .. + PV_TILE.
+    let pack_v = |idx: usize, dst: &mut [f32]| {
+        let (r, t) = (idx / ntile, idx % ntile);
+        if !used[r] {
+            return;
+        }
+        for j in t * PV_TILE..((t + 1) * PV_TILE).min(a.kv_len) {
+            let row = a.v.at(r, j, 0, hd);
+            for h in 0..h_n {
+                let o = (h * PV_TILE + j - t * PV_TILE) * d;
+                dst[o..o + d].copy_from_slice(&row[h * d..(h + 1) * d]);
+            }
+        }
+    };
+    let (kc, vc) = ((hd * w).max(1), (hd * PV_TILE).max(1));
     if parallel {
-        kt.par_chunks_mut(kc)
-            .zip(vt.par_chunks_mut(vc))
-            .enumerate()
-            .for_each(|(i, (k, v))| pack(i, k, v));
+        rayon::join(
+            || {
+                kt.par_chunks_mut(kc)
+                    .enumerate()
+                    .for_each(|(i, c)| pack_k(i, c))
+            },
+            || {
+                vt.par_chunks_mut(vc)
+                    .enumerate()
+                    .for_each(|(i, c)| pack_v(i, c))
+            },
+        );
     } else {
         kt.chunks_mut(kc)
-            .zip(vt.chunks_mut(vc))
             .enumerate()
-            .for_each(|(i, (k, v))| pack(i, k, v));
+            .for_each(|(i, c)| pack_k(i, c));
+        vt.chunks_mut(vc)
+            .enumerate()
+            .for_each(|(i, c)| pack_v(i, c));
     }
     (kt, vt)
 }
@@ -877,8 +918,13 @@ pub fn attention(isa: Isa, a: &Attn, out: &mut [f32]) {
         (Vec::new(), Vec::new())
     };
     if !parallel {
+        // Blocks of at most 64 query rows keep the packed path's scratch in cache.
+        let rows = if kt.is_empty() { a.tq } else { 64 };
         for (b, ob) in out.chunks_mut(a.tq * hd).enumerate() {
-            attention_rows(isa, a, &kt, &vt, b, 0, a.tq, 0, h_n, ob, hd);
+            for (blk, o) in ob.chunks_mut(rows * hd).enumerate() {
+                let n = o.len() / hd;
+                attention_rows(isa, a, &kt, &vt, b, blk * rows, n, 0, h_n, o, hd);
+            }
         }
         return;
     }

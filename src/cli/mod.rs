@@ -1,0 +1,12 @@
+//! One module per subcommand.
+
+pub mod info;
+pub mod score;
+pub mod table;
+
+/// Output format shared by the subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
