@@ -72,16 +72,14 @@ fn softmaxes(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("{name}/cpu/f32"));
         for rows in [1usize, 4, 16, 64] {
             let vocab = 32128;
-            let x0 = f32t(5, &[rows, vocab]);
             let mut x = f32t(5, &[rows, vocab]);
             g.throughput(Throughput::Elements((rows * vocab) as u64));
             g.bench_function(
                 BenchmarkId::from_parameter(format!("{rows}x{vocab}")),
                 |bch| {
+                    // In place on its own output: (log-)probabilities stay well-scaled
+                    // inputs, and no copy is timed.
                     bch.iter(|| {
-                        x.as_f32_mut()
-                            .unwrap()
-                            .copy_from_slice(x0.as_f32().unwrap());
                         if name == "softmax" {
                             be.softmax(&mut x).unwrap()
                         } else {

@@ -255,9 +255,10 @@ fn same_count(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// The `[.., C]` row broadcast rule of add/mul_assign: y is x-sized or one row.
+/// The `[.., C]` rule of add/mul_assign: y has x's rows of C, or is one row of C.
 fn check_broadcast(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
-    if y.elem_count() == x.elem_count() || (y.elem_count() == x.cols() && y.cols() == x.cols()) {
+    let same_rows = y.elem_count() == x.elem_count();
+    if y.cols() == x.cols() && (same_rows || y.elem_count() == x.cols()) {
         Ok(())
     } else {
         Err(shape_err(op, x.dims(), y.dims()))
@@ -1009,7 +1010,8 @@ mod tests {
         let mut xm = t(vec![1.0; 6], &[2, 3]);
         assert!(be.add_assign(&mut xm, &t(vec![1.0; 3], &[3])).is_ok());
         assert!(be.add_assign(&mut xm, &t(vec![1.0; 2], &[2])).is_err());
-        assert!(be.mul_assign(&mut xm, &t(vec![2.0; 6], &[3, 2])).is_ok());
+        assert!(be.mul_assign(&mut xm, &t(vec![2.0; 6], &[1, 2, 3])).is_ok());
+        assert!(be.mul_assign(&mut xm, &t(vec![2.0; 6], &[3, 2])).is_err());
 
         // Embedding id out of range.
         let table = t(vec![0.0; 12], &[4, 3]);

@@ -25,6 +25,8 @@
 //! steps (`Tq < 4`) use dot products. `probs · V` runs on a 4-query (or
 //! 1-query) register tile over V's rows in place.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::isa::Isa;
@@ -816,7 +818,7 @@ multiversion! {
 /// that the reads run along whole `[H*D]` rows:
 /// K into `[kv row][block][head][d][w]` (keys past `kv_len` zero), V into
 /// `[kv row][tile][head][PV_TILE][d]`.
-fn pack_kv(a: &Attn, w: usize, parallel: bool) -> (Vec<f32>, Vec<f32>) {
+fn pack_kv(a: &Attn, w: usize, parallel: bool, kt: &mut Vec<f32>, vt: &mut Vec<f32>) {
     let (h_n, d) = (a.heads, a.head_dim);
     let hd = h_n * d;
     let nblk = a.kv_len.div_ceil(w);
@@ -826,8 +828,16 @@ fn pack_kv(a: &Attn, w: usize, parallel: bool) -> (Vec<f32>, Vec<f32>) {
     for b in 0..a.batch {
         used[a.kv_row(b)] = true;
     }
-    let mut kt = vec![0.0f32; bkv * nblk * hd * w];
-    let mut vt = vec![0.0f32; bkv * ntile * hd * PV_TILE];
+    // Reused buffers: no zero fill (pack_k zeroes the padding keys itself, and
+    // V rows past kv_len are never read).
+    let (kn, vn) = (bkv * nblk * hd * w, bkv * ntile * hd * PV_TILE);
+    if kt.len() < kn {
+        kt.resize(kn, 0.0);
+    }
+    if vt.len() < vn {
+        vt.resize(vn, 0.0);
+    }
+    let (kt, vt) = (&mut kt[..kn], &mut vt[..vn]);
     // Block `blk` of kv row `r` of K: keys blk*w .. blk*w + w.
     let pack_k = |idx: usize, dst: &mut [f32]| {
         let (r, blk) = (idx / nblk, idx % nblk);
@@ -838,6 +848,12 @@ fn pack_kv(a: &Attn, w: usize, parallel: bool) -> (Vec<f32>, Vec<f32>) {
         let dp = dst.as_mut_ptr();
         // Head by head, so the 16 KB being written (d x w) stays in L1.
         let j0 = blk * w;
+        if j0 + w > a.kv_len {
+            // The last block: keys past kv_len score 0 (and are never used).
+            for x in dst[..hd * w].iter_mut() {
+                *x = 0.0;
+            }
+        }
         for h in 0..h_n {
             for j in j0..(j0 + w).min(a.kv_len) {
                 let src = a.k.at(r, j, h * d, d);
@@ -887,7 +903,12 @@ fn pack_kv(a: &Attn, w: usize, parallel: bool) -> (Vec<f32>, Vec<f32>) {
             .enumerate()
             .for_each(|(i, c)| pack_v(i, c));
     }
-    (kt, vt)
+}
+
+thread_local! {
+    /// Packed K/V buffers of the calling thread, reused across calls (they keep
+    /// the largest size seen).
+    static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The size [`attention`] compares with `par::PAR_MIN_ELEMS` to go parallel:
@@ -905,25 +926,38 @@ pub fn attention(isa: Isa, a: &Attn, out: &mut [f32]) {
     } else {
         Isa::Scalar
     };
-    let (h_n, d) = (a.heads, a.head_dim);
-    let hd = h_n * d;
-    if a.batch == 0 || a.tq == 0 || hd == 0 {
+    if a.batch == 0 || a.tq == 0 || a.heads * a.head_dim == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
     let parallel = super::par::worth_parallel(par_size(a));
-    let (kt, vt) = if a.tq >= PACK_MIN_TQ {
-        pack_kv(a, key_block(isa), parallel)
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    if a.tq < PACK_MIN_TQ {
+        return run(isa, a, &[], &[], parallel, out);
+    }
+    PACKED.with(|cell| {
+        // A nested call on this thread (work stealing) gets fresh buffers.
+        let mut fresh = (Vec::new(), Vec::new());
+        let mut guard = cell.try_borrow_mut();
+        let (kt, vt) = match guard.as_deref_mut() {
+            Ok((k, v)) => (k, v),
+            Err(_) => (&mut fresh.0, &mut fresh.1),
+        };
+        pack_kv(a, key_block(isa), parallel, kt, vt);
+        run(isa, a, kt, vt, parallel, out);
+    });
+}
+
+/// The parallel split of [`attention`] over packed (or no) K/V.
+fn run(isa: Isa, a: &Attn, kt: &[f32], vt: &[f32], parallel: bool, out: &mut [f32]) {
+    let (h_n, d) = (a.heads, a.head_dim);
+    let hd = h_n * d;
+    let threads = rayon::current_num_threads();
     if !parallel {
         // Blocks of at most 64 query rows keep the packed path's scratch in cache.
         let rows = if kt.is_empty() { a.tq } else { 64 };
         for (b, ob) in out.chunks_mut(a.tq * hd).enumerate() {
             for (blk, o) in ob.chunks_mut(rows * hd).enumerate() {
                 let n = o.len() / hd;
-                attention_rows(isa, a, &kt, &vt, b, blk * rows, n, 0, h_n, o, hd);
+                attention_rows(isa, a, kt, vt, b, blk * rows, n, 0, h_n, o, hd);
             }
         }
         return;
@@ -942,7 +976,7 @@ pub fn attention(isa: Isa, a: &Attn, out: &mut [f32]) {
                     .enumerate()
                     .for_each(|(blk, o)| {
                         let n = o.len() / hd;
-                        attention_rows(isa, a, &kt, &vt, b, blk * rows, n, 0, h_n, o, hd)
+                        attention_rows(isa, a, kt, vt, b, blk * rows, n, 0, h_n, o, hd)
                     });
             });
         return;
@@ -954,7 +988,7 @@ pub fn attention(isa: Isa, a: &Attn, out: &mut [f32]) {
         .map(|t| {
             let (b, h) = (t / h_n, t % h_n);
             let mut o = vec![0.0f32; a.tq * d];
-            attention_rows(isa, a, &kt, &vt, b, 0, a.tq, h, h + 1, &mut o, d);
+            attention_rows(isa, a, kt, vt, b, 0, a.tq, h, h + 1, &mut o, d);
             o
         })
         .collect();
@@ -1148,6 +1182,27 @@ mod tests {
             ..base("causal mask bias")
         };
         run(&c, 8);
+        // Several packed-V tiles and key blocks, the last ones partial.
+        let c = Case {
+            causal: true,
+            tq: 9,
+            tcap: 140,
+            kv_len: 130,
+            q_offset: 121,
+            mask: true,
+            bias: true,
+            ..base("long cache")
+        };
+        run(&c, 12);
+        let c = Case {
+            tq: 13,
+            tcap: 200,
+            kv_len: 200,
+            d: 40,
+            mask: true,
+            ..base("long non-causal")
+        };
+        run(&c, 13);
     }
 
     #[test]
@@ -1169,6 +1224,15 @@ mod tests {
             ..base("kv_index decode")
         };
         run(&c, 10);
+        // Packed path with kv rows that no query row reads.
+        let c = Case {
+            batch: 2,
+            bkv: 4,
+            kv_index: Some(vec![2, 2]),
+            mask: true,
+            ..base("kv_index unused rows")
+        };
+        run(&c, 11);
     }
 
     #[test]
@@ -1307,83 +1371,6 @@ mod tests {
             let mut got = vec![f32::NAN; b * t * hd];
             pool.install(|| attention(isa, &a, &mut got));
             compare(&format!("strided {}", isa.name()), &got, &want, Tol::F32).unwrap();
-        }
-    }
-}
-
-#[cfg(test)]
-mod probe {
-    use super::*;
-    use encdec_core::testing::random_normal;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn perf_probe() {
-        let isa = crate::isa::detected();
-        let cases = [
-            (16usize, 8usize, 1usize, 128usize),
-            (1, 16, 1, 512),
-            (16, 8, 64, 64),
-            (1, 8, 128, 128),
-            (1, 16, 512, 512),
-        ];
-        let only: Option<usize> = std::env::var("PROBE_CASE")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        for (ci, &(b, h, tq, tk)) in cases.iter().enumerate() {
-            if only.is_some_and(|o| o != ci) {
-                continue;
-            }
-            let d = 64;
-            let hd = h * d;
-            let q = random_normal(1, b * tq * hd, 1.0);
-            let k = random_normal(2, b * tk * hd, 1.0);
-            let v = random_normal(3, b * tk * hd, 1.0);
-            let mask = vec![0.0f32; b * tk];
-            let a = Attn {
-                batch: b,
-                tq,
-                heads: h,
-                head_dim: d,
-                tcap: tk,
-                kv_len: tk,
-                scale: 0.125,
-                causal: false,
-                q_offset: 0,
-                q: View3::contiguous(&q, tq, hd),
-                k: View3::contiguous(&k, tk, hd),
-                v: View3::contiguous(&v, tk, hd),
-                key_mask: Some(&mask),
-                position_bias: None,
-                kv_index: None,
-            };
-            let mut out = vec![0.0f32; b * tq * hd];
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .build()
-                .unwrap();
-            let mut best = f64::MAX;
-            let mut best_pack = f64::MAX;
-            for _ in 0..if only.is_some() { 300 } else { 30 } {
-                let t = Instant::now();
-                pool.install(|| attention(isa, &a, &mut out));
-                best = best.min(t.elapsed().as_secs_f64());
-                if tq >= 4 {
-                    let t = Instant::now();
-                    std::hint::black_box(pack_kv(&a, key_block(isa), false));
-                    best_pack = best_pack.min(t.elapsed().as_secs_f64());
-                }
-            }
-            let flops = 4.0 * (b * h * tq * tk * d) as f64;
-            let kvbytes = 2.0 * (b * tk * hd * 4) as f64;
-            println!(
-                "b{b} h{h} tq{tq} tk{tk}: {:.1} us  {:.1} GFLOP/s  {:.1} GB/s kv  pack {:.1} us",
-                best * 1e6,
-                flops / best / 1e9,
-                kvbytes / best / 1e9,
-                best_pack * 1e6
-            );
         }
     }
 }

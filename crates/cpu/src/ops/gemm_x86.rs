@@ -109,6 +109,9 @@ impl WLoad for i8 {
     }
 }
 
+/// How far ahead the GEMV kernels prefetch each row of W.
+const PF_BYTES: usize = 1024;
+
 #[inline(always)]
 fn mask16(n: usize) -> u16 {
     if n >= 16 {
@@ -406,9 +409,13 @@ unsafe fn dot_block_512<T: WLoad, const R: usize, const J: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); J]; R];
     let mut kk = 0;
+    // Rows of W are short separate streams (one 4 KiB page for an int8 row
+    // of 4096); prefetching ahead keeps enough lines in flight from DRAM.
+    let pf = PF_BYTES / std::mem::size_of::<T>();
     while kk + 16 <= k {
         let mut wv = [_mm512_setzero_ps(); J];
         for (j, v) in wv.iter_mut().enumerate() {
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(j * k + kk + pf) as *const i8);
             *v = T::load16(w.add(j * k + kk));
         }
         for (r, row) in acc.iter_mut().enumerate() {
@@ -536,6 +543,7 @@ unsafe fn dot_i8_block_512<const R: usize, const J: usize>(
             };
             let mut wv = [_mm512_setzero_si512(); J];
             for j in 0..J {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(j * k + kk + PF_BYTES));
                 wv[j] = _mm512_maskz_loadu_epi8(m, w.add(j * k + kk));
                 cs[j] = _mm512_dpbusd_epi32(cs[j], ones, wv[j]);
             }
@@ -547,11 +555,13 @@ unsafe fn dot_i8_block_512<const R: usize, const J: usize>(
             }
             kk += 64;
         }
+        // One horizontal sum per output: subtract z * colsum lane-wise first
+        // (|lane| <= 2 * 255 * 128 * SEG / 16 fits in i32).
         for j in 0..J {
-            let colsum = _mm512_reduce_add_epi32(cs[j]) as i64;
             for r in 0..R {
-                let z = *q.z.add(r) as i64;
-                tot[r][j] += _mm512_reduce_add_epi32(acc[r][j]) as i64 - z * colsum;
+                let z = _mm512_set1_epi32(*q.z.add(r));
+                let v = _mm512_sub_epi32(acc[r][j], _mm512_mullo_epi32(z, cs[j]));
+                tot[r][j] += _mm512_reduce_add_epi32(v) as i64;
             }
         }
         s0 = s1;
