@@ -1,6 +1,7 @@
 //! The `encdec` command line. Every error is one line on stderr and a non-zero exit.
 
 mod cli;
+mod hub;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate: one source per input line, one output per line (greedy, beam, sampling).
+    Generate(cli::generate::GenerateArgs),
     /// Architecture, parameter count and weight memory of a checkpoint or catalogue shape.
     Info(cli::info::InfoArgs),
     /// Score hypotheses against references: BLEU, chrF (sacreBLEU), ROUGE (rouge-score).
@@ -29,6 +32,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => cli::generate::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Score(cmd) => cli::score::run(cmd),
         Command::Table(args) => cli::table::run(args),

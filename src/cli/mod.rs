@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod generate;
 pub mod info;
 pub mod score;
 pub mod table;

@@ -12,8 +12,11 @@ pub mod catalogue;
 pub mod config;
 pub mod error;
 pub mod inspect;
+pub mod layers;
 pub mod safetensors;
+pub mod sentencepiece;
 pub mod t5;
+pub mod tokenizer;
 pub mod var_builder;
 
 pub use bart::{BartArch, BartConfig, PositionKind};

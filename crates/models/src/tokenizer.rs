@@ -1,0 +1,1 @@
+//! Tokenizers of seq2seq checkpoints (being written).
