@@ -17,17 +17,40 @@
 //! - T5 v1.0 ties `lm_head` to `shared` and scales the decoder output by
 //!   `d_model^-0.5` before it; v1.1/Flan/mT5 (`tie_word_embeddings: false`) have a
 //!   separate `lm_head` and no scaling.
+//!
+//! [`T5Model`] is the forward pass on the [`Backend`] trait (candle `t5.rs` style:
+//! weights looked up by HF names through [`VarBuilder`]), implementing
+//! [`Seq2SeqModel`]:
+//! - `encode` pads the batch with `pad_token_id` (so even the states at pad
+//!   positions equal HF's), masks pad keys additively, gathers the bidirectional
+//!   bias `[H, S, S]` once for all layers, and projects the cross-attention K/V of
+//!   every decoder layer once per source (`EncoderOutput::cross_k/v`).
+//! - `step` feeds one token per row: self-attention over the KV cache of
+//!   `DecoderState` (written with `write_rows` at `len`) with the causal bias row
+//!   of position `len`, cross-attention over the cached encoder K/V through
+//!   `kv_index`, the FFN, the final norm, the optional `d_model^-0.5`, lm_head.
+//!   Step buffers live in `DecoderState::scratch` and are reused while the row
+//!   count stays the same.
+//! - `select_rows` gathers the KV caches and `kv_index` into spare buffers kept in
+//!   the scratch and swaps them in (no allocation while the row count is stable).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use encdec_core::{Activation, NormKind};
+use encdec_core::{
+    Activation, AttentionParams, Backend, DType, Device, HostStorage, NormKind, Tensor,
+};
+use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::{
     require_positive, set_default, unsupported, FamilyConfig, TensorKind, TensorSpec, TokenIds,
 };
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+use crate::layers::{empty_f32, ensure_f32, load_f32, load_weight, Linear};
+use crate::safetensors::Checkpoint;
+use crate::var_builder::VarBuilder;
 
 mod defaults {
     pub fn vocab_size() -> usize {
@@ -393,5 +416,865 @@ impl FamilyConfig for T5Config {
             ));
         }
         Ok(())
+    }
+}
+
+// =================================================================================
+// The model
+// =================================================================================
+
+/// Per-row bucket of a relative position `memory - query`, exactly as HF
+/// `T5Attention._relative_position_bucket` computes it: half the buckets (per
+/// direction when bidirectional) are exact offsets, the rest log-spaced up to
+/// `max_distance`. The log branch is evaluated in f32 with the same op order as
+/// torch (`log(n / max_exact) / ln(max_distance / max_exact) * (buckets - max_exact)`,
+/// truncated), so bucket boundaries land where HF's do.
+pub fn relative_position_bucket(
+    relative_position: i64,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> usize {
+    let mut nb = num_buckets as i64;
+    let mut bucket = 0i64;
+    let n = if bidirectional {
+        nb /= 2;
+        if relative_position > 0 {
+            bucket += nb;
+        }
+        relative_position.abs()
+    } else {
+        (-relative_position).max(0)
+    };
+    let max_exact = nb / 2;
+    if n < max_exact {
+        return (bucket + n) as usize;
+    }
+    let denom = (max_distance as f64 / max_exact as f64).ln() as f32;
+    let x = (n as f32 / max_exact as f32).ln() / denom * (nb - max_exact) as f32;
+    // (`as` saturates; the clamp keeps odd configs such as max_distance < max_exact in range)
+    let large = (max_exact + x as i64).min(nb - 1).max(0);
+    (bucket + large) as usize
+}
+
+/// The `relative_attention_bias` table of one stack (block 0), kept on the host:
+/// the bias of each (query, key) pair is gathered from it per call.
+#[derive(Debug, Clone)]
+struct RelativeBias {
+    /// `[buckets, heads]`.
+    table: Vec<f32>,
+    heads: usize,
+    buckets: usize,
+    max_distance: usize,
+    bidirectional: bool,
+}
+
+impl RelativeBias {
+    fn load(
+        vb: &VarBuilder,
+        cfg: &T5Config,
+        bidirectional: bool,
+        backend: &dyn Backend,
+    ) -> Result<Self> {
+        let name = "block.0.layer.0.SelfAttention.relative_attention_bias.weight";
+        let t = load_f32(
+            vb,
+            name,
+            &[cfg.relative_attention_num_buckets, cfg.num_heads],
+            backend,
+        )?;
+        let table = backend.download(&t)?.to_f32_vec()?;
+        Ok(RelativeBias {
+            table,
+            heads: cfg.num_heads,
+            buckets: cfg.relative_attention_num_buckets,
+            max_distance: cfg.relative_attention_max_distance,
+            bidirectional,
+        })
+    }
+
+    /// Writes `bias[h, i, j]` for queries at `q_offset + i` (`i < tq`) over keys
+    /// `j < kv_len` into `out` (`heads * tq * kv_len` values).
+    fn fill(&self, q_offset: usize, tq: usize, kv_len: usize, out: &mut [f32]) {
+        let h_n = self.heads;
+        for i in 0..tq {
+            let q = (q_offset + i) as i64;
+            for j in 0..kv_len {
+                let b = relative_position_bucket(
+                    j as i64 - q,
+                    self.bidirectional,
+                    self.buckets,
+                    self.max_distance,
+                );
+                let row = &self.table[b * h_n..(b + 1) * h_n];
+                for (h, &v) in row.iter().enumerate() {
+                    out[(h * tq + i) * kv_len + j] = v;
+                }
+            }
+        }
+    }
+
+    /// The host tensor `[heads, tq, kv_len]`.
+    fn matrix(&self, q_offset: usize, tq: usize, kv_len: usize) -> encdec_core::Result<Tensor> {
+        let mut v = vec![0f32; self.heads * tq * kv_len];
+        self.fill(q_offset, tq, kv_len, &mut v);
+        Tensor::from_f32(v, [self.heads, tq, kv_len])
+    }
+}
+
+/// q/k/v/o projections of one attention block (no biases in T5).
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+impl Attention {
+    fn load(
+        vb: &VarBuilder,
+        d: usize,
+        inner: usize,
+        dtype: DType,
+        be: &dyn Backend,
+    ) -> Result<Self> {
+        Ok(Attention {
+            q: Linear::load(vb, "q", inner, d, false, dtype, be)?,
+            k: Linear::load(vb, "k", inner, d, false, dtype, be)?,
+            v: Linear::load(vb, "v", inner, d, false, dtype, be)?,
+            o: Linear::load(vb, "o", d, inner, false, dtype, be)?,
+        })
+    }
+}
+
+/// `DenseReluDense`: `wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)`.
+#[derive(Debug, Clone)]
+struct FeedForward {
+    /// `wi`, or `wi_0` when gated.
+    wi: Linear,
+    /// `wi_1` when gated.
+    wi_1: Option<Linear>,
+    wo: Linear,
+    act: Activation,
+}
+
+impl FeedForward {
+    fn load(
+        vb: &VarBuilder,
+        cfg: &T5Config,
+        arch: &T5Arch,
+        dtype: DType,
+        be: &dyn Backend,
+    ) -> Result<Self> {
+        let (d, ff) = (cfg.d_model, cfg.d_ff);
+        let (wi, wi_1) = if arch.gated_ffn {
+            (
+                Linear::load(vb, "wi_0", ff, d, false, dtype, be)?,
+                Some(Linear::load(vb, "wi_1", ff, d, false, dtype, be)?),
+            )
+        } else {
+            (Linear::load(vb, "wi", ff, d, false, dtype, be)?, None)
+        };
+        Ok(FeedForward {
+            wi,
+            wi_1,
+            wo: Linear::load(vb, "wo", d, ff, false, dtype, be)?,
+            act: arch.activation,
+        })
+    }
+
+    /// `out = ffn(x)`; `a`, `b`, `c` are `[.., d_ff]` scratch buffers of x's rows.
+    fn forward(
+        &self,
+        be: &dyn Backend,
+        x: &Tensor,
+        a: &mut Tensor,
+        b: &mut Tensor,
+        c: &mut Tensor,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        self.wi.forward(be, x, a)?;
+        match &self.wi_1 {
+            Some(wi_1) => {
+                wi_1.forward(be, x, b)?;
+                be.gated_activation(a, b, self.act, c)?;
+                self.wo.forward(be, c, out)
+            }
+            None => {
+                be.activation(a, self.act)?;
+                self.wo.forward(be, a, out)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    attn_norm: Tensor,
+    attn: Attention,
+    ffn_norm: Tensor,
+    ffn: FeedForward,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_norm: Tensor,
+    self_attn: Attention,
+    cross_norm: Tensor,
+    cross_attn: Attention,
+    ffn_norm: Tensor,
+    ffn: FeedForward,
+}
+
+/// A T5 / T5 v1.1 / Flan-T5 / mT5 encoder-decoder on a [`Backend`].
+///
+/// Weights are looked up by their HF names; linear weights are stored in the
+/// `dtype` given to [`T5Model::load`], norm weights and the relative-bias tables in
+/// f32, the shared embedding in `dtype` (f16 when `dtype` is int8).
+pub struct T5Model {
+    backend: Arc<dyn Backend>,
+    spec: ModelSpec,
+    d_model: usize,
+    num_heads: usize,
+    d_kv: usize,
+    inner: usize,
+    d_ff: usize,
+    eps: f32,
+    embed: Tensor,
+    encoder: Vec<EncoderLayer>,
+    encoder_bias: RelativeBias,
+    encoder_norm: Tensor,
+    decoder: Vec<DecoderLayer>,
+    decoder_bias: RelativeBias,
+    decoder_norm: Tensor,
+    lm_head: Linear,
+    /// `d_model^-0.5` before lm_head (T5 v1.0), else None.
+    output_scale: Option<f32>,
+}
+
+impl std::fmt::Debug for T5Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("T5Model")
+            .field("spec", &self.spec)
+            .field("d_model", &self.d_model)
+            .field("num_heads", &self.num_heads)
+            .field("d_kv", &self.d_kv)
+            .field("d_ff", &self.d_ff)
+            .field("encoder_layers", &self.encoder.len())
+            .field("decoder_layers", &self.decoder.len())
+            .field("weight_dtype", &self.lm_head.weight.dtype())
+            .finish()
+    }
+}
+
+impl T5Model {
+    /// Loads every weight of `cfg` from `ckpt` onto `backend`, linear weights as
+    /// `dtype` (f32, f16, bf16, or int8 quantised per output row). A tensor that is
+    /// missing or whose shape does not fit `cfg` is an error naming it.
+    pub fn load(
+        cfg: &T5Config,
+        ckpt: &Checkpoint,
+        backend: Arc<dyn Backend>,
+        dtype: DType,
+    ) -> Result<Self> {
+        if dtype == DType::U32 {
+            return Err(ModelError::UnsupportedTarget {
+                tensor: "T5 weights".into(),
+                dtype,
+                reason: "weights load as f32, f16, bf16 or int8".into(),
+            });
+        }
+        let be: &dyn Backend = &*backend;
+        let arch = cfg.arch();
+        let (d, inner) = (cfg.d_model, arch.inner_dim);
+        let vb = VarBuilder::new(ckpt);
+
+        // int8 is for matmuls; the embedding gather keeps a float table.
+        let embed_dtype = if dtype == DType::I8 {
+            DType::F16
+        } else {
+            dtype
+        };
+        let embed = load_weight(&vb, "shared.weight", &[cfg.vocab_size, d], embed_dtype, be)?;
+
+        let evb = vb.pp("encoder");
+        let mut encoder = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let b = evb.pp("block").pp(i).pp("layer");
+            encoder.push(EncoderLayer {
+                attn_norm: load_f32(&b, "0.layer_norm.weight", &[d], be)?,
+                attn: Attention::load(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
+                ffn_norm: load_f32(&b, "1.layer_norm.weight", &[d], be)?,
+                ffn: FeedForward::load(&b.pp("1.DenseReluDense"), cfg, &arch, dtype, be)?,
+            });
+        }
+        let encoder_bias = RelativeBias::load(&evb, cfg, /*bidirectional=*/ true, be)?;
+        let encoder_norm = load_f32(&evb, "final_layer_norm.weight", &[d], be)?;
+
+        let dvb = vb.pp("decoder");
+        let mut decoder = Vec::with_capacity(cfg.num_decoder_layers);
+        for i in 0..cfg.num_decoder_layers {
+            let b = dvb.pp("block").pp(i).pp("layer");
+            decoder.push(DecoderLayer {
+                self_norm: load_f32(&b, "0.layer_norm.weight", &[d], be)?,
+                self_attn: Attention::load(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
+                cross_norm: load_f32(&b, "1.layer_norm.weight", &[d], be)?,
+                cross_attn: Attention::load(&b.pp("1.EncDecAttention"), d, inner, dtype, be)?,
+                ffn_norm: load_f32(&b, "2.layer_norm.weight", &[d], be)?,
+                ffn: FeedForward::load(&b.pp("2.DenseReluDense"), cfg, &arch, dtype, be)?,
+            });
+        }
+        let decoder_bias = RelativeBias::load(&dvb, cfg, /*bidirectional=*/ false, be)?;
+        let decoder_norm = load_f32(&dvb, "final_layer_norm.weight", &[d], be)?;
+
+        // A stored lm_head.weight wins (HF unties when both are stored); else tied.
+        let lm_head = if vb.has("lm_head.weight") || !arch.tied_lm_head {
+            Linear::load(&vb, "lm_head", cfg.vocab_size, d, false, dtype, be)?
+        } else if embed_dtype == dtype {
+            Linear::from_weight(embed.clone(), None)
+        } else {
+            let w = load_weight(&vb, "shared.weight", &[cfg.vocab_size, d], dtype, be)?;
+            Linear::from_weight(w, None)
+        };
+
+        let pad = cfg.pad_token_id.unwrap_or(0);
+        let spec = ModelSpec {
+            vocab_size: cfg.vocab_size,
+            decoder_start_token_id: cfg.decoder_start_token_id.unwrap_or(pad),
+            eos_token_id: cfg
+                .eos_token_id
+                .as_ref()
+                .map(TokenIds::to_vec)
+                .unwrap_or_default(),
+            pad_token_id: pad,
+            max_target_positions: None,
+            max_source_positions: None,
+        };
+        Ok(T5Model {
+            spec,
+            d_model: d,
+            num_heads: cfg.num_heads,
+            d_kv: cfg.d_kv,
+            inner,
+            d_ff: cfg.d_ff,
+            eps: arch.norm_eps,
+            embed,
+            encoder,
+            encoder_bias,
+            encoder_norm,
+            decoder,
+            decoder_bias,
+            decoder_norm,
+            lm_head,
+            output_scale: arch
+                .scale_decoder_outputs
+                .then(|| (d as f64).powf(-0.5) as f32),
+            backend,
+        })
+    }
+
+    fn params<'a>(&self, q_offset: usize, kv_len: usize, causal: bool) -> AttentionParams<'a> {
+        AttentionParams {
+            num_heads: self.num_heads,
+            head_dim: self.d_kv,
+            scale: 1.0,
+            causal,
+            q_offset,
+            kv_len,
+            key_mask: None,
+            position_bias: None,
+            kv_index: None,
+        }
+    }
+
+    fn rms(&self, x: &Tensor, w: &Tensor, out: &mut Tensor) -> encdec_core::Result<()> {
+        self.backend
+            .norm(NormKind::RmsNorm, x, w, None, self.eps, out)
+    }
+
+    fn add_rms(
+        &self,
+        x: &Tensor,
+        residual: &mut Tensor,
+        w: &Tensor,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        self.backend
+            .add_norm(NormKind::RmsNorm, x, residual, w, None, self.eps, out)
+    }
+}
+
+/// Decode-step buffers, kept in `DecoderState::scratch` and reused while the
+/// number of rows stays the same.
+#[derive(Debug)]
+struct StepScratch {
+    /// u32 `[rows]`: the tokens of the step (host).
+    ids: Tensor,
+    /// `[heads * capacity]` host buffer for the step's position-bias row.
+    bias: Tensor,
+    h: Tensor,
+    x: Tensor,
+    y: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    f1: Tensor,
+    f2: Tensor,
+    f3: Tensor,
+    /// Logits on the device (non-CPU backends only).
+    logits: Tensor,
+    /// u32 `[rows]`: `select_rows` indices (host).
+    select: Tensor,
+    /// Second KV caches and kv_index for `select_rows` to gather into, then swap.
+    spare_k: Vec<Tensor>,
+    spare_v: Vec<Tensor>,
+    spare_index: Tensor,
+}
+
+impl StepScratch {
+    fn new(heads: usize, capacity: usize, layers: usize) -> Self {
+        StepScratch {
+            ids: Tensor::zeros([0], DType::U32),
+            bias: Tensor::zeros([heads * capacity], DType::F32),
+            h: empty_f32(),
+            x: empty_f32(),
+            y: empty_f32(),
+            q: empty_f32(),
+            k: empty_f32(),
+            v: empty_f32(),
+            a: empty_f32(),
+            f1: empty_f32(),
+            f2: empty_f32(),
+            f3: empty_f32(),
+            logits: empty_f32(),
+            select: Tensor::zeros([0], DType::U32),
+            spare_k: vec![empty_f32(); layers],
+            spare_v: vec![empty_f32(); layers],
+            spare_index: Tensor::zeros([0], DType::U32),
+        }
+    }
+}
+
+/// Writes `values` into the host u32 tensor `buf`, reallocating only when the
+/// length changes.
+fn set_host_u32(buf: &mut Tensor, values: &[u32]) -> encdec_core::Result<()> {
+    if buf.dims() != [values.len()] || buf.dtype() != DType::U32 {
+        *buf = Tensor::zeros([values.len()], DType::U32);
+    }
+    match buf.host_mut("set_host_u32")? {
+        HostStorage::U32(v) => v.copy_from_slice(values),
+        h => {
+            return Err(encdec_core::Error::DTypeMismatch {
+                op: "set_host_u32",
+                lhs: h.dtype(),
+                rhs: DType::U32,
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Makes `buf` a backend tensor of `shape` and `dtype`, reallocating only when
+/// either differs.
+fn ensure_like(
+    be: &dyn Backend,
+    buf: &mut Tensor,
+    shape: &[usize],
+    dtype: DType,
+) -> encdec_core::Result<()> {
+    if buf.dims() != shape || buf.dtype() != dtype || buf.device() != be.device() {
+        *buf = be.zeros(shape, dtype)?;
+    }
+    Ok(())
+}
+
+fn invalid(msg: String) -> encdec_core::Error {
+    encdec_core::Error::Invalid(msg)
+}
+
+impl Seq2SeqModel for T5Model {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    fn encode(&self, sources: &[Vec<u32>]) -> encdec_core::Result<EncoderOutput> {
+        let be: &dyn Backend = &*self.backend;
+        let b = sources.len();
+        if b == 0 {
+            return Err(invalid("T5 encode: no sources".into()));
+        }
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+        // An all-empty batch still gets one (masked) position.
+        let s = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let (d, inner, ff) = (self.d_model, self.inner, self.d_ff);
+
+        // Pad with pad_token_id, as HF tokenizers do: the states at pad positions
+        // then equal HF's too.
+        let mut ids = vec![self.spec.pad_token_id; b * s];
+        let mut mask = vec![f32::MIN; b * s];
+        for (r, src) in sources.iter().enumerate() {
+            ids[r * s..r * s + src.len()].copy_from_slice(src);
+            mask[r * s..r * s + src.len()].fill(0.0);
+        }
+        let ids = be.upload(&Tensor::from_u32(ids, [b * s])?)?;
+        let key_mask = be.upload(&Tensor::from_f32(mask, [b, s])?)?;
+        let bias = be.upload(&self.encoder_bias.matrix(0, s, s)?)?;
+
+        let z = |shape: &[usize]| be.zeros(shape, DType::F32);
+        let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
+        let (mut q, mut k, mut v, mut a) = (
+            z(&[b, s, inner])?,
+            z(&[b, s, inner])?,
+            z(&[b, s, inner])?,
+            z(&[b, s, inner])?,
+        );
+        let (mut f1, mut f2, mut f3) = (z(&[b, s, ff])?, z(&[b, s, ff])?, z(&[b, s, ff])?);
+
+        be.embedding(&ids, &self.embed, 1.0, &mut h)?;
+        let first_norm = self
+            .encoder
+            .first()
+            .map_or(&self.encoder_norm, |l| &l.attn_norm);
+        self.rms(&h, first_norm, &mut x)?;
+        let mut params = self.params(0, s, /*causal=*/ false);
+        params.key_mask = Some(&key_mask);
+        params.position_bias = Some(&bias);
+        for (i, l) in self.encoder.iter().enumerate() {
+            l.attn.q.forward(be, &x, &mut q)?;
+            l.attn.k.forward(be, &x, &mut k)?;
+            l.attn.v.forward(be, &x, &mut v)?;
+            be.attention(&q, &k, &v, &params, &mut a)?;
+            l.attn.o.forward(be, &a, &mut y)?;
+            self.add_rms(&y, &mut h, &l.ffn_norm, &mut x)?;
+            l.ffn.forward(be, &x, &mut f1, &mut f2, &mut f3, &mut y)?;
+            let next = self
+                .encoder
+                .get(i + 1)
+                .map_or(&self.encoder_norm, |n| &n.attn_norm);
+            self.add_rms(&y, &mut h, next, &mut x)?;
+        }
+
+        // Cross-attention K/V of every decoder layer, once per source.
+        let mut cross_k = Vec::with_capacity(self.decoder.len());
+        let mut cross_v = Vec::with_capacity(self.decoder.len());
+        for l in &self.decoder {
+            let mut ck = z(&[b, s, inner])?;
+            let mut cv = z(&[b, s, inner])?;
+            l.cross_attn.k.forward(be, &x, &mut ck)?;
+            l.cross_attn.v.forward(be, &x, &mut cv)?;
+            cross_k.push(ck);
+            cross_v.push(cv);
+        }
+        Ok(EncoderOutput {
+            sources: b,
+            src_len: s,
+            hidden: x,
+            key_mask,
+            lengths,
+            cross_k,
+            cross_v,
+        })
+    }
+
+    fn start(
+        &self,
+        enc: &EncoderOutput,
+        source_of_row: &[u32],
+        capacity: usize,
+    ) -> encdec_core::Result<DecoderState> {
+        let be: &dyn Backend = &*self.backend;
+        if let Some(&bad) = source_of_row.iter().find(|&&r| r as usize >= enc.sources) {
+            return Err(invalid(format!(
+                "T5 start: decoder row reads source {bad} but the encoder output has {}",
+                enc.sources
+            )));
+        }
+        if enc.cross_k.len() != self.decoder.len() || enc.cross_v.len() != self.decoder.len() {
+            return Err(invalid(format!(
+                "T5 start: encoder output has cross K/V for {} layers, the decoder has {}",
+                enc.cross_k.len(),
+                self.decoder.len()
+            )));
+        }
+        let rows = source_of_row.len();
+        let shape = [rows, capacity, self.inner];
+        let mut self_k = Vec::with_capacity(self.decoder.len());
+        let mut self_v = Vec::with_capacity(self.decoder.len());
+        for _ in &self.decoder {
+            self_k.push(be.zeros(&shape, DType::F32)?);
+            self_v.push(be.zeros(&shape, DType::F32)?);
+        }
+        let kv_index = be.upload(&Tensor::from_u32(source_of_row.to_vec(), [rows])?)?;
+        Ok(DecoderState {
+            rows,
+            capacity,
+            len: 0,
+            self_k,
+            self_v,
+            kv_index,
+            scratch: Some(Box::new(StepScratch::new(
+                self.num_heads,
+                capacity,
+                self.decoder.len(),
+            ))),
+        })
+    }
+
+    fn step(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        let r = tokens.len();
+        if r != state.rows {
+            return Err(invalid(format!(
+                "T5 step: {r} tokens for a decoder state of {} rows",
+                state.rows
+            )));
+        }
+        if state.len >= state.capacity {
+            return Err(invalid(format!(
+                "T5 step: the KV cache is full ({} tokens)",
+                state.capacity
+            )));
+        }
+        let v_size = self.spec.vocab_size;
+        if logits.dims() != [r, v_size] {
+            return Err(invalid(format!(
+                "T5 step: logits buffer has shape {:?}, expected [{r}, {v_size}]",
+                logits.dims()
+            )));
+        }
+        let mut sc = match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
+            Some(Ok(s)) => s,
+            _ => Box::new(StepScratch::new(
+                self.num_heads,
+                state.capacity,
+                self.decoder.len(),
+            )),
+        };
+        let res = self.step_with(enc, state, tokens, logits, &mut sc);
+        state.scratch = Some(sc);
+        res?;
+        state.len += 1;
+        Ok(())
+    }
+
+    fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        if let Some(&bad) = rows.iter().find(|&&i| i as usize >= state.rows) {
+            return Err(invalid(format!(
+                "T5 select_rows: row {bad} is out of range for {} rows",
+                state.rows
+            )));
+        }
+        let n = rows.len();
+        if n == state.rows && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+            return Ok(());
+        }
+        let mut sc = match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
+            Some(Ok(s)) => s,
+            _ => Box::new(StepScratch::new(
+                self.num_heads,
+                state.capacity,
+                self.decoder.len(),
+            )),
+        };
+        let res = (|| -> encdec_core::Result<()> {
+            set_host_u32(&mut sc.select, rows)?;
+            let idx = be.upload(&sc.select)?;
+            let shape = [n, state.capacity, self.inner];
+            for l in 0..state.self_k.len() {
+                ensure_f32(be, &mut sc.spare_k[l], &shape)?;
+                be.index_select(&state.self_k[l], &idx, &mut sc.spare_k[l])?;
+                std::mem::swap(&mut state.self_k[l], &mut sc.spare_k[l]);
+                ensure_f32(be, &mut sc.spare_v[l], &shape)?;
+                be.index_select(&state.self_v[l], &idx, &mut sc.spare_v[l])?;
+                std::mem::swap(&mut state.self_v[l], &mut sc.spare_v[l]);
+            }
+            ensure_like(be, &mut sc.spare_index, &[n], DType::U32)?;
+            be.index_select(&state.kv_index, &idx, &mut sc.spare_index)?;
+            std::mem::swap(&mut state.kv_index, &mut sc.spare_index);
+            Ok(())
+        })();
+        state.scratch = Some(sc);
+        res?;
+        state.rows = n;
+        Ok(())
+    }
+}
+
+impl T5Model {
+    /// One decoder step with the scratch taken out of `state`.
+    fn step_with(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        sc: &mut StepScratch,
+    ) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        let r = tokens.len();
+        let (d, inner, ff) = (self.d_model, self.inner, self.d_ff);
+        let pos = state.len;
+        let kv_len = pos + 1;
+
+        ensure_f32(be, &mut sc.h, &[r, 1, d])?;
+        ensure_f32(be, &mut sc.x, &[r, 1, d])?;
+        ensure_f32(be, &mut sc.y, &[r, 1, d])?;
+        for t in [&mut sc.q, &mut sc.k, &mut sc.v, &mut sc.a] {
+            ensure_f32(be, t, &[r, 1, inner])?;
+        }
+        for t in [&mut sc.f1, &mut sc.f2, &mut sc.f3] {
+            ensure_f32(be, t, &[r, 1, ff])?;
+        }
+
+        set_host_u32(&mut sc.ids, tokens)?;
+        let ids = be.upload(&sc.ids)?;
+        be.embedding(&ids, &self.embed, 1.0, &mut sc.h)?;
+        drop(ids);
+
+        // The causal relative bias of query position `pos` over keys 0..=pos.
+        let hk = self.num_heads * kv_len;
+        if sc.bias.dims() != [self.num_heads * state.capacity] {
+            sc.bias = Tensor::zeros([self.num_heads * state.capacity], DType::F32);
+        }
+        self.decoder_bias
+            .fill(pos, 1, kv_len, &mut sc.bias.as_f32_mut()?[..hk]);
+        let bias = be.upload(
+            &sc.bias
+                .narrow(0, 0, hk)?
+                .reshape([self.num_heads, 1, kv_len])?,
+        )?;
+
+        let mut self_params = self.params(pos, kv_len, /*causal=*/ true);
+        self_params.position_bias = Some(&bias);
+        let mut cross_params = self.params(0, enc.src_len, /*causal=*/ false);
+        cross_params.key_mask = Some(&enc.key_mask);
+        cross_params.kv_index = Some(&state.kv_index);
+
+        let first_norm = self
+            .decoder
+            .first()
+            .map_or(&self.decoder_norm, |l| &l.self_norm);
+        self.rms(&sc.h, first_norm, &mut sc.x)?;
+        for (i, l) in self.decoder.iter().enumerate() {
+            // self-attention over the cache
+            l.self_attn.q.forward(be, &sc.x, &mut sc.q)?;
+            l.self_attn.k.forward(be, &sc.x, &mut sc.k)?;
+            l.self_attn.v.forward(be, &sc.x, &mut sc.v)?;
+            be.write_rows(&sc.k, &mut state.self_k[i], pos)?;
+            be.write_rows(&sc.v, &mut state.self_v[i], pos)?;
+            be.attention(
+                &sc.q,
+                &state.self_k[i],
+                &state.self_v[i],
+                &self_params,
+                &mut sc.a,
+            )?;
+            l.self_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            self.add_rms(&sc.y, &mut sc.h, &l.cross_norm, &mut sc.x)?;
+
+            // cross-attention over the cached encoder K/V
+            l.cross_attn.q.forward(be, &sc.x, &mut sc.q)?;
+            be.attention(
+                &sc.q,
+                &enc.cross_k[i],
+                &enc.cross_v[i],
+                &cross_params,
+                &mut sc.a,
+            )?;
+            l.cross_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            self.add_rms(&sc.y, &mut sc.h, &l.ffn_norm, &mut sc.x)?;
+
+            l.ffn
+                .forward(be, &sc.x, &mut sc.f1, &mut sc.f2, &mut sc.f3, &mut sc.y)?;
+            let next = self
+                .decoder
+                .get(i + 1)
+                .map_or(&self.decoder_norm, |n| &n.self_norm);
+            self.add_rms(&sc.y, &mut sc.h, next, &mut sc.x)?;
+        }
+        drop(bias);
+
+        if let Some(s) = self.output_scale {
+            be.scale(&mut sc.x, s)?;
+        }
+        if be.device() == Device::Cpu {
+            self.lm_head.forward(be, &sc.x, logits)
+        } else {
+            ensure_f32(be, &mut sc.logits, &[r, self.spec.vocab_size])?;
+            self.lm_head.forward(be, &sc.x, &mut sc.logits)?;
+            let host = be.download(&sc.logits)?;
+            logits.as_f32_mut()?.copy_from_slice(host.as_f32()?);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buckets from transformers 5.23 `T5Attention._relative_position_bucket`
+    /// (torch 2.15, CPU) at the relative positions where the log branch lands
+    /// exactly on an integer, where an f32/f64 slip would change the bucket.
+    #[test]
+    fn buckets_match_hf_at_integer_boundaries() {
+        /// (buckets, max distance, bidirectional, [(relative position, bucket)])
+        type Case = (usize, usize, bool, &'static [(i64, usize)]);
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (32, 128, true, &[(-8, 8), (-16, 10), (-32, 12), (-64, 14),
+                              (8, 24), (16, 26), (32, 28), (64, 30)]),
+            (32, 128, false, &[(-16, 16), (16, 0)]),
+            (16, 32, true, &[(-4, 4), (4, 12)]),
+            (16, 32, false, &[(-8, 8), (-16, 12), (8, 0), (16, 0)]),
+            (32, 64, false, &[(-16, 16), (-32, 24), (16, 0), (32, 0)]),
+            (64, 256, true, &[(-16, 16), (-32, 20), (-64, 24), (-128, 28),
+                              (16, 48), (32, 52), (64, 56), (128, 60)]),
+            (128, 128, true, &[(-32, 32), (-64, 48), (32, 96), (64, 112)]),
+        ];
+        for &(nb, md, bi, pairs) in cases {
+            for &(rel, want) in pairs {
+                assert_eq!(
+                    relative_position_bucket(rel, bi, nb, md),
+                    want,
+                    "buckets {nb}, max distance {md}, bidirectional {bi}, relative position {rel}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_cover_the_range_monotonically() {
+        // Causal: distance 0.. maps to 0.., saturating at buckets - 1.
+        let mut last = 0;
+        for d in 0..1000i64 {
+            let b = relative_position_bucket(-d, false, 32, 128);
+            assert!(b >= last && b < 32, "distance {d}: bucket {b}");
+            last = b;
+        }
+        assert_eq!(last, 31);
+        assert_eq!(
+            relative_position_bucket(5, false, 32, 128),
+            0,
+            "future keys"
+        );
+        // Bidirectional: keys after the query use the upper half.
+        assert_eq!(relative_position_bucket(0, true, 32, 128), 0);
+        assert_eq!(relative_position_bucket(1, true, 32, 128), 17);
+        assert_eq!(relative_position_bucket(-1, true, 32, 128), 1);
+        assert_eq!(relative_position_bucket(10_000, true, 32, 128), 31);
+        assert_eq!(relative_position_bucket(-10_000, true, 32, 128), 15);
     }
 }
