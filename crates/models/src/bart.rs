@@ -23,18 +23,53 @@
 //! `add_bias_logits`) are read by no transformers 4/5 class; we parse them and reject
 //! a config whose value contradicts the class, since such a checkpoint was trained
 //! with an architecture neither HF nor we run.
+//!
+//! [`BartModel`] is the forward pass on the [`Backend`] trait (candle style: weights
+//! looked up by HF names through [`VarBuilder`]), implementing [`Seq2SeqModel`]:
+//! - Embeddings: `embed_tokens(ids) * embed_scale + positions`, then
+//!   `layernorm_embedding` where the class has it. Position rows follow HF exactly:
+//!   learned `t + 2`; PEGASUS/Marian sinusoids `t` (the stored table when the
+//!   checkpoint has one, else computed as HF's `create_weight`, in f64); fairseq
+//!   sinusoids (M2M100/NLLB, computed in f32 as `get_embedding`) `padding_idx + past +
+//!   (non-pad tokens so far)`, and the zero row `padding_idx` for pad tokens.
+//! - Post-LN layers `x = norm(x + f(x))` (BART, Marian) or pre-LN `h = h + f(norm(h))`
+//!   with a final LayerNorm per stack (mBART, PEGASUS, M2M100); residual adds are
+//!   fused into the following LayerNorm (`add_norm`). Encoder and decoder may differ
+//!   in heads and FFN width (PEGASUS). Queries are scaled by `head_dim^-0.5`.
+//! - `encode` pads with `pad_token_id` (so even states at pad positions equal HF's),
+//!   masks pad keys, and projects the cross-attention K/V of every decoder layer once
+//!   per source (`EncoderOutput::cross_k/v`).
+//! - `step` feeds one token per row: self-attention over the KV cache of
+//!   `DecoderState` (written with `write_rows` at `len`), cross-attention over the
+//!   cached encoder K/V through `kv_index`, the FFN, the final norm, `lm_head` plus
+//!   `final_logits_bias`. Step buffers live in `DecoderState::scratch` and are
+//!   reused while the row count stays the same; `select_rows` gathers the caches
+//!   into spare buffers kept there and swaps them in.
+//! - lm_head: a stored `lm_head.weight` that differs from the embedding is used even
+//!   when `tie_word_embeddings` (transformers 5 unties such checkpoints), likewise a
+//!   stored `encoder/decoder.embed_tokens.weight` that differs from `shared`.
+//! - Positions are limited to `max_position_embeddings` for every kind (HF's learned
+//!   and PEGASUS/Marian tables have exactly that many rows; HF grows the fairseq
+//!   table on demand, we stop at the trained length): `ModelSpec::max_*_positions`.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use encdec_core::{Activation, NormKind};
+use encdec_core::{
+    Activation, AttentionParams, Backend, DType, Device, HostStorage, NormKind, Tensor,
+};
+use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::{
-    invalid, require_positive, set_default, unsupported, FamilyConfig, TensorKind, TensorSpec,
-    TokenIds,
+    invalid as config_invalid, require_positive, set_default, unsupported, FamilyConfig,
+    TensorKind, TensorSpec, TokenIds,
 };
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+use crate::layers::{empty_f32, ensure_f32, load_f32, load_weight, Linear};
+use crate::safetensors::Checkpoint;
+use crate::var_builder::VarBuilder;
 
 mod defaults {
     use super::TokenIds;
@@ -428,7 +463,7 @@ impl FamilyConfig for BartConfig {
             ("decoder_attention_heads", self.decoder_attention_heads),
         ] {
             if self.d_model % heads != 0 {
-                return Err(invalid(
+                return Err(config_invalid(
                     path,
                     format!(
                         "d_model ({}) must be divisible by {field} ({heads})",
@@ -525,11 +560,1068 @@ impl FamilyConfig for BartConfig {
             }
         }
         if self.model_type == "m2m_100" && self.pad_token_id.is_none() {
-            return Err(invalid(
+            return Err(config_invalid(
                 path,
                 "m2m_100 positions are counted from pad_token_id, which is null",
             ));
         }
         Ok(())
+    }
+}
+
+// =====================================================================================
+// The model
+// =====================================================================================
+
+/// A LayerNorm's weight and bias (f32).
+#[derive(Debug, Clone)]
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    fn load(vb: &VarBuilder, name: &str, d: usize, be: &dyn Backend) -> Result<Self> {
+        Ok(Norm {
+            weight: load_f32(vb, &format!("{name}.weight"), &[d], be)?,
+            bias: load_f32(vb, &format!("{name}.bias"), &[d], be)?,
+        })
+    }
+}
+
+/// `q_proj`/`k_proj`/`v_proj`/`out_proj`, all `[d, d]` with biases.
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+impl Attention {
+    fn load(vb: &VarBuilder, d: usize, dtype: DType, be: &dyn Backend) -> Result<Self> {
+        Ok(Attention {
+            q: Linear::load(vb, "q_proj", d, d, true, dtype, be)?,
+            k: Linear::load(vb, "k_proj", d, d, true, dtype, be)?,
+            v: Linear::load(vb, "v_proj", d, d, true, dtype, be)?,
+            o: Linear::load(vb, "out_proj", d, d, true, dtype, be)?,
+        })
+    }
+}
+
+/// `fc2(act(fc1 x))`.
+#[derive(Debug, Clone)]
+struct FeedForward {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl FeedForward {
+    fn load(vb: &VarBuilder, d: usize, ffn: usize, dtype: DType, be: &dyn Backend) -> Result<Self> {
+        Ok(FeedForward {
+            fc1: Linear::load(vb, "fc1", ffn, d, true, dtype, be)?,
+            fc2: Linear::load(vb, "fc2", d, ffn, true, dtype, be)?,
+        })
+    }
+
+    /// `out = fc2(act(fc1 x))`; `f` is an `[.., ffn]` scratch buffer of x's rows.
+    fn forward(
+        &self,
+        be: &dyn Backend,
+        act: Activation,
+        x: &Tensor,
+        f: &mut Tensor,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        self.fc1.forward(be, x, f)?;
+        be.activation(f, act)?;
+        self.fc2.forward(be, f, out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    self_attn: Attention,
+    self_norm: Norm,
+    ffn: FeedForward,
+    ffn_norm: Norm,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn: Attention,
+    self_norm: Norm,
+    cross_attn: Attention,
+    cross_norm: Norm,
+    ffn: FeedForward,
+    ffn_norm: Norm,
+}
+
+/// One stack's token embedding and position table.
+#[derive(Debug, Clone)]
+struct Embeddings {
+    /// `[vocab, d]` in the weight dtype (f16 for int8 runs).
+    tokens: Tensor,
+    /// f32 `[rows, d]`, gathered with the ids of [`BartModel::position_ids`].
+    positions: Tensor,
+    /// `layernorm_embedding` (BART, mBART).
+    norm: Option<Norm>,
+}
+
+/// PEGASUS / Marian sinusoids `[rows, d]` as HF's `create_weight` computes them (in
+/// f64, rounded to f32): column `i < ceil(d/2)` of row `p` is `sin(p / 10000^(2i/d))`,
+/// column `ceil(d/2) + i` is `cos(p / 10000^(2i/d))`.
+pub fn sinusoidal_table(rows: usize, d: usize) -> Vec<f32> {
+    let sentinel = d.div_ceil(2);
+    let mut out = vec![0f32; rows * d];
+    for (p, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
+        for j in 0..d {
+            let angle = p as f64 / 10000f64.powf((2 * (j / 2)) as f64 / d as f64);
+            if j % 2 == 0 {
+                row[j / 2] = angle.sin() as f32;
+            } else {
+                row[sentinel + j / 2] = angle.cos() as f32;
+            }
+        }
+    }
+    out
+}
+
+/// M2M100 / NLLB (fairseq) sinusoids `[rows, d]` as HF's `get_embedding` computes
+/// them (in f32): `half = d/2`, `f_i = exp(-i ln(10000) / (half - 1))`, row `p` is
+/// `[sin(p f_i).., cos(p f_i)..]` (a zero column last when d is odd), and row
+/// `padding_idx` is zero.
+pub fn fairseq_sinusoidal_table(rows: usize, d: usize, padding_idx: usize) -> Vec<f32> {
+    let half = d / 2;
+    let step = (10000f64.ln() / (half as f64 - 1.0)) as f32;
+    let freq: Vec<f32> = (0..half)
+        .map(|i| (f64::from(i as f32 * -step)).exp() as f32)
+        .collect();
+    let mut out = vec![0f32; rows * d];
+    for (p, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
+        if p == padding_idx {
+            continue;
+        }
+        for (i, &f) in freq.iter().enumerate() {
+            let a = f64::from(p as f32 * f);
+            row[i] = a.sin() as f32;
+            row[half + i] = a.cos() as f32;
+        }
+    }
+    out
+}
+
+/// Position-table rows of `tokens` (one sequence, `past` tokens before it),
+/// written to `out`. HF's rules: learned tables read `t + offset`, sinusoids `t`,
+/// fairseq sinusoids `padding_idx + past + (non-pad tokens so far)` for a non-pad
+/// token and `padding_idx` (a zero row) for a pad token.
+fn position_ids(kind: PositionKind, tokens: &[u32], past: usize, out: &mut [u32]) {
+    match kind {
+        PositionKind::Learned { offset } => {
+            for (t, o) in out.iter_mut().enumerate() {
+                *o = (past + t + offset) as u32;
+            }
+        }
+        PositionKind::Sinusoidal => {
+            for (t, o) in out.iter_mut().enumerate() {
+                *o = (past + t) as u32;
+            }
+        }
+        PositionKind::SinusoidalFairseq { padding_idx } => {
+            let mut seen = 0u32;
+            for (&tok, o) in tokens.iter().zip(out.iter_mut()) {
+                if tok == padding_idx {
+                    *o = padding_idx;
+                } else {
+                    seen += 1;
+                    *o = padding_idx + past as u32 + seen;
+                }
+            }
+        }
+    }
+}
+
+/// A BART / mBART / PEGASUS / Marian / M2M100 / NLLB encoder-decoder on a [`Backend`].
+///
+/// Weights are looked up by their HF names; linear weights are stored in the
+/// `dtype` given to [`BartModel::load`], LayerNorms, biases, position tables and
+/// `final_logits_bias` in f32, token embeddings in `dtype` (f16 when `dtype` is int8).
+pub struct BartModel {
+    backend: Arc<dyn Backend>,
+    spec: ModelSpec,
+    arch: BartArch,
+    d_model: usize,
+    encoder_heads: usize,
+    decoder_heads: usize,
+    encoder_ffn: usize,
+    decoder_ffn: usize,
+    /// Longest sequence the position tables cover (encoder and decoder alike).
+    max_positions: usize,
+    encoder_embed: Embeddings,
+    decoder_embed: Embeddings,
+    encoder: Vec<EncoderLayer>,
+    decoder: Vec<DecoderLayer>,
+    encoder_norm: Option<Norm>,
+    decoder_norm: Option<Norm>,
+    /// Bias = `final_logits_bias` where the class has one and the checkpoint stores it.
+    lm_head: Linear,
+}
+
+impl std::fmt::Debug for BartModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BartModel")
+            .field("spec", &self.spec)
+            .field("arch", &self.arch)
+            .field("d_model", &self.d_model)
+            .field("encoder_heads", &self.encoder_heads)
+            .field("decoder_heads", &self.decoder_heads)
+            .field("encoder_layers", &self.encoder.len())
+            .field("decoder_layers", &self.decoder.len())
+            .field("weight_dtype", &self.lm_head.weight.dtype())
+            .finish()
+    }
+}
+
+/// Whether `name` is stored under its own key (not as an alias of `base`) with bytes
+/// that differ from `base`'s: HF then unties it ("both are present in the
+/// checkpoints with different values, so we will NOT tie them").
+fn stored_distinct(ckpt: &Checkpoint, name: &str, base: &str) -> bool {
+    let (Some(a), Some(b)) = (ckpt.resolve(name), ckpt.resolve(base)) else {
+        return ckpt.has(name);
+    };
+    if a == b {
+        return false;
+    }
+    match (ckpt.raw_bytes(a), ckpt.raw_bytes(b)) {
+        (Ok(x), Ok(y)) => x != y || ckpt.stored_dtype(a).ok() != ckpt.stored_dtype(b).ok(),
+        // no stored bytes (random weights): treat as tied
+        _ => false,
+    }
+}
+
+impl BartModel {
+    /// Loads every weight of `cfg` from `ckpt` onto `backend`, linear weights as
+    /// `dtype` (f32, f16, bf16, or int8 quantised per output row). A tensor that is
+    /// missing or whose shape does not fit `cfg` is an error naming it; a config
+    /// switch we do not run is [`ModelError::UnsupportedConfig`].
+    pub fn load(
+        cfg: &BartConfig,
+        ckpt: &Checkpoint,
+        backend: Arc<dyn Backend>,
+        dtype: DType,
+    ) -> Result<Self> {
+        if dtype == DType::U32 {
+            return Err(ModelError::UnsupportedTarget {
+                tensor: format!("{} weights", cfg.architecture()),
+                dtype,
+                reason: "weights load as f32, f16, bf16 or int8".into(),
+            });
+        }
+        // The config may have been built by hand rather than parsed: check it again
+        // so that no switch is silently ignored.
+        let config_path = ckpt.dir().join("config.json");
+        cfg.validate(&config_path)?;
+        let arch = cfg.arch();
+        if arch.pre_norm && !arch.final_layer_norm {
+            return Err(unsupported(
+                &config_path,
+                "add_final_layer_norm",
+                false,
+                "a pre-LN stack without a final LayerNorm is not part of any supported class",
+            ));
+        }
+        let be: &dyn Backend = &*backend;
+        let d = cfg.d_model;
+        let (v, vt) = (cfg.vocab_size, arch.target_vocab_size);
+        let max = cfg.max_position_embeddings;
+        let vb = VarBuilder::new(ckpt);
+
+        // Token embeddings. int8 is for matmuls; the embedding gather keeps a float table.
+        let embed_dtype = if dtype == DType::I8 {
+            DType::F16
+        } else {
+            dtype
+        };
+        const SHARED: &str = "model.shared.weight";
+        const ENC_TOK: &str = "model.encoder.embed_tokens.weight";
+        const DEC_TOK: &str = "model.decoder.embed_tokens.weight";
+        let (enc_tokens, dec_tokens, tie_target) = if arch.shared_embeddings {
+            let shared = load_weight(&vb, SHARED, &[v, d], embed_dtype, be)?;
+            let own = |name: &str| -> Result<Tensor> {
+                if stored_distinct(ckpt, name, SHARED) {
+                    load_weight(&vb, name, &[v, d], embed_dtype, be)
+                } else {
+                    Ok(shared.clone())
+                }
+            };
+            (own(ENC_TOK)?, own(DEC_TOK)?, SHARED)
+        } else {
+            (
+                load_weight(&vb, ENC_TOK, &[v, d], embed_dtype, be)?,
+                load_weight(&vb, DEC_TOK, &[vt, d], embed_dtype, be)?,
+                DEC_TOK,
+            )
+        };
+
+        // Position tables (f32).
+        let positions = |stack: &str| -> Result<Tensor> {
+            let name = format!("model.{stack}.embed_positions.weight");
+            match arch.positions {
+                PositionKind::Learned { offset } => load_f32(&vb, &name, &[max + offset, d], be),
+                PositionKind::Sinusoidal => {
+                    // HF loads a stored table (it equals the computed one) and
+                    // computes a missing one.
+                    if vb.has(&name) {
+                        load_f32(&vb, &name, &[max, d], be)
+                    } else {
+                        Ok(be.upload(&Tensor::from_f32(sinusoidal_table(max, d), [max, d])?)?)
+                    }
+                }
+                PositionKind::SinusoidalFairseq { padding_idx } => {
+                    let pad = padding_idx as usize;
+                    let rows = pad + 1 + max;
+                    let t = fairseq_sinusoidal_table(rows, d, pad);
+                    Ok(be.upload(&Tensor::from_f32(t, [rows, d])?)?)
+                }
+            }
+        };
+        let emb_norm = |stack: &str| -> Result<Option<Norm>> {
+            arch.layernorm_embedding
+                .then(|| Norm::load(&vb, &format!("model.{stack}.layernorm_embedding"), d, be))
+                .transpose()
+        };
+        let final_norm = |stack: &str| -> Result<Option<Norm>> {
+            arch.final_layer_norm
+                .then(|| Norm::load(&vb, &format!("model.{stack}.layer_norm"), d, be))
+                .transpose()
+        };
+        let encoder_embed = Embeddings {
+            tokens: enc_tokens,
+            positions: positions("encoder")?,
+            norm: emb_norm("encoder")?,
+        };
+        let decoder_embed = Embeddings {
+            tokens: dec_tokens.clone(),
+            positions: positions("decoder")?,
+            norm: emb_norm("decoder")?,
+        };
+
+        let mut encoder = Vec::with_capacity(cfg.encoder_layers);
+        for i in 0..cfg.encoder_layers {
+            let l = vb.pp("model.encoder.layers").pp(i);
+            encoder.push(EncoderLayer {
+                self_attn: Attention::load(&l.pp("self_attn"), d, dtype, be)?,
+                self_norm: Norm::load(&l, "self_attn_layer_norm", d, be)?,
+                ffn: FeedForward::load(&l, d, cfg.encoder_ffn_dim, dtype, be)?,
+                ffn_norm: Norm::load(&l, "final_layer_norm", d, be)?,
+            });
+        }
+        let mut decoder = Vec::with_capacity(cfg.decoder_layers);
+        for i in 0..cfg.decoder_layers {
+            let l = vb.pp("model.decoder.layers").pp(i);
+            decoder.push(DecoderLayer {
+                self_attn: Attention::load(&l.pp("self_attn"), d, dtype, be)?,
+                self_norm: Norm::load(&l, "self_attn_layer_norm", d, be)?,
+                cross_attn: Attention::load(&l.pp("encoder_attn"), d, dtype, be)?,
+                cross_norm: Norm::load(&l, "encoder_attn_layer_norm", d, be)?,
+                ffn: FeedForward::load(&l, d, cfg.decoder_ffn_dim, dtype, be)?,
+                ffn_norm: Norm::load(&l, "final_layer_norm", d, be)?,
+            });
+        }
+        let encoder_norm = final_norm("encoder")?;
+        let decoder_norm = final_norm("decoder")?;
+
+        // lm_head: a stored lm_head.weight that differs from the embedding wins (HF
+        // unties then); else the (decoder) embedding when tied.
+        let lm_weight = if !arch.tied_lm_head || stored_distinct(ckpt, "lm_head.weight", tie_target)
+        {
+            load_weight(&vb, "lm_head.weight", &[vt, d], dtype, be)?
+        } else if embed_dtype == dtype {
+            dec_tokens
+        } else {
+            load_weight(&vb, tie_target, &[vt, d], dtype, be)?
+        };
+        let logits_bias = if arch.final_logits_bias {
+            vb.get_opt("final_logits_bias", &[1, vt], DType::F32)?
+                .map(|t| -> Result<Tensor> { Ok(be.upload(&t.reshape([vt])?)?) })
+                .transpose()?
+        } else {
+            None
+        };
+
+        let eos = cfg
+            .eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default();
+        let pad = cfg
+            .pad_token_id
+            .or_else(|| eos.first().copied())
+            .unwrap_or(0);
+        let spec = ModelSpec {
+            vocab_size: vt,
+            // HF: decoder_start_token_id, else bos_token_id.
+            decoder_start_token_id: cfg
+                .decoder_start_token_id
+                .or(cfg.bos_token_id)
+                .unwrap_or(pad),
+            eos_token_id: eos,
+            pad_token_id: pad,
+            max_target_positions: Some(max),
+            max_source_positions: Some(max),
+        };
+        Ok(BartModel {
+            spec,
+            arch,
+            d_model: d,
+            encoder_heads: cfg.encoder_attention_heads,
+            decoder_heads: cfg.decoder_attention_heads,
+            encoder_ffn: cfg.encoder_ffn_dim,
+            decoder_ffn: cfg.decoder_ffn_dim,
+            max_positions: max,
+            encoder_embed,
+            decoder_embed,
+            encoder,
+            decoder,
+            encoder_norm,
+            decoder_norm,
+            lm_head: Linear::from_weight(lm_weight, logits_bias),
+            backend,
+        })
+    }
+
+    /// The architecture facts this model runs with.
+    pub fn arch(&self) -> &BartArch {
+        &self.arch
+    }
+
+    fn params<'a>(
+        &self,
+        heads: usize,
+        q_offset: usize,
+        kv_len: usize,
+        causal: bool,
+    ) -> AttentionParams<'a> {
+        let head_dim = self.d_model / heads;
+        AttentionParams {
+            num_heads: heads,
+            head_dim,
+            scale: (head_dim as f64).powf(-0.5) as f32,
+            causal,
+            q_offset,
+            kv_len,
+            key_mask: None,
+            position_bias: None,
+            kv_index: None,
+        }
+    }
+
+    fn norm(&self, x: &Tensor, n: &Norm, out: &mut Tensor) -> encdec_core::Result<()> {
+        self.backend.norm(
+            self.arch.norm,
+            x,
+            &n.weight,
+            Some(&n.bias),
+            self.arch.norm_eps,
+            out,
+        )
+    }
+
+    /// Token embedding (scaled), plus positions, plus `layernorm_embedding`, then
+    /// the first sublayer's input. Pre-LN: `h` = residual stream, `x` = `first(h)`
+    /// (the first sublayer's LayerNorm, or the final one for an empty stack).
+    /// Post-LN: `x` = residual stream and sublayer input.
+    #[allow(clippy::too_many_arguments)]
+    fn embed(
+        &self,
+        emb: &Embeddings,
+        ids: &Tensor,
+        pos: &Tensor,
+        first: Option<&Norm>,
+        h: &mut Tensor,
+        x: &mut Tensor,
+        p: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        be.embedding(ids, &emb.tokens, self.arch.embed_scale, h)?;
+        be.embedding(pos, &emb.positions, 1.0, p)?;
+        be.add_assign(h, p)?;
+        if let Some(n) = &emb.norm {
+            self.norm(h, n, x)?;
+            std::mem::swap(h, x);
+        }
+        // now h holds the stream
+        if self.arch.pre_norm {
+            match first {
+                Some(n) => self.norm(h, n, x),
+                None => Err(invalid(
+                    "pre-LN stack without a LayerNorm to start from".into(),
+                )),
+            }
+        } else {
+            std::mem::swap(h, x);
+            Ok(())
+        }
+    }
+
+    /// Closes a sublayer whose output is `y`. Pre-LN: `h += y; x = next(h)` with
+    /// `next` the following sublayer's LayerNorm (or the stack's final one).
+    /// Post-LN: `x = this(x + y)` with `this` the sublayer's own LayerNorm (`h` is
+    /// scratch).
+    fn close(
+        &self,
+        y: &Tensor,
+        h: &mut Tensor,
+        x: &mut Tensor,
+        this: &Norm,
+        next: Option<&Norm>,
+    ) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        let (kind, eps) = (self.arch.norm, self.arch.norm_eps);
+        if self.arch.pre_norm {
+            let n = next.ok_or_else(|| invalid("pre-LN stack without a final LayerNorm".into()))?;
+            be.add_norm(kind, y, h, &n.weight, Some(&n.bias), eps, x)
+        } else {
+            be.add_norm(kind, y, x, &this.weight, Some(&this.bias), eps, h)?;
+            std::mem::swap(h, x);
+            Ok(())
+        }
+    }
+
+    /// Post-LN stacks with a final LayerNorm (no supported class has one, kept for
+    /// completeness): `x = final(x)`.
+    fn finish_post(
+        &self,
+        norm: Option<&Norm>,
+        h: &mut Tensor,
+        x: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        if let (false, Some(n)) = (self.arch.pre_norm, norm) {
+            self.norm(x, n, h)?;
+            std::mem::swap(h, x);
+        }
+        Ok(())
+    }
+}
+
+/// Decode-step buffers, kept in `DecoderState::scratch` and reused while the
+/// number of rows stays the same.
+#[derive(Debug)]
+struct StepScratch {
+    /// u32 `[rows]`: the tokens of the step (host).
+    ids: Tensor,
+    /// u32 `[rows]`: their position-table rows (host).
+    pos: Tensor,
+    h: Tensor,
+    x: Tensor,
+    y: Tensor,
+    p: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    f: Tensor,
+    /// Logits on the device (non-CPU backends only).
+    logits: Tensor,
+    /// u32 `[rows]`: `select_rows` indices (host).
+    select: Tensor,
+    /// Second KV caches and kv_index for `select_rows` to gather into, then swap.
+    spare_k: Vec<Tensor>,
+    spare_v: Vec<Tensor>,
+    spare_index: Tensor,
+}
+
+impl StepScratch {
+    fn new(layers: usize) -> Self {
+        StepScratch {
+            ids: Tensor::zeros([0], DType::U32),
+            pos: Tensor::zeros([0], DType::U32),
+            h: empty_f32(),
+            x: empty_f32(),
+            y: empty_f32(),
+            p: empty_f32(),
+            q: empty_f32(),
+            k: empty_f32(),
+            v: empty_f32(),
+            a: empty_f32(),
+            f: empty_f32(),
+            logits: empty_f32(),
+            select: Tensor::zeros([0], DType::U32),
+            spare_k: vec![empty_f32(); layers],
+            spare_v: vec![empty_f32(); layers],
+            spare_index: Tensor::zeros([0], DType::U32),
+        }
+    }
+}
+
+/// Makes `buf` a host u32 tensor of `n` values, reallocating only when the length
+/// changes, and returns its values.
+fn host_u32(buf: &mut Tensor, n: usize) -> encdec_core::Result<&mut [u32]> {
+    if buf.dims() != [n] || buf.dtype() != DType::U32 {
+        *buf = Tensor::zeros([n], DType::U32);
+    }
+    match buf.host_mut("host_u32")? {
+        HostStorage::U32(v) => Ok(v),
+        h => Err(encdec_core::Error::DTypeMismatch {
+            op: "host_u32",
+            lhs: h.dtype(),
+            rhs: DType::U32,
+        }),
+    }
+}
+
+/// Makes `buf` a backend tensor of `shape` and `dtype`, reallocating only when
+/// either differs.
+fn ensure_like(
+    be: &dyn Backend,
+    buf: &mut Tensor,
+    shape: &[usize],
+    dtype: DType,
+) -> encdec_core::Result<()> {
+    if buf.dims() != shape || buf.dtype() != dtype || buf.device() != be.device() {
+        *buf = be.zeros(shape, dtype)?;
+    }
+    Ok(())
+}
+
+fn invalid(msg: String) -> encdec_core::Error {
+    encdec_core::Error::Invalid(msg)
+}
+
+fn take_scratch(state: &mut DecoderState, layers: usize) -> Box<StepScratch> {
+    match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
+        Some(Ok(s)) => s,
+        _ => Box::new(StepScratch::new(layers)),
+    }
+}
+
+impl Seq2SeqModel for BartModel {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    fn encode(&self, sources: &[Vec<u32>]) -> encdec_core::Result<EncoderOutput> {
+        let be: &dyn Backend = &*self.backend;
+        let b = sources.len();
+        if b == 0 {
+            return Err(invalid("BART encode: no sources".into()));
+        }
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+        // An all-empty batch still gets one (masked) position.
+        let s = lengths.iter().copied().max().unwrap_or(0).max(1);
+        if s > self.max_positions {
+            return Err(invalid(format!(
+                "source of {s} tokens is longer than the {} positions of the model \
+                 (max_position_embeddings)",
+                self.max_positions
+            )));
+        }
+        let (d, ff) = (self.d_model, self.encoder_ffn);
+
+        // Pad with pad_token_id, as HF tokenizers do: the states at pad positions
+        // (and fairseq positions, which skip pad tokens) then equal HF's too.
+        let mut ids = vec![self.spec.pad_token_id; b * s];
+        let mut mask = vec![f32::MIN; b * s];
+        for (r, src) in sources.iter().enumerate() {
+            ids[r * s..r * s + src.len()].copy_from_slice(src);
+            mask[r * s..r * s + src.len()].fill(0.0);
+        }
+        let mut pos = vec![0u32; b * s];
+        for r in 0..b {
+            position_ids(
+                self.arch.positions,
+                &ids[r * s..(r + 1) * s],
+                0,
+                &mut pos[r * s..(r + 1) * s],
+            );
+        }
+        let ids = be.upload(&Tensor::from_u32(ids, [b * s])?)?;
+        let pos = be.upload(&Tensor::from_u32(pos, [b * s])?)?;
+        let key_mask = be.upload(&Tensor::from_f32(mask, [b, s])?)?;
+
+        let z = |shape: &[usize]| be.zeros(shape, DType::F32);
+        let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
+        let (mut q, mut k, mut v, mut a) = (
+            z(&[b, s, d])?,
+            z(&[b, s, d])?,
+            z(&[b, s, d])?,
+            z(&[b, s, d])?,
+        );
+        let mut f = z(&[b, s, ff])?;
+
+        let first = self
+            .encoder
+            .first()
+            .map(|l| &l.self_norm)
+            .or(self.encoder_norm.as_ref());
+        self.embed(
+            &self.encoder_embed,
+            &ids,
+            &pos,
+            first,
+            &mut h,
+            &mut x,
+            &mut y,
+        )?;
+        drop((ids, pos));
+        let mut params = self.params(self.encoder_heads, 0, s, /*causal=*/ false);
+        params.key_mask = Some(&key_mask);
+        for (i, l) in self.encoder.iter().enumerate() {
+            l.self_attn.q.forward(be, &x, &mut q)?;
+            l.self_attn.k.forward(be, &x, &mut k)?;
+            l.self_attn.v.forward(be, &x, &mut v)?;
+            be.attention(&q, &k, &v, &params, &mut a)?;
+            l.self_attn.o.forward(be, &a, &mut y)?;
+            self.close(&y, &mut h, &mut x, &l.self_norm, Some(&l.ffn_norm))?;
+
+            l.ffn
+                .forward(be, self.arch.activation, &x, &mut f, &mut y)?;
+            let next = self
+                .encoder
+                .get(i + 1)
+                .map(|n| &n.self_norm)
+                .or(self.encoder_norm.as_ref());
+            self.close(&y, &mut h, &mut x, &l.ffn_norm, next)?;
+        }
+        self.finish_post(self.encoder_norm.as_ref(), &mut h, &mut x)?;
+        drop((h, y, q, k, v, a, f));
+
+        // Cross-attention K/V of every decoder layer, once per source.
+        let mut cross_k = Vec::with_capacity(self.decoder.len());
+        let mut cross_v = Vec::with_capacity(self.decoder.len());
+        for l in &self.decoder {
+            let mut ck = z(&[b, s, d])?;
+            let mut cv = z(&[b, s, d])?;
+            l.cross_attn.k.forward(be, &x, &mut ck)?;
+            l.cross_attn.v.forward(be, &x, &mut cv)?;
+            cross_k.push(ck);
+            cross_v.push(cv);
+        }
+        Ok(EncoderOutput {
+            sources: b,
+            src_len: s,
+            hidden: x,
+            key_mask,
+            lengths,
+            cross_k,
+            cross_v,
+        })
+    }
+
+    fn start(
+        &self,
+        enc: &EncoderOutput,
+        source_of_row: &[u32],
+        capacity: usize,
+    ) -> encdec_core::Result<DecoderState> {
+        let be: &dyn Backend = &*self.backend;
+        if let Some(&bad) = source_of_row.iter().find(|&&r| r as usize >= enc.sources) {
+            return Err(invalid(format!(
+                "BART start: decoder row reads source {bad} but the encoder output has {}",
+                enc.sources
+            )));
+        }
+        if enc.cross_k.len() != self.decoder.len() || enc.cross_v.len() != self.decoder.len() {
+            return Err(invalid(format!(
+                "BART start: encoder output has cross K/V for {} layers, the decoder has {}",
+                enc.cross_k.len(),
+                self.decoder.len()
+            )));
+        }
+        if capacity > self.max_positions {
+            return Err(invalid(format!(
+                "BART start: room for {capacity} decoder tokens requested but the model has {} \
+                 positions (max_position_embeddings)",
+                self.max_positions
+            )));
+        }
+        let rows = source_of_row.len();
+        let shape = [rows, capacity, self.d_model];
+        let mut self_k = Vec::with_capacity(self.decoder.len());
+        let mut self_v = Vec::with_capacity(self.decoder.len());
+        for _ in &self.decoder {
+            self_k.push(be.zeros(&shape, DType::F32)?);
+            self_v.push(be.zeros(&shape, DType::F32)?);
+        }
+        let kv_index = be.upload(&Tensor::from_u32(source_of_row.to_vec(), [rows])?)?;
+        Ok(DecoderState {
+            rows,
+            capacity,
+            len: 0,
+            self_k,
+            self_v,
+            kv_index,
+            scratch: Some(Box::new(StepScratch::new(self.decoder.len()))),
+        })
+    }
+
+    fn step(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        let r = tokens.len();
+        if r != state.rows {
+            return Err(invalid(format!(
+                "BART step: {r} tokens for a decoder state of {} rows",
+                state.rows
+            )));
+        }
+        if state.len >= state.capacity {
+            return Err(invalid(format!(
+                "BART step: the KV cache is full ({} tokens)",
+                state.capacity
+            )));
+        }
+        let v_size = self.spec.vocab_size;
+        if logits.dims() != [r, v_size] {
+            return Err(invalid(format!(
+                "BART step: logits buffer has shape {:?}, expected [{r}, {v_size}]",
+                logits.dims()
+            )));
+        }
+        let mut sc = take_scratch(state, self.decoder.len());
+        let res = self.step_with(enc, state, tokens, logits, &mut sc);
+        state.scratch = Some(sc);
+        res?;
+        state.len += 1;
+        Ok(())
+    }
+
+    fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        if let Some(&bad) = rows.iter().find(|&&i| i as usize >= state.rows) {
+            return Err(invalid(format!(
+                "BART select_rows: row {bad} is out of range for {} rows",
+                state.rows
+            )));
+        }
+        let n = rows.len();
+        if n == state.rows && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+            return Ok(());
+        }
+        let mut sc = take_scratch(state, self.decoder.len());
+        let res = (|| -> encdec_core::Result<()> {
+            host_u32(&mut sc.select, n)?.copy_from_slice(rows);
+            let idx = be.upload(&sc.select)?;
+            let shape = [n, state.capacity, self.d_model];
+            for l in 0..state.self_k.len() {
+                ensure_f32(be, &mut sc.spare_k[l], &shape)?;
+                be.index_select(&state.self_k[l], &idx, &mut sc.spare_k[l])?;
+                std::mem::swap(&mut state.self_k[l], &mut sc.spare_k[l]);
+                ensure_f32(be, &mut sc.spare_v[l], &shape)?;
+                be.index_select(&state.self_v[l], &idx, &mut sc.spare_v[l])?;
+                std::mem::swap(&mut state.self_v[l], &mut sc.spare_v[l]);
+            }
+            ensure_like(be, &mut sc.spare_index, &[n], DType::U32)?;
+            be.index_select(&state.kv_index, &idx, &mut sc.spare_index)?;
+            std::mem::swap(&mut state.kv_index, &mut sc.spare_index);
+            Ok(())
+        })();
+        state.scratch = Some(sc);
+        res?;
+        state.rows = n;
+        Ok(())
+    }
+}
+
+impl BartModel {
+    /// One decoder step with the scratch taken out of `state`.
+    fn step_with(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        sc: &mut StepScratch,
+    ) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        let r = tokens.len();
+        let (d, ff) = (self.d_model, self.decoder_ffn);
+        let len = state.len;
+
+        for t in [
+            &mut sc.h, &mut sc.x, &mut sc.y, &mut sc.p, &mut sc.q, &mut sc.k, &mut sc.v, &mut sc.a,
+        ] {
+            ensure_f32(be, t, &[r, 1, d])?;
+        }
+        ensure_f32(be, &mut sc.f, &[r, 1, ff])?;
+
+        host_u32(&mut sc.ids, r)?.copy_from_slice(tokens);
+        {
+            let pos = host_u32(&mut sc.pos, r)?;
+            for (i, &t) in tokens.iter().enumerate() {
+                position_ids(self.arch.positions, &[t], len, &mut pos[i..i + 1]);
+            }
+        }
+        let ids = be.upload(&sc.ids)?;
+        let pos = be.upload(&sc.pos)?;
+        let first = self
+            .decoder
+            .first()
+            .map(|l| &l.self_norm)
+            .or(self.decoder_norm.as_ref());
+        self.embed(
+            &self.decoder_embed,
+            &ids,
+            &pos,
+            first,
+            &mut sc.h,
+            &mut sc.x,
+            &mut sc.p,
+        )?;
+        drop((ids, pos));
+
+        let heads = self.decoder_heads;
+        let self_params = self.params(heads, len, len + 1, /*causal=*/ true);
+        let mut cross_params = self.params(heads, 0, enc.src_len, /*causal=*/ false);
+        cross_params.key_mask = Some(&enc.key_mask);
+        cross_params.kv_index = Some(&state.kv_index);
+
+        for (i, l) in self.decoder.iter().enumerate() {
+            // self-attention over the cache
+            l.self_attn.q.forward(be, &sc.x, &mut sc.q)?;
+            l.self_attn.k.forward(be, &sc.x, &mut sc.k)?;
+            l.self_attn.v.forward(be, &sc.x, &mut sc.v)?;
+            be.write_rows(&sc.k, &mut state.self_k[i], len)?;
+            be.write_rows(&sc.v, &mut state.self_v[i], len)?;
+            be.attention(
+                &sc.q,
+                &state.self_k[i],
+                &state.self_v[i],
+                &self_params,
+                &mut sc.a,
+            )?;
+            l.self_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            self.close(
+                &sc.y,
+                &mut sc.h,
+                &mut sc.x,
+                &l.self_norm,
+                Some(&l.cross_norm),
+            )?;
+
+            // cross-attention over the cached encoder K/V
+            l.cross_attn.q.forward(be, &sc.x, &mut sc.q)?;
+            be.attention(
+                &sc.q,
+                &enc.cross_k[i],
+                &enc.cross_v[i],
+                &cross_params,
+                &mut sc.a,
+            )?;
+            l.cross_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            self.close(
+                &sc.y,
+                &mut sc.h,
+                &mut sc.x,
+                &l.cross_norm,
+                Some(&l.ffn_norm),
+            )?;
+
+            l.ffn
+                .forward(be, self.arch.activation, &sc.x, &mut sc.f, &mut sc.y)?;
+            let next = self
+                .decoder
+                .get(i + 1)
+                .map(|n| &n.self_norm)
+                .or(self.decoder_norm.as_ref());
+            self.close(&sc.y, &mut sc.h, &mut sc.x, &l.ffn_norm, next)?;
+        }
+        self.finish_post(self.decoder_norm.as_ref(), &mut sc.h, &mut sc.x)?;
+
+        if be.device() == Device::Cpu {
+            self.lm_head.forward(be, &sc.x, logits)
+        } else {
+            ensure_f32(be, &mut sc.logits, &[r, self.spec.vocab_size])?;
+            self.lm_head.forward(be, &sc.x, &mut sc.logits)?;
+            let host = be.download(&sc.logits)?;
+            logits.as_f32_mut()?.copy_from_slice(host.as_f32()?);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures")
+            .join(name)
+    }
+
+    /// The pegasus fixture stores the table HF's `create_weight` made; ours is equal.
+    #[test]
+    fn sinusoidal_table_equals_the_stored_pegasus_table() {
+        let ckpt = Checkpoint::open(fixture("pegasus")).unwrap();
+        let stored = ckpt
+            .load("model.encoder.embed_positions.weight", DType::F32)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let ours = sinusoidal_table(128, 32);
+        let worst = ours
+            .iter()
+            .zip(&stored)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-7, "max abs difference {worst}");
+    }
+
+    /// Values of transformers 5.23 `M2M100SinusoidalPositionalEmbedding.get_embedding(130,
+    /// 32, padding_idx=1)` (torch 2, CPU), as f32 bit patterns.
+    #[test]
+    fn fairseq_table_matches_hf() {
+        let t = fairseq_sinusoidal_table(130, 32, 1);
+        let want: [((usize, usize), u32); 11] = [
+            ((0, 0), 0),
+            ((1, 5), 0),
+            ((2, 0), 1063831479),
+            ((2, 17), 1055933284),
+            ((57, 3), 1052971899),
+            ((129, 0), 3192266212),
+            ((129, 15), 1012095236),
+            ((129, 16), 3212519867),
+            ((129, 31), 1065351820),
+            ((100, 7), 1064979584),
+            ((100, 23), 1045882770),
+        ];
+        for ((r, c), bits) in want {
+            let got = t[r * 32 + c];
+            let w = f32::from_bits(bits);
+            assert!((got - w).abs() <= 2e-7, "[{r}, {c}]: got {got}, HF {w}");
+        }
+        assert!(t[32..64].iter().all(|&x| x == 0.0), "padding row is zero");
+    }
+
+    #[test]
+    fn position_ids_follow_hf() {
+        let mut out = [0u32; 5];
+        position_ids(
+            PositionKind::Learned { offset: 2 },
+            &[5, 6, 7, 1, 1],
+            0,
+            &mut out,
+        );
+        assert_eq!(out, [2, 3, 4, 5, 6]);
+        position_ids(PositionKind::Sinusoidal, &[5, 6, 7, 1, 1], 3, &mut out);
+        assert_eq!(out, [3, 4, 5, 6, 7]);
+        // fairseq: pad tokens read the zero row padding_idx and are not counted
+        let fs = PositionKind::SinusoidalFairseq { padding_idx: 1 };
+        position_ids(fs, &[5, 6, 1, 7, 1], 0, &mut out);
+        assert_eq!(out, [2, 3, 1, 4, 1]);
+        let mut one = [0u32; 1];
+        position_ids(fs, &[9], 4, &mut one);
+        assert_eq!(one, [6], "decoder step after 4 tokens: padding_idx + 1 + 4");
+        position_ids(fs, &[1], 4, &mut one);
+        assert_eq!(one, [1], "a pad token fed to the decoder");
     }
 }
