@@ -99,12 +99,19 @@ fn run_fixture(name: &str, batch_size: usize) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), cases.len(), "{name}: one output per input line");
+    assert_eq!(
+        lines.len(),
+        cases.len(),
+        "{name}: one output per input line"
+    );
     for (i, (case, got)) in cases.iter().zip(&lines).enumerate() {
         assert_eq!(got["index"], i, "{name}");
         let text = case["text"].as_str().unwrap();
         if text.trim().is_empty() {
-            assert_eq!(got["text"], "", "{name}: an empty line gives an empty output");
+            assert_eq!(
+                got["text"], "",
+                "{name}: an empty line gives an empty output"
+            );
             continue;
         }
         let want_ids: Vec<u64> = case["greedy"]["sequences"].as_array().unwrap()[1..]
@@ -118,7 +125,11 @@ fn run_fixture(name: &str, batch_size: usize) {
             .map(|v| v.as_u64().unwrap())
             .collect();
         assert_eq!(got_ids, want_ids, "{name} case {}", case["name"]);
-        assert_eq!(got["text"], case["greedy"]["text"], "{name} case {}", case["name"]);
+        assert_eq!(
+            got["text"], case["greedy"]["text"],
+            "{name} case {}",
+            case["name"]
+        );
         let want_score = case["greedy"]["sequence_score"].as_f64().unwrap();
         let got_score = got["score"].as_f64().unwrap();
         assert!(
@@ -158,7 +169,11 @@ fn text_format_writes_one_line_per_input() {
         ],
         b"the small house\n\nthe large house\n",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let g = golden("marian");
     let want = |n: &str| {
@@ -197,7 +212,11 @@ fn output_file_and_show_config() {
         ],
         b"",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fs::read_to_string(&output).unwrap().lines().count(), 1);
 
     let out = encdec(
@@ -211,7 +230,11 @@ fn output_file_and_show_config() {
         ],
         b"",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("num_beams = 2  (--num-beams)"), "{text}");
     assert!(text.contains("no_repeat_ngram_size = 3"), "{text}");
@@ -233,10 +256,17 @@ fn trace_prints_steps_with_alternatives() {
     );
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let steps: Vec<&str> = stderr.lines().filter(|l| l.starts_with("[line 1")).collect();
+    let steps: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[line 1"))
+        .collect();
     assert_eq!(steps.len(), 3, "{stderr}");
     assert!(steps[0].contains("step 0"), "{stderr}");
-    assert_eq!(steps[0].matches(", ").count() + 1, 5, "5 alternatives: {stderr}");
+    assert_eq!(
+        steps[0].matches(", ").count() + 1,
+        5,
+        "5 alternatives: {stderr}"
+    );
 }
 
 #[test]
@@ -255,7 +285,11 @@ fn over_long_input_is_truncated_with_a_warning() {
         ],
         format!("{long}\nthe dog\n").as_bytes(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("input line 1") && stderr.contains("truncated"),
@@ -377,7 +411,11 @@ fn missing_model_and_offline_hub_id_say_where_they_looked() {
         .unwrap();
     assert_one_line_error(
         &out,
-        &["someorg/not-a-model", "models--someorg--not-a-model", "HF_HUB_OFFLINE"],
+        &[
+            "someorg/not-a-model",
+            "models--someorg--not-a-model",
+            "HF_HUB_OFFLINE",
+        ],
     );
     let out = encdec(&["generate", "--model", "./no/such/dir"], b"x\n");
     assert_one_line_error(&out, &["no such directory"]);
@@ -419,7 +457,11 @@ fn a_hub_id_resolves_from_the_local_cache() {
         .write_all(b"the small house\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let g = golden("marian");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim_end(),
@@ -435,7 +477,13 @@ fn cuda_without_a_driver_is_a_clear_error() {
     }
     let dir = fixture("t5");
     let out = encdec(
-        &["generate", "--model", dir.to_str().unwrap(), "--device", "cuda"],
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--device",
+            "cuda",
+        ],
         b"the small house\n",
     );
     assert_one_line_error(&out, &["cuda"]);

@@ -181,7 +181,6 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 
 /// A checkpoint opened for generation: model, tokenizer and resolved settings.
 pub struct Session {
-    pub dir: PathBuf,
     pub loaded: LoadedModel,
     pub tokenizer: Seq2SeqTokenizer,
     pub config: GenerationConfig,
@@ -195,7 +194,12 @@ pub fn resolve_settings(
     prefix: Option<&str>,
     src_lang: Option<&str>,
     tgt_lang: Option<&str>,
-) -> Result<(ModelConfig, Seq2SeqTokenizer, GenerationConfig, Option<String>)> {
+) -> Result<(
+    ModelConfig,
+    Seq2SeqTokenizer,
+    GenerationConfig,
+    Option<String>,
+)> {
     let model_cfg = ModelConfig::from_dir(dir)?;
     let mut tokenizer = Seq2SeqTokenizer::from_dir(dir, model_cfg.model_type())?;
     if let Some(lang) = src_lang {
@@ -241,7 +245,6 @@ impl Session {
             );
         }
         Ok(Session {
-            dir,
             loaded,
             tokenizer,
             config,

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod eval;
 pub mod generate;
 pub mod info;
+pub mod profile;
 pub mod score;
 pub mod table;
 

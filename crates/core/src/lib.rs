@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod dtype;
 pub mod error;
+pub mod profile;
 pub mod shape;
 pub mod tensor;
 pub mod testing;

@@ -108,7 +108,11 @@ mod tests {
         ensure_f32(&be, &mut buf, &[2, 3]).unwrap();
         buf.as_f32_mut().unwrap()[0] = 7.0;
         ensure_f32(&be, &mut buf, &[2, 3]).unwrap();
-        assert_eq!(buf.as_f32().unwrap()[0], 7.0, "same shape must keep the buffer");
+        assert_eq!(
+            buf.as_f32().unwrap()[0],
+            7.0,
+            "same shape must keep the buffer"
+        );
         ensure_f32(&be, &mut buf, &[3, 3]).unwrap();
         assert_eq!(buf.dims(), &[3, 3]);
     }

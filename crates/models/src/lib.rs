@@ -28,3 +28,5 @@ pub use inspect::{inspect_dir, validate_checkpoint, ValidationReport};
 pub use safetensors::{Checkpoint, StoredDType, TensorInfo};
 pub use t5::{T5Arch, T5Config};
 pub use var_builder::VarBuilder;
+pub mod load;
+pub use load::{build_model, load_model, random_model, LoadedModel};
