@@ -126,7 +126,13 @@ fn compare_catches_a_planted_regression() {
     // The saved run was 25% faster: this run is 20% slower than it.
     let faster = dir.path().join("faster.json");
     scaled(1.25, &faster);
-    let out = tiny(&["--compare", faster.to_str().unwrap()]);
+    // Replayed from the saved report, so machine noise cannot hide the planted gap.
+    let out = tiny(&[
+        "--report",
+        saved.to_str().unwrap(),
+        "--compare",
+        faster.to_str().unwrap(),
+    ]);
     assert!(
         !out.status.success(),
         "a 20% regression must fail --compare"
@@ -141,6 +147,8 @@ fn compare_catches_a_planted_regression() {
     let slower = dir.path().join("slower.json");
     scaled(0.75, &slower);
     let out = ok(&tiny(&[
+        "--report",
+        saved.to_str().unwrap(),
         "--compare",
         slower.to_str().unwrap(),
         "--format",

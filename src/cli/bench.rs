@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// A JSON file of tools/bench_peers.py: print encdec next to those engines.
     #[arg(long)]
     pub compare_peers: Option<PathBuf>,
+    /// Use a saved report (from --save) as this run instead of measuring: replays
+    /// --compare, --compare-peers and --plot on it.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Draw tokens/s per engine and workload as an SVG bar chart.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -1009,10 +1013,80 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let saved = args.compare.as_deref().map(read_json_file).transpose()?;
     let peers = args.compare_peers.as_deref().map(read_peers).transpose()?;
 
+    let mut report = match &args.report {
+        Some(path) => read_json_file(path)?,
+        None => measure(&args, &workloads, warmup, runs, quick)?,
+    };
+
+    let mut regressions = Vec::new();
+    let mut extra_text = String::new();
+    if let (Some(saved), Some(path)) = (&saved, &args.compare) {
+        let (c, bad) = compare_reports(&report, saved, path, args.threshold)?;
+        extra_text.push_str(&compare_text(&c));
+        report["compare"] = c;
+        regressions = bad;
+    }
+    if let Some(peers) = &peers {
+        let rows = compare_peers(&report, peers);
+        extra_text.push_str(&peers_text(&rows));
+        report["peers"] = Value::Array(rows);
+    }
+    if let Some(path) = &args.save {
+        let mut saved = report.clone();
+        if let Some(o) = saved.as_object_mut() {
+            o.remove("compare");
+            o.remove("peers");
+        }
+        let text = serde_json::to_string_pretty(&saved)? + "\n";
+        super::generate::write_atomically(path, &text)?;
+    }
+    if let Some(path) = &args.plot {
+        let mut all = vec![report.clone()];
+        all.extend(peers.iter().flatten().cloned());
+        let title = format!(
+            "{}: generated tokens/s, {} threads ({})",
+            report["model"].as_str().unwrap_or("?"),
+            report["threads"],
+            report["machine"]["cpu"].as_str().unwrap_or("?")
+        );
+        plot_svg(path, &title, &all)?;
+    }
+
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => {
+            print!("{}", report_text(&report));
+            if !extra_text.is_empty() {
+                println!();
+                print!("{extra_text}");
+            }
+        }
+    }
+    if !regressions.is_empty() {
+        bail!(
+            "tokens/s regressed more than {}% against {}: {}",
+            args.threshold,
+            args.compare
+                .as_deref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            regressions.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs every workload and returns the report (DESIGN.md's bench JSON).
+fn measure(
+    args: &BenchArgs,
+    workloads: &[Workload],
+    warmup: usize,
+    runs: usize,
+    quick: bool,
+) -> Result<Value> {
     let (device, backend) = pick_backend(args.model.device.as_deref(), args.model.threads)?;
     let bm = open_model(&args.model, device, backend)?;
     let model: &dyn Seq2SeqModel = bm.model.as_ref();
-    for w in &workloads {
+    for w in workloads {
         check_fits(model.spec(), w)?;
     }
     let vocab = bm.config.info().vocab_size;
@@ -1033,7 +1107,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
 
     let mut results = Vec::new();
-    for w in &workloads {
+    for w in workloads {
         let cfg = generation_config(&bm.config, w)?;
         let sources = source_ids(w.batch, w.src_len, vocab);
         let rss_reset = reset_peak_rss();
@@ -1076,62 +1150,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
              for the full suite"
         ));
     }
-
-    let mut regressions = Vec::new();
-    let mut extra_text = String::new();
-    if let (Some(saved), Some(path)) = (&saved, &args.compare) {
-        let (c, bad) = compare_reports(&report, saved, path, args.threshold)?;
-        extra_text.push_str(&compare_text(&c));
-        report["compare"] = c;
-        regressions = bad;
-    }
-    if let Some(peers) = &peers {
-        let rows = compare_peers(&report, peers);
-        extra_text.push_str(&peers_text(&rows));
-        report["peers"] = Value::Array(rows);
-    }
-    if let Some(path) = &args.save {
-        let mut saved = report.clone();
-        if let Some(o) = saved.as_object_mut() {
-            o.remove("compare");
-            o.remove("peers");
-        }
-        let text = serde_json::to_string_pretty(&saved)? + "\n";
-        super::generate::write_atomically(path, &text)?;
-    }
-    if let Some(path) = &args.plot {
-        let mut all = vec![report.clone()];
-        all.extend(peers.iter().flatten().cloned());
-        let title = format!(
-            "{}: generated tokens/s, {} threads ({})",
-            bm.name,
-            bm.threads,
-            report["machine"]["cpu"].as_str().unwrap_or("?")
-        );
-        plot_svg(path, &title, &all)?;
-    }
-
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => {
-            print!("{}", report_text(&report));
-            if !extra_text.is_empty() {
-                println!();
-                print!("{extra_text}");
-            }
-        }
-    }
-    if !regressions.is_empty() {
-        bail!(
-            "tokens/s regressed more than {}% against {}: {}",
-            args.threshold,
-            args.compare
-                .as_deref()
-                .map_or(String::new(), |p| p.display().to_string()),
-            regressions.join("; ")
-        );
-    }
-    Ok(())
+    Ok(report)
 }
 
 #[cfg(test)]
