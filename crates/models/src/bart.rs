@@ -55,9 +55,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use encdec_core::{
-    Activation, AttentionParams, Backend, DType, Device, HostStorage, NormKind, Tensor,
-};
+use encdec_core::{Activation, AttentionParams, Backend, DType, Device, NormKind, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -67,7 +65,10 @@ use crate::config::{
     TensorKind, TensorSpec, TokenIds,
 };
 use crate::error::{ModelError, Result};
-use crate::layers::{empty_f32, ensure_f32, load_f32, load_weight, Linear};
+use crate::layers::{
+    check_start, empty_f32, ensure_f32, host_u32, invalid, load_f32, load_weight,
+    new_decoder_state, project_cross_kv, rows_unchanged, CacheReorder, Linear,
+};
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
 
@@ -1123,12 +1124,7 @@ struct StepScratch {
     f: Tensor,
     /// Logits on the device (non-CPU backends only).
     logits: Tensor,
-    /// u32 `[rows]`: `select_rows` indices (host).
-    select: Tensor,
-    /// Second KV caches and kv_index for `select_rows` to gather into, then swap.
-    spare_k: Vec<Tensor>,
-    spare_v: Vec<Tensor>,
-    spare_index: Tensor,
+    reorder: CacheReorder,
 }
 
 impl StepScratch {
@@ -1146,46 +1142,9 @@ impl StepScratch {
             a: empty_f32(),
             f: empty_f32(),
             logits: empty_f32(),
-            select: Tensor::zeros([0], DType::U32),
-            spare_k: vec![empty_f32(); layers],
-            spare_v: vec![empty_f32(); layers],
-            spare_index: Tensor::zeros([0], DType::U32),
+            reorder: CacheReorder::new(layers),
         }
     }
-}
-
-/// Makes `buf` a host u32 tensor of `n` values, reallocating only when the length
-/// changes, and returns its values.
-fn host_u32(buf: &mut Tensor, n: usize) -> encdec_core::Result<&mut [u32]> {
-    if buf.dims() != [n] || buf.dtype() != DType::U32 {
-        *buf = Tensor::zeros([n], DType::U32);
-    }
-    match buf.host_mut("host_u32")? {
-        HostStorage::U32(v) => Ok(v),
-        h => Err(encdec_core::Error::DTypeMismatch {
-            op: "host_u32",
-            lhs: h.dtype(),
-            rhs: DType::U32,
-        }),
-    }
-}
-
-/// Makes `buf` a backend tensor of `shape` and `dtype`, reallocating only when
-/// either differs.
-fn ensure_like(
-    be: &dyn Backend,
-    buf: &mut Tensor,
-    shape: &[usize],
-    dtype: DType,
-) -> encdec_core::Result<()> {
-    if buf.dims() != shape || buf.dtype() != dtype || buf.device() != be.device() {
-        *buf = be.zeros(shape, dtype)?;
-    }
-    Ok(())
-}
-
-fn invalid(msg: String) -> encdec_core::Error {
-    encdec_core::Error::Invalid(msg)
 }
 
 fn take_scratch(state: &mut DecoderState, layers: usize) -> Box<StepScratch> {
@@ -1291,16 +1250,14 @@ impl Seq2SeqModel for BartModel {
         drop((h, y, q, k, v, a, f));
 
         // Cross-attention K/V of every decoder layer, once per source.
-        let mut cross_k = Vec::with_capacity(self.decoder.len());
-        let mut cross_v = Vec::with_capacity(self.decoder.len());
-        for l in &self.decoder {
-            let mut ck = z(&[b, s, d])?;
-            let mut cv = z(&[b, s, d])?;
-            l.cross_attn.k.forward(be, &x, &mut ck)?;
-            l.cross_attn.v.forward(be, &x, &mut cv)?;
-            cross_k.push(ck);
-            cross_v.push(cv);
-        }
+        let (cross_k, cross_v) = project_cross_kv(
+            be,
+            &x,
+            self.decoder
+                .iter()
+                .map(|l| (&l.cross_attn.k, &l.cross_attn.v)),
+            &[b, s, d],
+        )?;
         Ok(EncoderOutput {
             sources: b,
             src_len: s,
@@ -1319,19 +1276,7 @@ impl Seq2SeqModel for BartModel {
         capacity: usize,
     ) -> encdec_core::Result<DecoderState> {
         let be: &dyn Backend = &*self.backend;
-        if let Some(&bad) = source_of_row.iter().find(|&&r| r as usize >= enc.sources) {
-            return Err(invalid(format!(
-                "BART start: decoder row reads source {bad} but the encoder output has {}",
-                enc.sources
-            )));
-        }
-        if enc.cross_k.len() != self.decoder.len() || enc.cross_v.len() != self.decoder.len() {
-            return Err(invalid(format!(
-                "BART start: encoder output has cross K/V for {} layers, the decoder has {}",
-                enc.cross_k.len(),
-                self.decoder.len()
-            )));
-        }
+        check_start("BART", enc, source_of_row, self.decoder.len())?;
         if capacity > self.max_positions {
             return Err(invalid(format!(
                 "BART start: room for {capacity} decoder tokens requested but the model has {} \
@@ -1339,24 +1284,14 @@ impl Seq2SeqModel for BartModel {
                 self.max_positions
             )));
         }
-        let rows = source_of_row.len();
-        let shape = [rows, capacity, self.d_model];
-        let mut self_k = Vec::with_capacity(self.decoder.len());
-        let mut self_v = Vec::with_capacity(self.decoder.len());
-        for _ in &self.decoder {
-            self_k.push(be.zeros(&shape, DType::F32)?);
-            self_v.push(be.zeros(&shape, DType::F32)?);
-        }
-        let kv_index = be.upload(&Tensor::from_u32(source_of_row.to_vec(), [rows])?)?;
-        Ok(DecoderState {
-            rows,
+        new_decoder_state(
+            be,
+            source_of_row,
             capacity,
-            len: 0,
-            self_k,
-            self_v,
-            kv_index,
-            scratch: Some(Box::new(StepScratch::new(self.decoder.len()))),
-        })
+            self.decoder.len(),
+            self.d_model,
+            Box::new(StepScratch::new(self.decoder.len())),
+        )
     }
 
     fn step(
@@ -1395,39 +1330,13 @@ impl Seq2SeqModel for BartModel {
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
-        let be: &dyn Backend = &*self.backend;
-        if let Some(&bad) = rows.iter().find(|&&i| i as usize >= state.rows) {
-            return Err(invalid(format!(
-                "BART select_rows: row {bad} is out of range for {} rows",
-                state.rows
-            )));
-        }
-        let n = rows.len();
-        if n == state.rows && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        if rows_unchanged(state, rows, "BART")? {
             return Ok(());
         }
         let mut sc = take_scratch(state, self.decoder.len());
-        let res = (|| -> encdec_core::Result<()> {
-            host_u32(&mut sc.select, n)?.copy_from_slice(rows);
-            let idx = be.upload(&sc.select)?;
-            let shape = [n, state.capacity, self.d_model];
-            for l in 0..state.self_k.len() {
-                ensure_f32(be, &mut sc.spare_k[l], &shape)?;
-                be.index_select(&state.self_k[l], &idx, &mut sc.spare_k[l])?;
-                std::mem::swap(&mut state.self_k[l], &mut sc.spare_k[l]);
-                ensure_f32(be, &mut sc.spare_v[l], &shape)?;
-                be.index_select(&state.self_v[l], &idx, &mut sc.spare_v[l])?;
-                std::mem::swap(&mut state.self_v[l], &mut sc.spare_v[l]);
-            }
-            ensure_like(be, &mut sc.spare_index, &[n], DType::U32)?;
-            be.index_select(&state.kv_index, &idx, &mut sc.spare_index)?;
-            std::mem::swap(&mut state.kv_index, &mut sc.spare_index);
-            Ok(())
-        })();
+        let res = sc.reorder.apply(&*self.backend, state, rows, self.d_model);
         state.scratch = Some(sc);
-        res?;
-        state.rows = n;
-        Ok(())
+        res
     }
 }
 

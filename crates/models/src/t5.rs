@@ -37,9 +37,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use encdec_core::{
-    Activation, AttentionParams, Backend, DType, Device, HostStorage, NormKind, Tensor,
-};
+use encdec_core::{Activation, AttentionParams, Backend, DType, Device, NormKind, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -48,7 +46,10 @@ use crate::config::{
     require_positive, set_default, unsupported, FamilyConfig, TensorKind, TensorSpec, TokenIds,
 };
 use crate::error::{ModelError, Result};
-use crate::layers::{empty_f32, ensure_f32, load_f32, load_weight, Linear};
+use crate::layers::{
+    check_start, empty_f32, ensure_f32, host_u32, invalid, load_f32, load_weight,
+    new_decoder_state, project_cross_kv, rows_unchanged, CacheReorder, Linear,
+};
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
 
@@ -825,12 +826,7 @@ struct StepScratch {
     f3: Tensor,
     /// Logits on the device (non-CPU backends only).
     logits: Tensor,
-    /// u32 `[rows]`: `select_rows` indices (host).
-    select: Tensor,
-    /// Second KV caches and kv_index for `select_rows` to gather into, then swap.
-    spare_k: Vec<Tensor>,
-    spare_v: Vec<Tensor>,
-    spare_index: Tensor,
+    reorder: CacheReorder,
 }
 
 impl StepScratch {
@@ -849,49 +845,9 @@ impl StepScratch {
             f2: empty_f32(),
             f3: empty_f32(),
             logits: empty_f32(),
-            select: Tensor::zeros([0], DType::U32),
-            spare_k: vec![empty_f32(); layers],
-            spare_v: vec![empty_f32(); layers],
-            spare_index: Tensor::zeros([0], DType::U32),
+            reorder: CacheReorder::new(layers),
         }
     }
-}
-
-/// Writes `values` into the host u32 tensor `buf`, reallocating only when the
-/// length changes.
-fn set_host_u32(buf: &mut Tensor, values: &[u32]) -> encdec_core::Result<()> {
-    if buf.dims() != [values.len()] || buf.dtype() != DType::U32 {
-        *buf = Tensor::zeros([values.len()], DType::U32);
-    }
-    match buf.host_mut("set_host_u32")? {
-        HostStorage::U32(v) => v.copy_from_slice(values),
-        h => {
-            return Err(encdec_core::Error::DTypeMismatch {
-                op: "set_host_u32",
-                lhs: h.dtype(),
-                rhs: DType::U32,
-            })
-        }
-    }
-    Ok(())
-}
-
-/// Makes `buf` a backend tensor of `shape` and `dtype`, reallocating only when
-/// either differs.
-fn ensure_like(
-    be: &dyn Backend,
-    buf: &mut Tensor,
-    shape: &[usize],
-    dtype: DType,
-) -> encdec_core::Result<()> {
-    if buf.dims() != shape || buf.dtype() != dtype || buf.device() != be.device() {
-        *buf = be.zeros(shape, dtype)?;
-    }
-    Ok(())
-}
-
-fn invalid(msg: String) -> encdec_core::Error {
-    encdec_core::Error::Invalid(msg)
 }
 
 impl Seq2SeqModel for T5Model {
@@ -961,16 +917,14 @@ impl Seq2SeqModel for T5Model {
         }
 
         // Cross-attention K/V of every decoder layer, once per source.
-        let mut cross_k = Vec::with_capacity(self.decoder.len());
-        let mut cross_v = Vec::with_capacity(self.decoder.len());
-        for l in &self.decoder {
-            let mut ck = z(&[b, s, inner])?;
-            let mut cv = z(&[b, s, inner])?;
-            l.cross_attn.k.forward(be, &x, &mut ck)?;
-            l.cross_attn.v.forward(be, &x, &mut cv)?;
-            cross_k.push(ck);
-            cross_v.push(cv);
-        }
+        let (cross_k, cross_v) = project_cross_kv(
+            be,
+            &x,
+            self.decoder
+                .iter()
+                .map(|l| (&l.cross_attn.k, &l.cross_attn.v)),
+            &[b, s, inner],
+        )?;
         Ok(EncoderOutput {
             sources: b,
             src_len: s,
@@ -989,41 +943,19 @@ impl Seq2SeqModel for T5Model {
         capacity: usize,
     ) -> encdec_core::Result<DecoderState> {
         let be: &dyn Backend = &*self.backend;
-        if let Some(&bad) = source_of_row.iter().find(|&&r| r as usize >= enc.sources) {
-            return Err(invalid(format!(
-                "T5 start: decoder row reads source {bad} but the encoder output has {}",
-                enc.sources
-            )));
-        }
-        if enc.cross_k.len() != self.decoder.len() || enc.cross_v.len() != self.decoder.len() {
-            return Err(invalid(format!(
-                "T5 start: encoder output has cross K/V for {} layers, the decoder has {}",
-                enc.cross_k.len(),
-                self.decoder.len()
-            )));
-        }
-        let rows = source_of_row.len();
-        let shape = [rows, capacity, self.inner];
-        let mut self_k = Vec::with_capacity(self.decoder.len());
-        let mut self_v = Vec::with_capacity(self.decoder.len());
-        for _ in &self.decoder {
-            self_k.push(be.zeros(&shape, DType::F32)?);
-            self_v.push(be.zeros(&shape, DType::F32)?);
-        }
-        let kv_index = be.upload(&Tensor::from_u32(source_of_row.to_vec(), [rows])?)?;
-        Ok(DecoderState {
-            rows,
+        check_start("T5", enc, source_of_row, self.decoder.len())?;
+        new_decoder_state(
+            be,
+            source_of_row,
             capacity,
-            len: 0,
-            self_k,
-            self_v,
-            kv_index,
-            scratch: Some(Box::new(StepScratch::new(
+            self.decoder.len(),
+            self.inner,
+            Box::new(StepScratch::new(
                 self.num_heads,
                 capacity,
                 self.decoder.len(),
-            ))),
-        })
+            )),
+        )
     }
 
     fn step(
@@ -1069,15 +1001,7 @@ impl Seq2SeqModel for T5Model {
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
-        let be: &dyn Backend = &*self.backend;
-        if let Some(&bad) = rows.iter().find(|&&i| i as usize >= state.rows) {
-            return Err(invalid(format!(
-                "T5 select_rows: row {bad} is out of range for {} rows",
-                state.rows
-            )));
-        }
-        let n = rows.len();
-        if n == state.rows && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        if rows_unchanged(state, rows, "T5")? {
             return Ok(());
         }
         let mut sc = match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
@@ -1088,27 +1012,9 @@ impl Seq2SeqModel for T5Model {
                 self.decoder.len(),
             )),
         };
-        let res = (|| -> encdec_core::Result<()> {
-            set_host_u32(&mut sc.select, rows)?;
-            let idx = be.upload(&sc.select)?;
-            let shape = [n, state.capacity, self.inner];
-            for l in 0..state.self_k.len() {
-                ensure_f32(be, &mut sc.spare_k[l], &shape)?;
-                be.index_select(&state.self_k[l], &idx, &mut sc.spare_k[l])?;
-                std::mem::swap(&mut state.self_k[l], &mut sc.spare_k[l]);
-                ensure_f32(be, &mut sc.spare_v[l], &shape)?;
-                be.index_select(&state.self_v[l], &idx, &mut sc.spare_v[l])?;
-                std::mem::swap(&mut state.self_v[l], &mut sc.spare_v[l]);
-            }
-            ensure_like(be, &mut sc.spare_index, &[n], DType::U32)?;
-            be.index_select(&state.kv_index, &idx, &mut sc.spare_index)?;
-            std::mem::swap(&mut state.kv_index, &mut sc.spare_index);
-            Ok(())
-        })();
+        let res = sc.reorder.apply(&*self.backend, state, rows, self.inner);
         state.scratch = Some(sc);
-        res?;
-        state.rows = n;
-        Ok(())
+        res
     }
 }
 
@@ -1138,7 +1044,7 @@ impl T5Model {
             ensure_f32(be, t, &[r, 1, ff])?;
         }
 
-        set_host_u32(&mut sc.ids, tokens)?;
+        host_u32(&mut sc.ids, tokens.len())?.copy_from_slice(tokens);
         let ids = be.upload(&sc.ids)?;
         be.embedding(&ids, &self.embed, 1.0, &mut sc.h)?;
         drop(ids);
