@@ -1558,7 +1558,7 @@ mod tests {
     /// Microkernel throughput on L1/L2-resident operands (not a correctness
     /// test): `cargo test -p encdec-cpu --release -- --ignored --nocapture tile_speed`.
     #[test]
-    #[ignore]
+    #[ignore = "a throughput measurement, not a correctness test: run with --ignored --nocapture"]
     #[cfg(target_arch = "x86_64")]
     fn tile_speed() {
         use std::time::Instant;

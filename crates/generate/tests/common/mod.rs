@@ -25,6 +25,8 @@ pub struct Mock {
     /// Rows fed at each step, in order.
     pub rows_per_step: Mutex<Vec<usize>>,
     pub encodes: Mutex<usize>,
+    /// The mock computes on the host; a real backend keeps the trait honest.
+    backend: &'static encdec_cpu::CpuBackend,
 }
 
 struct Rows {
@@ -71,6 +73,7 @@ impl Mock {
             eos_bias,
             rows_per_step: Mutex::new(Vec::new()),
             encodes: Mutex::new(0),
+            backend: shared_backend(),
         }
     }
 
@@ -95,7 +98,7 @@ impl Seq2SeqModel for Mock {
         &self.spec
     }
     fn backend(&self) -> &dyn Backend {
-        unimplemented!("the mock runs no kernels")
+        self.backend
     }
     fn encode(&self, sources: &[Vec<u32>]) -> Result<EncoderOutput> {
         *self.encodes.lock().expect("lock") += 1;
@@ -213,4 +216,11 @@ impl Seq2SeqModel for Mock {
         }
         Ok(())
     }
+}
+
+/// One pool for every mock: a pool per mock would start a thread whose own
+/// allocations land at random in the allocation-counting test's windows.
+fn shared_backend() -> &'static encdec_cpu::CpuBackend {
+    static BACKEND: std::sync::OnceLock<encdec_cpu::CpuBackend> = std::sync::OnceLock::new();
+    BACKEND.get_or_init(|| encdec_cpu::CpuBackend::with_threads(1))
 }
