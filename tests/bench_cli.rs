@@ -293,6 +293,32 @@ fn plot_is_an_svg_naming_the_engines() {
     }
     // one bar per engine and workload (plus the background and legend boxes)
     assert!(text.matches("<rect").count() >= 4);
+
+    // the same chart as a PNG, replayed from the saved peers
+    let png_path = dir.path().join("plot.png");
+    ok(&tiny(&[
+        "--compare-peers",
+        peers.to_str().unwrap(),
+        "--plot",
+        png_path.to_str().unwrap(),
+    ]));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (800, 480));
+    // four engines in four colours: the palette's first four appear
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    for rgb in [
+        [0x1f, 0x77, 0xb4],
+        [0xff, 0x7f, 0x0e],
+        [0x2c, 0xa0, 0x2c],
+        [0xd6, 0x27, 0x28],
+    ] {
+        assert!(pixels.iter().any(|p| *p == rgb), "no bar of colour {rgb:?}");
+    }
 }
 
 #[test]

@@ -489,3 +489,91 @@ fn cuda_without_a_driver_is_a_clear_error() {
     );
     assert_one_line_error(&out, &["cuda"]);
 }
+
+#[test]
+fn attention_map_is_drawn_as_svg_and_png_with_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let bart = fixture("bart");
+    let svg = dir.path().join("map.svg");
+    let png_path = dir.path().join("map.png");
+    for (path, layer) in [(&svg, None), (&png_path, Some("0"))] {
+        let mut args = vec![
+            "generate".to_string(),
+            "--model".into(),
+            bart.display().to_string(),
+            "--attention-map".into(),
+            path.display().to_string(),
+        ];
+        if let Some(l) = layer {
+            args.extend(["--attention-layer".into(), l.into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = encdec(&args, b"\nthe small house\n");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // the outputs are written as without the map
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    }
+    // the first non-empty line is drawn, labelled with its tokens
+    let text = fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..80.min(text.len())]);
+    assert!(text.trim_end().ends_with("</svg>"));
+    for needle in [
+        "input line 2",
+        "decoder layer 1 (mean of 4 heads)",
+        "Ġsmall",
+        "Ġhouse",
+        "&lt;/s&gt;",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in the SVG");
+    }
+    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&png_path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert!(info.width >= 300 && info.height >= 100, "{info:?}");
+    let pixels = &buf[..info.buffer_size()];
+    let dark = pixels
+        .chunks(3)
+        .filter(|p| p.iter().all(|&c| c < 80))
+        .count();
+    assert!(
+        dark > 100,
+        "the PNG has no dark pixels: no text or cells drawn"
+    );
+}
+
+#[test]
+fn attention_map_bad_requests_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bart = fixture("bart").display().to_string();
+    let jpg = dir.path().join("map.jpg").display().to_string();
+    let out = encdec(
+        &["generate", "--model", &bart, "--attention-map", &jpg],
+        b"the dog\n",
+    );
+    assert_one_line_error(&out, &["map.jpg", ".svg or .png"]);
+    let svg = dir.path().join("map.svg").display().to_string();
+    let out = encdec(
+        &[
+            "generate",
+            "--model",
+            &bart,
+            "--attention-map",
+            &svg,
+            "--attention-layer",
+            "9",
+        ],
+        b"the dog\n",
+    );
+    assert_one_line_error(&out, &["--attention-map", "layer 9", "has 2"]);
+    assert!(!Path::new(&svg).exists());
+    let out = encdec(
+        &["generate", "--model", &bart, "--attention-map", &svg],
+        b"\n\n",
+    );
+    assert_one_line_error(&out, &["every input line is empty"]);
+}

@@ -108,7 +108,7 @@ pub struct BenchArgs {
     /// --compare, --compare-peers and --plot on it.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Draw tokens/s per engine and workload as an SVG bar chart.
+    /// Draw tokens/s per engine and workload as a bar chart (FILE.svg or FILE.png).
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }
@@ -781,119 +781,149 @@ fn peers_text(rows: &[Value]) -> String {
 // -----------------------------------------------------------------------------
 
 /// Bar chart of tokens/s: one group per workload (those of `reports[0]`), one
-/// bar per engine report, drawn with plotters' SVG backend.
-pub fn plot_svg(path: &Path, title: &str, reports: &[Value]) -> Result<()> {
-    use plotters::prelude::*;
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
-
-    let Some(first) = reports.first() else {
+/// bar per engine report; `.svg` or `.png` by the file name.
+pub fn plot_tokens_per_s(path: &Path, title: &str, reports: &[Value]) -> Result<()> {
+    if reports.is_empty() {
         bail!("--plot: nothing to draw");
-    };
-    let workloads: Vec<&Value> = first["results"].as_array().into_iter().flatten().collect();
-    let nw = workloads.len().max(1);
-    let ne = reports.len();
-    let value = |rep: &Value, w: &Value| -> Option<f64> {
-        rep["results"]
-            .as_array()?
-            .iter()
-            .find(|r| same_shape(r, w))
-            .and_then(|r| f(r, "tokens_per_s"))
-    };
-    let ymax = reports
-        .iter()
-        .flat_map(|rep| workloads.iter().filter_map(|w| value(rep, w)))
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.4;
-    let palette = [
-        RGBColor(0x1f, 0x77, 0xb4),
-        RGBColor(0xff, 0x7f, 0x0e),
-        RGBColor(0x2c, 0xa0, 0x2c),
-        RGBColor(0xd6, 0x27, 0x28),
-        RGBColor(0x94, 0x67, 0xbd),
-        RGBColor(0x8c, 0x56, 0x4b),
-    ];
-    let width = (200 + 180 * nw as u32).max(800);
-    let err = |e: &dyn std::fmt::Display| anyhow!("--plot {}: {e}", path.display());
-    {
-        let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..nw as f64, 0f64..ymax)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .light_line_style(RGBColor(235, 235, 235))
-            .y_desc("generated tokens/s")
-            .draw()
-            .map_err(|e| err(&e))?;
-        let bw = 0.8 / ne as f64;
-        let center = |size: u32| {
-            ("sans-serif", size)
-                .into_font()
-                .into_text_style(&root)
-                .pos(Pos::new(HPos::Center, VPos::Bottom))
-        };
-        for (ei, rep) in reports.iter().enumerate() {
-            let color = palette[ei % palette.len()];
-            let bars: Vec<(f64, f64)> = workloads
-                .iter()
-                .enumerate()
-                .filter_map(|(wi, w)| value(rep, w).map(|v| (wi as f64 + 0.1 + ei as f64 * bw, v)))
-                .collect();
-            chart
-                .draw_series(
-                    bars.iter().map(|&(x, v)| {
-                        Rectangle::new([(x, 0.0), (x + bw * 0.92, v)], color.filled())
-                    }),
-                )
-                .map_err(|e| err(&e))?
-                .label(engine_label(rep))
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
-            chart
-                .draw_series(bars.iter().map(|&(x, v)| {
-                    Text::new(
-                        format!("{v:.0}"),
-                        (x + bw * 0.46, v + ymax * 0.005),
-                        center(11),
-                    )
-                }))
-                .map_err(|e| err(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
-        for (wi, w) in workloads.iter().enumerate() {
-            let (px, py) = chart.backend_coord(&(wi as f64 + 0.5, 0.0));
-            let label = format!(
-                "{} (b{} s{} n{}{})",
-                w["workload"].as_str().unwrap_or("?"),
-                w["batch"],
-                w["src_len"],
-                w["new_tokens"],
-                match w["num_beams"].as_u64() {
-                    Some(b) if b > 1 => format!(" beam{b}"),
-                    _ => String::new(),
-                }
-            );
-            root.draw(&Text::new(label, (px, py + 24), center(13)))
-                .map_err(|e| err(&e))?;
-        }
-        root.present().map_err(|e| err(&e))?;
     }
-    Ok(())
+    let chart = TokensChart { title, reports };
+    super::plot::save(path, &chart).with_context(|| format!("--plot {}", path.display()))
+}
+
+struct TokensChart<'a> {
+    title: &'a str,
+    reports: &'a [Value],
+}
+
+impl TokensChart<'_> {
+    fn workloads(&self) -> Vec<&Value> {
+        self.reports[0]["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+impl super::plot::Figure for TokensChart<'_> {
+    fn size(&self) -> (u32, u32) {
+        (
+            (200 + 180 * self.workloads().len().max(1) as u32).max(800),
+            480,
+        )
+    }
+
+    fn draw<DB: plotters::prelude::DrawingBackend>(
+        &self,
+        root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<()> {
+        use plotters::prelude::*;
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+        let (title, reports) = (self.title, self.reports);
+        let workloads = self.workloads();
+        let nw = workloads.len().max(1);
+        let ne = reports.len();
+        let value = |rep: &Value, w: &Value| -> Option<f64> {
+            rep["results"]
+                .as_array()?
+                .iter()
+                .find(|r| same_shape(r, w))
+                .and_then(|r| f(r, "tokens_per_s"))
+        };
+        let ymax = reports
+            .iter()
+            .flat_map(|rep| workloads.iter().filter_map(|w| value(rep, w)))
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.4;
+        let palette = [
+            RGBColor(0x1f, 0x77, 0xb4),
+            RGBColor(0xff, 0x7f, 0x0e),
+            RGBColor(0x2c, 0xa0, 0x2c),
+            RGBColor(0xd6, 0x27, 0x28),
+            RGBColor(0x94, 0x67, 0xbd),
+            RGBColor(0x8c, 0x56, 0x4b),
+        ];
+        let err = super::plot::draw_err;
+        {
+            root.fill(&WHITE).map_err(err)?;
+            let mut chart = ChartBuilder::on(root)
+                .caption(title, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..nw as f64, 0f64..ymax)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(0)
+                .light_line_style(RGBColor(235, 235, 235))
+                .y_desc("generated tokens/s")
+                .draw()
+                .map_err(err)?;
+            let bw = 0.8 / ne as f64;
+            let center = |size: u32| {
+                ("sans-serif", size)
+                    .into_font()
+                    .into_text_style(root)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom))
+            };
+            for (ei, rep) in reports.iter().enumerate() {
+                let color = palette[ei % palette.len()];
+                let bars: Vec<(f64, f64)> = workloads
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(wi, w)| {
+                        value(rep, w).map(|v| (wi as f64 + 0.1 + ei as f64 * bw, v))
+                    })
+                    .collect();
+                chart
+                    .draw_series(bars.iter().map(|&(x, v)| {
+                        Rectangle::new([(x, 0.0), (x + bw * 0.92, v)], color.filled())
+                    }))
+                    .map_err(err)?
+                    .label(engine_label(rep))
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                    });
+                chart
+                    .draw_series(bars.iter().map(|&(x, v)| {
+                        Text::new(
+                            format!("{v:.0}"),
+                            (x + bw * 0.46, v + ymax * 0.005),
+                            center(11),
+                        )
+                    }))
+                    .map_err(err)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(err)?;
+            for (wi, w) in workloads.iter().enumerate() {
+                let (px, py) = chart.backend_coord(&(wi as f64 + 0.5, 0.0));
+                let label = format!(
+                    "{} (b{} s{} n{}{})",
+                    w["workload"].as_str().unwrap_or("?"),
+                    w["batch"],
+                    w["src_len"],
+                    w["new_tokens"],
+                    match w["num_beams"].as_u64() {
+                        Some(b) if b > 1 => format!(" beam{b}"),
+                        _ => String::new(),
+                    }
+                );
+                root.draw(&Text::new(label, (px, py + 24), center(13)))
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 // -----------------------------------------------------------------------------
@@ -1049,7 +1079,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             report["threads"],
             report["machine"]["cpu"].as_str().unwrap_or("?")
         );
-        plot_svg(path, &title, &all)?;
+        plot_tokens_per_s(path, &title, &all)?;
     }
 
     match args.format {

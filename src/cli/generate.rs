@@ -140,6 +140,13 @@ pub struct GenerateArgs {
     pub show_config: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutFormat,
+    /// Draw the cross-attention of the first input's output (source tokens x
+    /// generated tokens, mean over heads) to FILE.svg or FILE.png.
+    #[arg(long, value_name = "FILE")]
+    pub attention_map: Option<PathBuf>,
+    /// Decoder layer of --attention-map (0-based; default: the last).
+    #[arg(long, value_name = "N", requires = "attention_map")]
+    pub attention_layer: Option<usize>,
 }
 
 /// A CPU or CUDA backend for `--device`.
@@ -408,6 +415,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(p) = &args.attention_map {
+        let ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if !matches!(ext.as_deref(), Some("svg" | "png")) {
+            bail!(
+                "--attention-map {}: the file name must end in .svg or .png",
+                p.display()
+            );
+        }
+    }
     let lines = read_source_lines(args.input.as_deref())?;
     let session = Session::open(
         &args.model,
@@ -468,5 +487,37 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             w.flush()?;
         }
     }
+    if let Some(path) = &args.attention_map {
+        draw_attention_map(&session, &args, &encoded, &hyps, path)?;
+    }
     Ok(())
+}
+
+/// The attention map of the first input that has an output (its best hypothesis).
+fn draw_attention_map(
+    session: &Session,
+    args: &GenerateArgs,
+    encoded: &[Option<Vec<u32>>],
+    hyps: &[Vec<Hypothesis>],
+    path: &Path,
+) -> Result<()> {
+    let Some((line, source, best)) = encoded
+        .iter()
+        .zip(hyps)
+        .enumerate()
+        .find_map(|(i, (e, h))| Some((i + 1, e.as_ref()?, h.first()?)))
+    else {
+        bail!("--attention-map: every input line is empty; nothing to draw");
+    };
+    let mut map = super::attention_map::AttentionMap::compute(
+        session,
+        source,
+        &best.ids,
+        args.attention_layer,
+    )?;
+    map.title = format!(
+        "{}, input line {line}: cross-attention of decoder layer {} (mean of {} heads)",
+        args.model.model, map.layer, map.heads
+    );
+    map.save(path)
 }

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 
-use encdec_core::{Backend, Result, Tensor};
+use encdec_core::{Backend, Error, Result, Tensor};
 
 /// Facts about a model that search needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,4 +77,21 @@ pub trait Seq2SeqModel: Send + Sync {
     /// Keep rows `rows` in that order (beam reordering, finished rows leaving);
     /// the result has `rows.len()` rows.
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> Result<()>;
+
+    /// Cross-attention probabilities of one decoder layer (`None`: the last) for
+    /// one `source` while the decoder reads `target` teacher-forced (`target[0]`
+    /// is the decoder start token): `(layer, [heads, target.len(), src_len])`, the
+    /// `cross_attentions` transformers returns with `output_attentions=True`.
+    /// For inspection (`--attention-map`); the decode loop never computes them.
+    fn cross_attention(
+        &self,
+        source: &[u32],
+        target: &[u32],
+        layer: Option<usize>,
+    ) -> Result<(usize, Tensor)> {
+        let _ = (source, target, layer);
+        Err(Error::Invalid(
+            "this model does not report its cross-attention".into(),
+        ))
+    }
 }

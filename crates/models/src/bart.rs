@@ -67,7 +67,8 @@ use crate::config::{
 use crate::error::{ModelError, Result};
 use crate::layers::{
     check_start, empty_f32, ensure_f32, host_u32, invalid, load_f32, load_weight,
-    new_decoder_state, project_cross_kv, rows_unchanged, CacheReorder, Linear,
+    new_decoder_state, project_cross_kv, rows_unchanged, teacher_forced_cross_attention,
+    AttentionShape, CacheReorder, CrossCapture, Linear,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -1125,6 +1126,8 @@ struct StepScratch {
     /// Logits on the device (non-CPU backends only).
     logits: Tensor,
     reorder: CacheReorder,
+    /// Set only while computing a cross-attention map.
+    capture: Option<CrossCapture>,
 }
 
 impl StepScratch {
@@ -1143,6 +1146,7 @@ impl StepScratch {
             f: empty_f32(),
             logits: empty_f32(),
             reorder: CacheReorder::new(layers),
+            capture: None,
         }
     }
 }
@@ -1152,6 +1156,12 @@ fn take_scratch(state: &mut DecoderState, layers: usize) -> Box<StepScratch> {
         Some(Ok(s)) => s,
         _ => Box::new(StepScratch::new(layers)),
     }
+}
+
+/// The capture slot of this model's step scratch.
+fn capture_slot(state: &mut DecoderState) -> Option<&mut Option<CrossCapture>> {
+    let sc = state.scratch.as_mut()?.downcast_mut::<StepScratch>()?;
+    Some(&mut sc.capture)
 }
 
 impl Seq2SeqModel for BartModel {
@@ -1338,6 +1348,24 @@ impl Seq2SeqModel for BartModel {
         state.scratch = Some(sc);
         res
     }
+
+    fn cross_attention(
+        &self,
+        source: &[u32],
+        target: &[u32],
+        layer: Option<usize>,
+    ) -> encdec_core::Result<(usize, Tensor)> {
+        let shape = {
+            let p = self.params(self.decoder_heads, 0, 0, false);
+            AttentionShape {
+                layers: self.decoder.len(),
+                heads: p.num_heads,
+                head_dim: p.head_dim,
+                scale: p.scale,
+            }
+        };
+        teacher_forced_cross_attention(self, &shape, capture_slot, source, target, layer)
+    }
 }
 
 impl BartModel {
@@ -1418,6 +1446,9 @@ impl BartModel {
 
             // cross-attention over the cached encoder K/V
             l.cross_attn.q.forward(be, &sc.x, &mut sc.q)?;
+            if let Some(c) = sc.capture.as_mut() {
+                c.record(be, i, &sc.q)?;
+            }
             be.attention(
                 &sc.q,
                 &enc.cross_k[i],

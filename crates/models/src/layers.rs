@@ -2,7 +2,7 @@
 //! a backend, and scratch buffers that are reallocated only when their shape changes.
 
 use encdec_core::{Backend, DType, HostStorage, Tensor};
-use encdec_generate::{DecoderState, EncoderOutput};
+use encdec_generate::{DecoderState, EncoderOutput, Seq2SeqModel};
 
 use crate::error::Result;
 use crate::var_builder::VarBuilder;
@@ -291,4 +291,125 @@ mod tests {
         ensure_f32(&be, &mut buf, &[3, 3]).unwrap();
         assert_eq!(buf.dims(), &[3, 3]);
     }
+}
+
+/// The cross-attention queries of one decoder layer, recorded step by step while
+/// a model computes its cross-attention map (`--attention-map`).
+#[derive(Debug)]
+pub struct CrossCapture {
+    pub layer: usize,
+    /// `[steps, H*D]`, appended each step.
+    pub queries: Vec<f32>,
+}
+
+impl CrossCapture {
+    /// Keep the queries `q` (`[1, 1, H*D]`) if `layer` is the one recorded.
+    pub fn record(
+        &mut self,
+        be: &dyn Backend,
+        layer: usize,
+        q: &Tensor,
+    ) -> encdec_core::Result<()> {
+        if layer == self.layer {
+            self.queries.extend_from_slice(be.download(q)?.as_f32()?);
+        }
+        Ok(())
+    }
+}
+
+/// Where a model keeps its [`CrossCapture`]: a slot in its step scratch.
+pub type CaptureSlot = fn(&mut DecoderState) -> Option<&mut Option<CrossCapture>>;
+
+/// Shape of the attention a model computes: what `cross_attention` needs.
+pub struct AttentionShape {
+    pub layers: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k`.
+    pub scale: f32,
+}
+
+/// [`Seq2SeqModel::cross_attention`] for the models of this crate: teacher-force
+/// `target` one step at a time with a capture in the step scratch, then
+/// `softmax(scale q·k + mask)` per head against the cached encoder K.
+pub fn teacher_forced_cross_attention(
+    model: &dyn Seq2SeqModel,
+    shape: &AttentionShape,
+    slot: CaptureSlot,
+    source: &[u32],
+    target: &[u32],
+    layer: Option<usize>,
+) -> encdec_core::Result<(usize, Tensor)> {
+    if shape.layers == 0 {
+        return Err(invalid("the model has no decoder layers".into()));
+    }
+    let layer = layer.unwrap_or(shape.layers - 1);
+    if layer >= shape.layers {
+        return Err(invalid(format!(
+            "decoder layer {layer} asked for, but the model has {} (0..={})",
+            shape.layers,
+            shape.layers - 1
+        )));
+    }
+    if target.is_empty() {
+        return Err(invalid("cross-attention of an empty target".into()));
+    }
+    let be = model.backend();
+    let enc = model.encode(&[source.to_vec()])?;
+    let mut state = model.start(&enc, &[0], target.len())?;
+    let Some(capture) = slot(&mut state) else {
+        return Err(invalid("the decoder state has no step scratch".into()));
+    };
+    *capture = Some(CrossCapture {
+        layer,
+        queries: Vec::new(),
+    });
+    let mut logits = Tensor::zeros([1, model.spec().vocab_size], DType::F32);
+    for &t in target {
+        model.step(&enc, &mut state, &[t], &mut logits)?;
+    }
+    let queries = slot(&mut state)
+        .and_then(Option::take)
+        .map(|c| c.queries)
+        .unwrap_or_default();
+    let inner = shape.heads * shape.head_dim;
+    if queries.len() != target.len() * inner {
+        return Err(invalid(format!(
+            "recorded {} query values, expected {} x {inner}",
+            queries.len(),
+            target.len()
+        )));
+    }
+    let keys = be.download(&enc.cross_k[layer])?;
+    let mask = be.download(&enc.key_mask)?;
+    let probs = attention_probs(&queries, keys.as_f32()?, mask.as_f32()?, shape);
+    let (t, s) = (target.len(), enc.src_len);
+    Ok((layer, Tensor::from_f32(probs, [shape.heads, t, s])?))
+}
+
+/// `softmax_s(scale · q[t,h]·k[s,h] + mask[s])` for q `[T, H*D]`, k `[S, H*D]`,
+/// mask `[S]`: `[H, T, S]`, accumulated in f64 (an inspection tool, not a kernel).
+fn attention_probs(q: &[f32], k: &[f32], mask: &[f32], shape: &AttentionShape) -> Vec<f32> {
+    let (h_n, d) = (shape.heads, shape.head_dim);
+    let inner = h_n * d;
+    let (t_n, s_n) = (q.len() / inner, mask.len());
+    let mut out = vec![0f32; h_n * t_n * s_n];
+    let mut row = vec![0f64; s_n];
+    for h in 0..h_n {
+        for t in 0..t_n {
+            let qv = &q[t * inner + h * d..t * inner + (h + 1) * d];
+            for (s, r) in row.iter_mut().enumerate() {
+                let kv = &k[s * inner + h * d..s * inner + (h + 1) * d];
+                let dot: f64 = qv.iter().zip(kv).map(|(&a, &b)| a as f64 * b as f64).sum();
+                *r = dot * shape.scale as f64 + mask[s] as f64;
+            }
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|&x| (x - max).exp()).sum();
+            let dst = &mut out[(h * t_n + t) * s_n..(h * t_n + t + 1) * s_n];
+            for (o, &x) in dst.iter_mut().zip(&row) {
+                *o = ((x - max).exp() / sum) as f32;
+            }
+        }
+    }
+    out
 }

@@ -48,7 +48,8 @@ use crate::config::{
 use crate::error::{ModelError, Result};
 use crate::layers::{
     check_start, empty_f32, ensure_f32, host_u32, invalid, load_f32, load_weight,
-    new_decoder_state, project_cross_kv, rows_unchanged, CacheReorder, Linear,
+    new_decoder_state, project_cross_kv, rows_unchanged, teacher_forced_cross_attention,
+    AttentionShape, CacheReorder, CrossCapture, Linear,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -827,6 +828,8 @@ struct StepScratch {
     /// Logits on the device (non-CPU backends only).
     logits: Tensor,
     reorder: CacheReorder,
+    /// Set only while computing a cross-attention map.
+    capture: Option<CrossCapture>,
 }
 
 impl StepScratch {
@@ -846,8 +849,15 @@ impl StepScratch {
             f3: empty_f32(),
             logits: empty_f32(),
             reorder: CacheReorder::new(layers),
+            capture: None,
         }
     }
+}
+
+/// The capture slot of this model's step scratch.
+fn capture_slot(state: &mut DecoderState) -> Option<&mut Option<CrossCapture>> {
+    let sc = state.scratch.as_mut()?.downcast_mut::<StepScratch>()?;
+    Some(&mut sc.capture)
 }
 
 impl Seq2SeqModel for T5Model {
@@ -1016,6 +1026,21 @@ impl Seq2SeqModel for T5Model {
         state.scratch = Some(sc);
         res
     }
+
+    fn cross_attention(
+        &self,
+        source: &[u32],
+        target: &[u32],
+        layer: Option<usize>,
+    ) -> encdec_core::Result<(usize, Tensor)> {
+        let shape = AttentionShape {
+            layers: self.decoder.len(),
+            heads: self.num_heads,
+            head_dim: self.d_kv,
+            scale: self.params(0, 0, false).scale,
+        };
+        teacher_forced_cross_attention(self, &shape, capture_slot, source, target, layer)
+    }
 }
 
 impl T5Model {
@@ -1092,6 +1117,9 @@ impl T5Model {
 
             // cross-attention over the cached encoder K/V
             l.cross_attn.q.forward(be, &sc.x, &mut sc.q)?;
+            if let Some(c) = sc.capture.as_mut() {
+                c.record(be, i, &sc.q)?;
+            }
             be.attention(
                 &sc.q,
                 &enc.cross_k[i],
