@@ -1,9 +1,16 @@
 //! Resolving `--model`: a local directory, or a Hugging Face hub id found in the
 //! local cache (the layout `huggingface_hub` writes) or downloaded with `hf-hub`.
+//!
+//! Data sets too ([`HubData`]): when the data directories lack a test set that has a
+//! hub copy (CNN/DailyMail's `abisee/cnn_dailymail` `3.0.0/test-00000-of-00001.parquet`),
+//! it is taken from the cache (`datasets--abisee--cnn_dailymail/snapshots/<rev>/...`) or,
+//! online, downloaded into it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use encdec_eval::datasets::{DataFallback, Dataset, HubSource, Located};
+use encdec_eval::EvalError;
 
 /// Files a seq2seq checkpoint directory may need; the ones a repo lacks are skipped.
 const WANTED: &[&str] = &[
@@ -40,7 +47,8 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("huggingface").join("hub")
 }
 
-fn offline() -> bool {
+/// Whether `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) forbids downloads.
+pub fn offline() -> bool {
     ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"].iter().any(|k| {
         std::env::var(k)
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
@@ -49,7 +57,7 @@ fn offline() -> bool {
 }
 
 /// Whether `s` reads as a hub id (`name` or `org/name`, no path syntax).
-fn looks_like_repo_id(s: &str) -> bool {
+pub fn looks_like_repo_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     !s.is_empty()
         && parts.len() <= 2
@@ -166,6 +174,158 @@ fn download(_repo_id: &str, _cache: &Path) -> Result<PathBuf> {
     bail!("this build of encdec has no hub download (built without the `hub` feature)")
 }
 
+// ---------------------------------------------------------------------------------
+// Data sets
+
+/// The cache folder of a dataset repository (`datasets--org--name`).
+fn dataset_folder(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("datasets--{}", repo.replace('/', "--")))
+}
+
+/// The files of `src` in a cached snapshot of its repository: the one
+/// `refs/<revision>` names, else the only snapshot that has them all.
+pub fn cached_dataset_files(cache: &Path, src: &HubSource) -> Option<Vec<PathBuf>> {
+    let repo = dataset_folder(cache, src.repo);
+    let snapshots = repo.join("snapshots");
+    let complete = |dir: &Path| -> Option<Vec<PathBuf>> {
+        let files: Vec<PathBuf> = src.files.iter().map(|f| dir.join(f)).collect();
+        files.iter().all(|f| f.is_file()).then_some(files)
+    };
+    if let Ok(rev) = std::fs::read_to_string(repo.join("refs").join(src.revision)) {
+        if let Some(files) = complete(&snapshots.join(rev.trim())) {
+            return Some(files);
+        }
+    }
+    let mut found: Vec<Vec<PathBuf>> = std::fs::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .filter_map(|d| complete(&d))
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// The [`DataFallback`] of the CLI: a registered data set's hub copy from the Hugging
+/// Face cache, else downloaded into it with `hf-hub` (unless `HF_HUB_OFFLINE`).
+pub struct HubData;
+
+impl DataFallback for HubData {
+    fn locate(&self, dataset: &Dataset, not_found: EvalError) -> encdec_eval::Result<Located> {
+        locate_dataset(
+            dataset,
+            not_found,
+            &cache_dir(),
+            offline(),
+            &download_dataset,
+        )
+    }
+}
+
+/// [`HubData`]'s search, with the cache, the offline switch and the download passed in.
+fn locate_dataset(
+    dataset: &Dataset,
+    not_found: EvalError,
+    cache: &Path,
+    offline: bool,
+    download: &dyn Fn(&HubSource, &Path) -> Result<Vec<PathBuf>>,
+) -> encdec_eval::Result<Located> {
+    let (Some(src), EvalError::DataNotFound { name, looked, hint }) =
+        (dataset.hub_source(), &not_found)
+    else {
+        return Err(not_found);
+    };
+    if let Some(files) = cached_dataset_files(cache, src) {
+        eprintln!(
+            "{name}: using the Hugging Face cache copy {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(Located {
+            format: src.format,
+            files,
+        });
+    }
+    let in_cache = src
+        .files
+        .iter()
+        .map(|f| {
+            dataset_folder(cache, src.repo)
+                .join("snapshots")
+                .join("*")
+                .join(f)
+                .display()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let files = src.files.join(" ");
+    let fetch = format!(
+        "`huggingface-cli download {} {files} --repo-type dataset` (it goes into the Hugging \
+         Face cache, where encdec finds it)",
+        src.repo
+    );
+    let fail = |why: String| EvalError::DataNotFound {
+        name: name.clone(),
+        looked: format!("{looked}, {in_cache} (Hugging Face cache)"),
+        hint: format!("{why}; fetch it with {fetch}, or {hint}"),
+    };
+    if offline {
+        return Err(fail(format!(
+            "HF_HUB_OFFLINE is set, so {} {files} was not downloaded from the Hugging Face hub",
+            src.repo
+        )));
+    }
+    eprintln!(
+        "{name}: not in the data directories or the Hugging Face cache; downloading {} {files} \
+         from the Hugging Face hub into {}",
+        src.repo,
+        cache.display()
+    );
+    match download(src, cache) {
+        Ok(files) => Ok(Located {
+            format: src.format,
+            files,
+        }),
+        Err(e) => {
+            let e = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(fail(format!(
+                "the download of {} {files} from the Hugging Face hub failed ({e})",
+                src.repo
+            )))
+        }
+    }
+}
+
+#[cfg(feature = "hub")]
+fn download_dataset(src: &HubSource, cache: &Path) -> Result<Vec<PathBuf>> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+    let api = ApiBuilder::from_env()
+        .with_cache_dir(cache.to_path_buf())
+        .with_progress(true)
+        .build()?;
+    let repo = api.repo(Repo::with_revision(
+        src.repo.to_string(),
+        RepoType::Dataset,
+        src.revision.to_string(),
+    ));
+    src.files
+        .iter()
+        .map(|f| repo.get(f).map_err(|e| anyhow::anyhow!("{f}: {e}")))
+        .collect()
+}
+
+#[cfg(not(feature = "hub"))]
+fn download_dataset(_src: &HubSource, _cache: &Path) -> Result<Vec<PathBuf>> {
+    bail!("this build of encdec has no hub download (built without the `hub` feature)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +352,82 @@ mod tests {
         std::fs::write(snap.join("model.safetensors"), "").unwrap();
         assert_eq!(cached_snapshot(tmp.path(), "org/m"), Some(snap));
         assert_eq!(cached_snapshot(tmp.path(), "org/other"), None);
+    }
+
+    fn cnndm_not_found() -> EvalError {
+        EvalError::DataNotFound {
+            name: "cnndm".into(),
+            looked: "/data/cnndm/test.source + /data/cnndm/test.target".into(),
+            hint: "get it with `python ...`".into(),
+        }
+    }
+
+    fn no_download(_: &HubSource, _: &Path) -> Result<Vec<PathBuf>> {
+        panic!("no download expected")
+    }
+
+    #[test]
+    fn a_cached_dataset_is_found_through_refs_main() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cnndm = Dataset::get("cnndm").unwrap();
+        let src = cnndm.hub_source().unwrap();
+        let repo = tmp.path().join("datasets--abisee--cnn_dailymail");
+        let snap = repo.join("snapshots").join("rev1");
+        std::fs::create_dir_all(snap.join("3.0.0")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs").join("main"), "rev1\n").unwrap();
+        assert_eq!(cached_dataset_files(tmp.path(), src), None, "no file yet");
+        let file = snap.join("3.0.0/test-00000-of-00001.parquet");
+        std::fs::write(&file, "PAR1").unwrap();
+        assert_eq!(
+            cached_dataset_files(tmp.path(), src),
+            Some(vec![file.clone()])
+        );
+        let located =
+            locate_dataset(cnndm, cnndm_not_found(), tmp.path(), true, &no_download).unwrap();
+        assert_eq!(located.files, vec![file]);
+        assert_eq!(located.format, encdec_eval::datasets::Format::Parquet);
+    }
+
+    #[test]
+    fn offline_without_data_names_what_to_get() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cnndm = Dataset::get("cnndm").unwrap();
+        let msg = locate_dataset(cnndm, cnndm_not_found(), tmp.path(), true, &no_download)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "/data/cnndm/test.source",
+            "datasets--abisee--cnn_dailymail/snapshots/*/3.0.0/test-00000-of-00001.parquet",
+            "HF_HUB_OFFLINE is set",
+            "huggingface-cli download abisee/cnn_dailymail 3.0.0/test-00000-of-00001.parquet --repo-type dataset",
+            "python ...",
+        ] {
+            assert!(msg.contains(want), "{want:?} not in: {msg}");
+        }
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn a_failed_download_is_one_line_and_wmt_has_no_hub_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cnndm = Dataset::get("cnndm").unwrap();
+        let fails =
+            |_: &HubSource, _: &Path| -> Result<Vec<PathBuf>> { bail!("dns error:\nno network") };
+        let msg = locate_dataset(cnndm, cnndm_not_found(), tmp.path(), false, &fails)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("download of abisee/cnn_dailymail"), "{msg}");
+        assert!(msg.contains("dns error: no network"), "{msg}");
+        let wmt = Dataset::get("wmt14-en-de").unwrap();
+        let err = EvalError::DataNotFound {
+            name: "wmt14-en-de".into(),
+            looked: "x".into(),
+            hint: "y".into(),
+        };
+        let msg = locate_dataset(wmt, err, tmp.path(), false, &no_download)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "data set 'wmt14-en-de' not found; looked for: x; y");
     }
 }

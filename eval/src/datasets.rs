@@ -21,8 +21,12 @@
 //! Data directories are searched in this order: the explicit `--data DIR` (only it, when
 //! given), else `$ENCDEC_DATA`, then `../shared/data` relative to the working directory.
 //! Inside a data directory WMT files are looked for under `wmt/` and at the top, CNN/DM
-//! files under `cnndm/`, `cnn_dailymail/` and at the top. Nothing is downloaded: when the
-//! files are missing, the error names every file that was tried and how to get them.
+//! files under `cnndm/`, `cnn_dailymail/` and at the top. This crate downloads nothing:
+//! when the files are missing, the error names every file that was tried and how to get
+//! them. A data set with a [`HubSource`] (CNN/DailyMail) can also come from the Hugging
+//! Face hub: [`Dataset::locate_or`] hands the search to a [`DataFallback`] when no
+//! `--data` directory was given and the data directories lack the files; the `encdec`
+//! binary's fallback looks in the Hugging Face cache and downloads when online.
 
 use std::fmt;
 use std::ops::Range;
@@ -214,6 +218,37 @@ impl fmt::Display for Format {
             Format::Parquet => "parquet",
         })
     }
+}
+
+/// A copy of a registered data set on the Hugging Face hub, in a form this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HubSource {
+    /// Dataset repository id (`huggingface-cli download REPO --repo-type dataset`).
+    pub repo: &'static str,
+    /// Revision (branch) the files are taken from.
+    pub revision: &'static str,
+    /// Files in the repository, in reading order.
+    pub files: &'static [&'static str],
+    /// How to read them.
+    pub format: Format,
+}
+
+/// CNN/DailyMail 3.0.0's test split as the hub's parquet conversion stores it
+/// (columns `article`, `highlights`, `id`).
+const CNNDM_HUB: HubSource = HubSource {
+    repo: "abisee/cnn_dailymail",
+    revision: "main",
+    files: &["3.0.0/test-00000-of-00001.parquet"],
+    format: Format::Parquet,
+};
+
+/// Finds a data set's files when the data directories do not have them. The eval crate
+/// has no network code; the `encdec` binary implements this over the Hugging Face
+/// cache and `hf-hub` (see [`Dataset::locate_or`]).
+pub trait DataFallback {
+    /// `not_found` is the [`EvalError::DataNotFound`] of the data directory search; an
+    /// error returned here should still name what was tried there and how to get it.
+    fn locate(&self, dataset: &Dataset, not_found: EvalError) -> Result<Located>;
 }
 
 /// Where a data set's files were found.
@@ -497,10 +532,36 @@ impl Dataset {
         })
     }
 
+    /// Where the Hugging Face hub has this data set in a form [`read_located`] reads
+    /// (CNN/DailyMail's parquet shard); `None` for the WMT test sets, whose hub copies
+    /// (`wmt/wmt14`, ...) store a `translation` struct column and are not verified to
+    /// hold sacreBLEU's text.
+    pub fn hub_source(&self) -> Option<&'static HubSource> {
+        match self.layout {
+            Layout::Cnndm => Some(&CNNDM_HUB),
+            Layout::Wmt { .. } => None,
+        }
+    }
+
+    /// [`Dataset::locate`]; when that finds nothing and no `--data` directory was
+    /// given, `fallback` (the CLI's Hugging Face cache and download) gets the search,
+    /// with the error that names every file tried so far.
+    pub fn locate_or(
+        &self,
+        data_dir: Option<&Path>,
+        fallback: Option<&dyn DataFallback>,
+    ) -> Result<Located> {
+        match (self.locate(data_dir), fallback) {
+            (Err(e @ EvalError::DataNotFound { .. }), Some(f)) if data_dir.is_none() => {
+                f.locate(self, e)
+            }
+            (result, _) => result,
+        }
+    }
+
     /// How to get this data set's files, as one line.
     pub fn how_to_get(&self) -> String {
-        let offline = "downloading from the Hugging Face hub is not available offline";
-        let tail = format!("then pass --data DIR or set {DATA_ENV}=DIR ({offline})");
+        let tail = format!("then pass --data DIR or set {DATA_ENV}=DIR");
         match &self.layout {
             Layout::Wmt {
                 dirs,
@@ -527,14 +588,22 @@ impl Dataset {
                         ));
                     }
                 }
-                format!("{s}; {tail}")
+                format!(
+                    "{s}; {tail} (a Hugging Face hub copy is not available offline or online: \
+                     the hub's WMT data sets (wmt/wmt14, ...) are parquet files with a \
+                     `translation` struct column whose text is not verified to be sacreBLEU's)"
+                )
             }
             Layout::Cnndm => format!(
                 "get it with `python -c \"from datasets import load_dataset; \
                  load_dataset('abisee/cnn_dailymail', '3.0.0', split='test').to_json('DIR/cnndm/test.jsonl')\"` \
                  or `huggingface-cli download abisee/cnn_dailymail --repo-type dataset --include '3.0.0/test-*' \
                  --local-dir DIR/cnndm` (parquet, needs the `parquet` feature) or as DIR/cnndm/test.source + \
-                 DIR/cnndm/test.target (one article / one summary per line); {tail}"
+                 DIR/cnndm/test.target (one article / one summary per line); {tail}; without --data, \
+                 the encdec command line also looks for {repo} {file} in the Hugging Face cache and \
+                 downloads it there when online (not available offline)",
+                repo = CNNDM_HUB.repo,
+                file = CNNDM_HUB.files.join(" "),
             ),
         }
     }

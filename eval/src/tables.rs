@@ -6,7 +6,9 @@
 //!   measured by generating over the data set, which this module leaves to a
 //!   [`ModelRunner`] the caller passes in (the CLI runs `encdec eval`'s pipeline).
 //!   Without a runner, or when the checkpoint is not available, the row is reported as
-//!   `not run: ...` with the reason.
+//!   `not run: ...` with the reason. A row the runner measured on fewer examples than
+//!   the data set has (`encdec table --limit N`) is reported as `partial: ...`, with
+//!   no difference to the published number.
 //! - [`OutputsRow`]: existing hypothesis and reference files (relative to the data
 //!   directory), scored directly.
 //!
@@ -107,20 +109,47 @@ pub fn load_table(name: &str) -> Result<Table> {
     Ok(table)
 }
 
-/// Parses and validates a table file from disk (for tables that are not embedded).
+/// Parses and validates a table file from disk (for tables that are not embedded,
+/// `encdec table ./my-table.toml`). Errors name the file: a missing or unreadable file,
+/// TOML syntax or a wrong field with its line and column, an unknown metric or data set
+/// with the valid names.
 pub fn load_table_file(path: impl AsRef<Path>) -> Result<Table> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        let source = match source.kind() {
+            std::io::ErrorKind::NotFound => std::io::Error::new(
+                source.kind(),
+                format!(
+                    "no such table file (built-in tables: {})",
+                    list_tables().join(", ")
+                ),
+            ),
+            _ => source,
+        };
+        EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     parse_table(&text).map_err(|e| EvalError::Invalid(format!("{}: {e}", path.display())))
 }
 
-/// Parses and validates table TOML.
+/// Parses and validates table TOML. A TOML error is one line: line and column, then
+/// the parser's message.
 pub fn parse_table(text: &str) -> Result<Table> {
-    let table: Table =
-        toml::from_str(text).map_err(|e| EvalError::Invalid(format!("invalid table TOML: {e}")))?;
+    let table: Table = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                format!(" at line {line}, column {column}")
+            })
+            .unwrap_or_default();
+        let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        EvalError::Invalid(format!("invalid table TOML{at}: {message}"))
+    })?;
     table.validate()?;
     Ok(table)
 }
@@ -622,16 +651,26 @@ impl Table {
                 let published = c.published.get(metric);
                 let (value, status) = match &measured {
                     Err(why) => (None, format!("not run: {why}")),
-                    Ok(map) => match map.get(&metric) {
+                    Ok(scores) => match scores.values.get(&metric) {
                         None => (None, "not run: the scorer returned no value".to_string()),
                         Some(Err(why)) => (None, format!("not run: {why}")),
-                        Some(Ok(m)) => (Some(*m), compare(&c, metric, published, *m, tolerance)),
+                        Some(Ok(m)) => match scores.partial {
+                            Some((n, total)) => (
+                                Some(*m),
+                                format!(
+                                    "partial: measured on the first {n} of {total} examples \
+                                     (--limit {n}), not comparable with the published number"
+                                ),
+                            ),
+                            None => (Some(*m), compare(&c, metric, published, *m, tolerance)),
+                        },
                     },
                 };
                 let mut status = status;
                 if !c.verified {
                     status.push_str(&format!(" [published number unverified: {}]", c.source));
                 }
+                let partial = matches!(&measured, Ok(s) if s.partial.is_some());
                 ReportRow {
                     system: c.system.to_string(),
                     dataset: c.dataset.clone(),
@@ -639,9 +678,10 @@ impl Table {
                     published,
                     measured: value,
                     diff: match (value, published) {
-                        (Some(m), Some(p)) => Some(m - p),
+                        (Some(m), Some(p)) if !partial => Some(m - p),
                         _ => None,
                     },
+                    examples: value.and(measured.as_ref().ok().map(|s| s.examples)),
                     status,
                     source: c.source.to_string(),
                 }
@@ -707,8 +747,15 @@ fn read_pair(
     Ok((h, r))
 }
 
-/// Per metric: the measured value, or why it could not be measured.
-type Scores = BTreeMap<Metric, std::result::Result<f64, String>>;
+/// Per metric: the measured value, or why it could not be measured; and the number of
+/// examples scored.
+struct Scores {
+    values: BTreeMap<Metric, std::result::Result<f64, String>>,
+    examples: usize,
+    /// `(scored, in the data set)` when a model row was measured on fewer examples
+    /// than its data set has (`--limit`).
+    partial: Option<(usize, usize)>,
+}
 
 fn score_outputs(
     r: &OutputsRow,
@@ -743,10 +790,19 @@ fn run_model(
             ),
         });
     };
+    if let Some(why) = runner.precheck(table, r) {
+        return Err(why);
+    }
     let dataset = Dataset::get(&r.dataset).map_err(|e| e.to_string())?;
-    let examples = dataset
-        .load_from(options.data_dir)
+    let examples = runner
+        .examples(dataset, options.data_dir)
         .map_err(|e| format!("no data: {e}"))?;
+    if examples.is_empty() {
+        return Err(format!(
+            "no data: the runner gave no examples of {}",
+            r.dataset
+        ));
+    }
     let hyps = match runner.run(table, r, &examples).map_err(|e| e.to_string())? {
         RunOutcome::Hypotheses(h) => h,
         RunOutcome::NotRun(why) => return Err(why),
@@ -758,7 +814,12 @@ fn run_model(
             examples.len()
         ));
     }
-    score_all(c, scorer, &hyps, &examples.references)
+    let n = examples.len();
+    let mut scores = score_all(c, scorer, &hyps, &examples.references)?;
+    if n < dataset.lines && !dataset.alt_lines.contains(&n) {
+        scores.partial = Some((n, dataset.lines));
+    }
+    Ok(scores)
 }
 
 fn score_all(
@@ -767,7 +828,7 @@ fn score_all(
     hyp: &[String],
     refs: &[String],
 ) -> std::result::Result<Scores, String> {
-    let mut out: Scores = BTreeMap::new();
+    let mut out = BTreeMap::new();
     let checked = |name: &str, v: Result<f64>| -> std::result::Result<f64, String> {
         match v {
             Ok(x) if x.is_finite() => Ok(x),
@@ -819,7 +880,11 @@ fn score_all(
         }
         out.insert(l_metric, part(|t| t.2, l_metric.name()));
     }
-    Ok(out)
+    Ok(Scores {
+        values: out,
+        examples: hyp.len(),
+        partial: None,
+    })
 }
 
 /// Resolves a data file named in a table: absolute paths as they are; relative ones
@@ -953,8 +1018,26 @@ pub enum RunOutcome {
 
 /// Generates (or fetches the finished outputs of) a model row over its data set.
 pub trait ModelRunner {
-    /// `table` is the table name, `examples` the loaded data set.
+    /// `table` is the table name, `examples` the loaded data set (what
+    /// [`ModelRunner::examples`] gave).
     fn run(&self, table: &str, row: &ModelRow, examples: &Examples) -> Result<RunOutcome>;
+
+    /// Checked before the row's data is loaded: `Some(reason)` reports the row as
+    /// `not run: <reason>` without touching the data (e.g. the checkpoint is not
+    /// available locally). The default lets every row run.
+    fn precheck(&self, table: &str, row: &ModelRow) -> Option<String> {
+        let _ = (table, row);
+        None
+    }
+
+    /// The examples a model row is measured on. The default reads the data directories
+    /// ([`Dataset::load_from`]); a runner may look further (the CLI: the Hugging Face
+    /// cache) or take only the first N (`--limit`). A row measured on fewer examples
+    /// than the data set has is reported as partial, with no difference to the
+    /// published number.
+    fn examples(&self, dataset: &Dataset, data_dir: Option<&Path>) -> Result<Examples> {
+        dataset.load_from(data_dir)
+    }
 }
 
 /// Options of [`Table::report`].
@@ -974,9 +1057,13 @@ pub struct ReportRow {
     pub metric: Metric,
     pub published: Option<f64>,
     pub measured: Option<f64>,
-    /// measured - published.
+    /// measured - published (none for a partial measurement).
     pub diff: Option<f64>,
-    /// "ok", "differs: <why>", "not run: <why>" or "measured only: <why>".
+    /// How many examples the measured value is over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<usize>,
+    /// "ok", "differs: <why>", "not run: <why>", "measured only: <why>" or
+    /// "partial: <how many examples>".
     pub status: String,
     /// Where the published number comes from.
     pub source: String,
@@ -989,6 +1076,11 @@ impl ReportRow {
 
     pub fn is_not_run(&self) -> bool {
         self.status.starts_with("not run")
+    }
+
+    /// Measured on fewer examples than the data set has (`--limit`).
+    pub fn is_partial(&self) -> bool {
+        self.status.starts_with("partial")
     }
 }
 
@@ -1052,11 +1144,26 @@ impl Report {
             .iter()
             .filter(|r| r.status.starts_with("differs"))
             .count();
-        let measured_only = self.rows.len() - ok - not_run - differs;
-        format!(
+        let partial = self.rows.iter().filter(|r| r.is_partial()).count();
+        let measured_only = self.rows.len() - ok - not_run - differs - partial;
+        let mut line = format!(
             "{} scores: {ok} ok, {differs} differ, {measured_only} measured without a published number, {not_run} not run",
             self.rows.len()
-        )
+        );
+        if partial > 0 {
+            let sizes: std::collections::BTreeSet<usize> = self
+                .rows
+                .iter()
+                .filter(|r| r.is_partial())
+                .filter_map(|r| r.examples)
+                .collect();
+            let sizes: Vec<String> = sizes.iter().map(usize::to_string).collect();
+            line.push_str(&format!(
+                ", {partial} partial (on the first {} examples only: NOT the table's numbers)",
+                sizes.join("/")
+            ));
+        }
+        line
     }
 
     /// A GitHub-flavoured Markdown table with the title, notes and a summary line.

@@ -326,13 +326,21 @@ fn lang_entry(iso: &str) -> Option<&'static LangCodes> {
     LANGS.iter().find(|l| l.0 == iso)
 }
 
-struct Defaults {
+pub(crate) struct Defaults {
     /// `task_specific_params` key to apply.
-    task: Option<String>,
-    prefix: Option<String>,
-    src_lang: Option<String>,
-    tgt_lang: Option<String>,
-    notes: Vec<String>,
+    pub(crate) task: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) src_lang: Option<String>,
+    pub(crate) tgt_lang: Option<String>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// The flags [`task_defaults`] respects besides `--task`: given ones win over defaults.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskFlags {
+    pub(crate) prefix: Option<String>,
+    pub(crate) src_lang: Option<String>,
+    pub(crate) tgt_lang: Option<String>,
 }
 
 /// The `task_specific_params` keys of `dir/config.json`.
@@ -358,7 +366,8 @@ fn is_t5_family(model_type: &str) -> bool {
 
 /// Task prefix, task_specific_params and language codes for `ds`, unless given.
 fn task_defaults(
-    a: &RunArgs,
+    gen: &GenArgs,
+    a: &TaskFlags,
     ds: &Dataset,
     dir: &Path,
     model_type: &str,
@@ -373,7 +382,7 @@ fn task_defaults(
         Task::Summarization => "summarization".to_string(),
         Task::Translation => format!("translation_{}_to_{}", ds.src_lang, ds.tgt_lang),
     };
-    let task = match a.gen.task.as_deref() {
+    let task = match gen.task.as_deref() {
         Some("none") => None,
         Some(t) => Some(t.to_string()),
         // T5's generation_config.json has no search settings; its published ones are
@@ -592,7 +601,7 @@ fn read_references(dir: &Path, expected: usize) -> Result<Vec<String>> {
 // Progress
 
 /// An indicatif bar on a terminal; otherwise a plain line on stderr every 30 s.
-struct ProgressLine {
+pub(crate) struct ProgressLine {
     bar: Option<indicatif::ProgressBar>,
     total: usize,
     start_done: usize,
@@ -601,7 +610,7 @@ struct ProgressLine {
 }
 
 impl ProgressLine {
-    fn new(label: &str, done: usize, total: usize) -> Self {
+    pub(crate) fn new(label: &str, done: usize, total: usize) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -624,7 +633,7 @@ impl ProgressLine {
         }
     }
 
-    fn update(&mut self, done: usize, tokens: u64) {
+    pub(crate) fn update(&mut self, done: usize, tokens: u64) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let ex_rate = (done - self.start_done) as f64 / secs;
         let tok_rate = tokens as f64 / secs;
@@ -652,7 +661,7 @@ impl ProgressLine {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -1121,6 +1130,50 @@ fn encode_quiet(
     Ok((out, cut_count))
 }
 
+/// How a checkpoint generates over a data set: the task defaults (see
+/// [`task_defaults`]) on top of the flags, and the resolved generation settings.
+pub(crate) struct TaskSettings {
+    pub(crate) model_type: String,
+    pub(crate) defaults: Defaults,
+    /// The generation flags with the chosen `--task`.
+    pub(crate) gen: GenArgs,
+    pub(crate) config: encdec_generate::GenerationConfig,
+    pub(crate) prefix: Option<String>,
+}
+
+/// [`TaskSettings`] of the checkpoint in `dir` on `ds`; `rows` are the published
+/// table rows whose prefix or language codes apply.
+pub(crate) fn task_settings(
+    dir: &Path,
+    ds: &Dataset,
+    gen: &GenArgs,
+    flags: &TaskFlags,
+    rows: &[(String, ModelRow)],
+) -> Result<TaskSettings> {
+    let model_cfg = ModelConfig::from_dir(dir)?;
+    let model_type = model_cfg.model_type().to_string();
+    let defaults = {
+        let tokenizer = Seq2SeqTokenizer::from_dir(dir, &model_type)?;
+        task_defaults(gen, flags, ds, dir, &model_type, &tokenizer, rows)
+    };
+    let mut gen = gen.clone();
+    gen.task = defaults.task.clone();
+    let (_, _, config, prefix) = resolve_settings(
+        dir,
+        &gen,
+        defaults.prefix.as_deref(),
+        defaults.src_lang.as_deref(),
+        defaults.tgt_lang.as_deref(),
+    )?;
+    Ok(TaskSettings {
+        model_type,
+        defaults,
+        gen,
+        config,
+        prefix,
+    })
+}
+
 fn run_eval(a: RunArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -1135,7 +1188,7 @@ fn run_eval(a: RunArgs) -> Result<()> {
         .map(|s| s.parse::<Shard>().map_err(|e| anyhow!("--shard {s}: {e}")))
         .transpose()?;
     let ds = Dataset::get(&a.dataset)?;
-    let located = ds.locate(a.data.as_deref())?;
+    let located = ds.locate_or(a.data.as_deref(), Some(&crate::hub::HubData))?;
     let mut examples = ds.read(&located)?;
     if let Some(l) = a.limit {
         examples = examples.limit(l);
@@ -1163,22 +1216,19 @@ fn run_eval(a: RunArgs) -> Result<()> {
     let examples = examples.slice(range.clone());
 
     let dir = crate::hub::resolve_model(&a.model.model)?;
-    let model_cfg = ModelConfig::from_dir(&dir)?;
-    let model_type = model_cfg.model_type().to_string();
     let rows = published_rows(&a.model.model, ds.name);
-    let defaults = {
-        let tokenizer = Seq2SeqTokenizer::from_dir(&dir, &model_type)?;
-        task_defaults(&a, ds, &dir, &model_type, &tokenizer, &rows)
+    let flags = TaskFlags {
+        prefix: a.prefix.clone(),
+        src_lang: a.src_lang.clone(),
+        tgt_lang: a.tgt_lang.clone(),
     };
-    let mut gen = a.gen.clone();
-    gen.task = defaults.task.clone();
-    let (_, _, config, prefix) = resolve_settings(
-        &dir,
-        &gen,
-        defaults.prefix.as_deref(),
-        defaults.src_lang.as_deref(),
-        defaults.tgt_lang.as_deref(),
-    )?;
+    let TaskSettings {
+        model_type,
+        defaults,
+        gen,
+        config,
+        prefix,
+    } = task_settings(&dir, ds, &a.gen, &flags, &rows)?;
     let mut generation = config.to_json();
     if let Some(map) = generation.as_object_mut() {
         map.remove("source");
@@ -1394,11 +1444,32 @@ fn generate_chunk(
     file: &mut File,
     path: &Path,
 ) -> Result<(Vec<String>, u64, usize)> {
+    let (lines, tokens, cut) = generate_lines(session, sources, first, batch_size, pegasus)?;
+    let mut text = String::new();
+    for line in &lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.flush())
+        .and_then(|_| file.sync_data())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((lines, tokens, cut))
+}
+
+/// The best hypothesis of each source as one line (`sources[i]` is example
+/// `first + i`): `(lines, generated tokens, truncated sources)`.
+pub(crate) fn generate_lines(
+    session: &Session,
+    sources: &[String],
+    first: usize,
+    batch_size: usize,
+    pegasus: bool,
+) -> Result<(Vec<String>, u64, usize)> {
     let (encoded, cut) = encode_quiet(session, sources, first)?;
     let generated = session.generate(&encoded, batch_size, false)?;
     let mut lines = Vec::with_capacity(sources.len());
     let mut tokens = 0u64;
-    let mut text = String::new();
     for hs in &generated {
         let line = match hs.first() {
             Some(h) => {
@@ -1407,14 +1478,8 @@ fn generate_chunk(
             }
             None => String::new(),
         };
-        text.push_str(&line);
-        text.push('\n');
         lines.push(line);
     }
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.flush())
-        .and_then(|_| file.sync_data())
-        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok((lines, tokens, cut))
 }
 
