@@ -76,6 +76,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn device(&self) -> Device;
     /// Human-readable description (ISA or GPU name).
     fn describe(&self) -> String;
+    /// Runs `f` where this backend's ops run best. The CPU backend runs it on a
+    /// thread of its pool, so each op's parallel split forks locally instead of
+    /// being handed to the pool from outside (which costs a wake-up per op and,
+    /// in rayon's injector queue, an allocation every few dozen ops).
+    fn run_scoped(&self, f: &mut (dyn FnMut() + Send)) {
+        f()
+    }
 
     // ---- memory -------------------------------------------------------------
     /// A zero-filled tensor on this backend.

@@ -670,6 +670,10 @@ impl Backend for ProfiledBackend {
     fn device(&self) -> Device {
         self.inner.device()
     }
+    fn run_scoped(&self, f: &mut (dyn FnMut() + Send)) {
+        self.inner.run_scoped(f)
+    }
+
     fn describe(&self) -> String {
         format!("{} (profiled)", self.inner.describe())
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use crate::shape::Dims;
 use crate::{DType, Device, Error, Result, Shape};
 
 /// Host memory of one tensor.
@@ -111,7 +112,7 @@ impl Storage {
 pub struct Tensor {
     storage: Arc<Storage>,
     shape: Shape,
-    strides: Vec<usize>,
+    strides: Dims,
     offset: usize,
 }
 
@@ -216,7 +217,7 @@ impl Tensor {
     }
     pub fn is_contiguous(&self) -> bool {
         let mut expected = 1;
-        for (&d, &s) in self.shape.dims().iter().zip(&self.strides).rev() {
+        for (&d, &s) in self.shape.dims().iter().zip(self.strides.iter()).rev() {
             if d != 1 && s != expected {
                 return false;
             }
@@ -267,7 +268,7 @@ impl Tensor {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
                 lhs: self.dims().to_vec(),
-                rhs: shape.0,
+                rhs: shape.dims().to_vec(),
             });
         }
         if !self.is_contiguous() {
@@ -285,7 +286,7 @@ impl Tensor {
             return Err(Error::ShapeMismatch {
                 op: "reshape_in_place",
                 lhs: self.dims().to_vec(),
-                rhs: shape.0,
+                rhs: shape.dims().to_vec(),
             });
         }
         self.strides = shape.contiguous_strides();
@@ -437,7 +438,7 @@ impl Tensor {
                 })
             }
         };
-        Tensor::from_host(out, self.shape.clone())
+        Tensor::from_host(out, self.shape)
     }
 }
 

@@ -272,6 +272,10 @@ impl Backend for CpuBackend {
         Device::Cpu
     }
 
+    fn run_scoped(&self, f: &mut (dyn FnMut() + Send)) {
+        self.install(f)
+    }
+
     fn describe(&self) -> String {
         let mut feats = vec![match isa::active() {
             isa::Isa::Avx512 => "avx512",
@@ -397,7 +401,7 @@ impl Backend for CpuBackend {
             // Float -> u32 was refused above.
             (_, DType::U32) => HostStorage::U32(Vec::new()),
         });
-        Tensor::from_host(out, src.shape().clone())
+        Tensor::from_host(out, *src.shape())
     }
 
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
@@ -535,11 +539,11 @@ impl Backend for CpuBackend {
         let n = w.dim(0);
         let wv = weights(w, OP)?;
         let b = bias.map(|b| vec_f32(b, n, OP)).transpose()?;
-        let mut want = x.dims().to_vec();
-        if let Some(last) = want.last_mut() {
-            *last = n;
-        }
         if out.elem_count() != m * n || out.cols() != n {
+            let mut want = x.dims().to_vec();
+            if let Some(last) = want.last_mut() {
+                *last = n;
+            }
             return Err(shape_err(OP, out.dims(), &want));
         }
         let o = f32_out(out, OP)?;

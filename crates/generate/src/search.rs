@@ -81,7 +81,7 @@ pub struct TraceEvent<'a> {
 }
 
 /// A trace callback.
-pub type TraceFn<'a> = dyn FnMut(&TraceEvent<'_>) + 'a;
+pub type TraceFn<'a> = dyn FnMut(&TraceEvent<'_>) + Send + 'a;
 
 /// Indices of `lengths` sorted longest first (stable), cut into batches of
 /// `batch_size`: sources of similar length share a batch, so padding is small.
@@ -194,6 +194,25 @@ impl<'m> Generator<'m> {
     /// Generate for one batch of `(index, source ids)`: the index is the caller's
     /// numbering (trace events, sampling streams). One encoder call for the batch.
     pub fn generate_indexed(
+        &mut self,
+        batch: &[(usize, &[u32])],
+        trace: Option<&mut TraceFn<'_>>,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let model = self.model;
+        let mut trace = trace;
+        let mut result = None;
+        model.backend().run_scoped(&mut || {
+            result = Some(self.generate_here(batch, trace.take()));
+        });
+        result.unwrap_or_else(|| {
+            Err(Error::Invalid(
+                "the backend returned without running the generation".into(),
+            ))
+        })
+    }
+
+    /// [`generate_indexed`](Self::generate_indexed) on the calling thread.
+    fn generate_here(
         &mut self,
         batch: &[(usize, &[u32])],
         trace: Option<&mut TraceFn<'_>>,

@@ -262,6 +262,14 @@ fn parse_header(path: &Path, buf: &[u8], file_len: u64) -> Result<Header> {
                     StoredDType::ALL.map(StoredDType::as_str).join(", ")
                 ),
             })?;
+        if raw.shape.len() > encdec_core::shape::MAX_RANK {
+            return Err(entry_err(format!(
+                "shape {:?} has {} dimensions; at most {} are supported",
+                raw.shape,
+                raw.shape.len(),
+                encdec_core::shape::MAX_RANK
+            )));
+        }
         let (begin, end) = raw.data_offsets;
         if begin > end {
             return Err(entry_err(format!(

@@ -552,3 +552,15 @@ fn a_single_file_wins_over_an_index_as_in_transformers() {
     let ck = Checkpoint::open(d.path()).unwrap();
     assert_eq!(ck.names(), vec!["only"]);
 }
+
+#[test]
+fn tensors_of_too_many_dimensions_are_rejected_at_open() {
+    let e = open_err(&raw_file(
+        r#"{"w": {"dtype": "F32", "shape": [1, 1, 1, 1, 1, 1, 1], "data_offsets": [0, 4]}}"#,
+        &[0; 4],
+    ));
+    assert!(
+        e.contains("tensor w") && e.contains("7 dimensions") && e.contains("at most 6"),
+        "{e}"
+    );
+}

@@ -783,8 +783,13 @@ fn attention_rows_generic<S: Simd>(
         }
         return;
     }
-    let mut sc = vec![0.0f32; kv_pad];
-    let mut qs = vec![0.0f32; d];
+    // decode steps take this path every layer: reuse the thread's buffer
+    let mut buf = DOT_SCRATCH.with(|c| c.take());
+    if buf.len() < kv_pad + d {
+        buf = vec![0.0f32; kv_pad + d];
+    }
+    buf[..kv_pad + d].fill(0.0);
+    let (sc, qs) = buf[..kv_pad + d].split_at_mut(kv_pad);
     let mask_row = a.key_mask.map(|m| &m[r * a.tcap..r * a.tcap + a.kv_len]);
     for h in h0..h1 {
         let oc = h * d - col0;
@@ -795,14 +800,15 @@ fn attention_rows_generic<S: Simd>(
                 *x = y * a.scale;
             }
             let lim = a.limit(i);
-            qk_dot(s, a, &qs, r, h, lim, &mut sc);
+            qk_dot(s, a, qs, r, h, lim, sc);
             let bias = a
                 .position_bias
                 .map(|pb| &pb[(h * a.tq + i) * a.kv_len..(h * a.tq + i + 1) * a.kv_len]);
-            let n = finalize_row(s, &mut sc, lim, a.kv_len, bias, mask_row);
-            pv_row(s, a, &sc, n, r, h, &mut out[ii * ldo + oc..]);
+            let n = finalize_row(s, sc, lim, a.kv_len, bias, mask_row);
+            pv_row(s, a, sc, n, r, h, &mut out[ii * ldo + oc..]);
         }
     }
+    DOT_SCRATCH.with(|c| c.set(buf));
 }
 
 multiversion! {
@@ -906,6 +912,9 @@ fn pack_kv(a: &Attn, w: usize, parallel: bool, kt: &mut Vec<f32>, vt: &mut Vec<f
 }
 
 thread_local! {
+    /// Scores and scaled query of the dot path (decode steps), reused across
+    /// calls; a nested call on the thread finds it empty and allocates its own.
+    static DOT_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Packed K/V buffers of the calling thread, reused across calls (they keep
     /// the largest size seen).
     static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
