@@ -65,6 +65,8 @@ WORKLOADS = {
 }
 
 ENGINES = ("transformers", "ct2-float32", "ct2-int8")
+# encdec itself, in the same rotation (the release binary, on the same saved model)
+ENCDEC_ENGINES = ("encdec-f32", "encdec-int8")
 
 
 def source_ids(batch, src_len, vocab):
@@ -78,6 +80,15 @@ def source_ids(batch, src_len, vocab):
         [10 + (b * 131 + t * 7919 + (b * t) % 17) % span for t in range(src_len)]
         for b in range(batch)
     ]
+
+
+def step_percentiles(steps, pcts):
+    """p50/p90/p99 of the step times, or (engines that report only percentiles,
+    one triple per run) the median of each."""
+    pcts = [p for p in pcts if p and all(x is not None for x in p)]
+    if not steps and pcts:
+        return {f"step_p{q}_ms": statistics.median(p[i] for p in pcts) for i, q in enumerate((50, 90, 99))}
+    return {f"step_p{q}_ms": percentile(steps, q) for q in (50, 90, 99)}
 
 
 def percentile(values, p):
@@ -248,6 +259,8 @@ def worker_main(conn, engine, model_dir, cfg, threads):
 
 
 def make_runner(engine, model_dir, cfg, threads):
+    if engine.startswith("encdec-"):
+        return EncdecRunner(model_dir, threads, engine[len("encdec-"):])
     if engine == "transformers":
         return HfRunner(model_dir, cfg, threads)
     if engine.startswith("ct2-"):
@@ -398,6 +411,43 @@ class Ct2Runner:
         return {"ttft_s": stamps[0] - t0 if stamps else None, "steps_ms": steps}
 
 
+class EncdecRunner:
+    """`encdec bench --model DIR` on the same saved random model, one timed run per
+    call (after one untimed warm-up run in the same process)."""
+
+    def __init__(self, hf_dir, threads, dtype):
+        import subprocess
+
+        self.sp = subprocess
+        self.exe = os.environ.get("ENCDEC_BIN", str(ROOT / "target" / "release" / "encdec"))
+        if not Path(self.exe).is_file():
+            raise RuntimeError(f"{self.exe} not found: run `cargo build --release` (or set ENCDEC_BIN)")
+        self.dir, self.threads, self.dtype = str(hf_dir), threads, dtype
+
+    def versions(self):
+        out = self.sp.run([self.exe, "--version"], capture_output=True, text=True)
+        return {"encdec": out.stdout.strip()}
+
+    def run(self, w):
+        cmd = [self.exe, "bench", "--model", self.dir, "--dtype", self.dtype,
+               "--threads", str(self.threads), "--batch", str(w["batch"]),
+               "--src-len", str(w["src_len"]), "--new-tokens", str(w["new_tokens"]),
+               "--num-beams", str(w["num_beams"]), "--warmup", "1", "--runs", "1",
+               "--format", "json"]
+        out = self.sp.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip()}")
+        rep = json.loads(out.stdout)
+        r = rep["results"][0]
+        return {"wall_s": r["median_s"], "encoder_s": r.get("encoder_s"), "ttft_s": r.get("ttft_s"),
+                "steps_ms": [], "pcts": [r.get(f"step_p{q}_ms") for q in (50, 90, 99)],
+                # the encdec process's own peak RSS and machine facts, not the worker's
+                "rss_mb": r.get("peak_rss_mb"), "machine": rep.get("machine")}
+
+    def detail(self, w):
+        return {"ttft_s": None, "steps_ms": []}
+
+
 # --------------------------------------------------------------------------------------
 # the driver
 # --------------------------------------------------------------------------------------
@@ -455,8 +505,8 @@ def main():
     workloads = parse_workloads(args)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
-        if e not in ENGINES:
-            sys.exit(f"error: unknown engine {e!r} (known: {', '.join(ENGINES)})")
+        if e not in ENGINES + ENCDEC_ENGINES:
+            sys.exit(f"error: unknown engine {e!r} (known: {', '.join(ENGINES + ENCDEC_ENGINES)})")
 
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_peers_"))
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -473,7 +523,7 @@ def main():
         versions = {}
         for e in engines:
             parent, child = ctx.Pipe()
-            d = hf_dir if e == "transformers" else ct2_dir
+            d = ct2_dir if e.startswith("ct2-") else hf_dir
             p = ctx.Process(target=worker_main, args=(child, e, d, cfg, args.threads), daemon=True)
             p.start()
             msg = parent.recv()
@@ -529,23 +579,25 @@ def main():
                     "max_s": max(walls),
                     "encoder_s": statistics.median(encs) if encs else None,
                     "ttft_s": statistics.median(ttfts) if ttfts else None,
-                    "step_p50_ms": percentile(steps, 50),
-                    "step_p90_ms": percentile(steps, 90),
-                    "step_p99_ms": percentile(steps, 99),
+                    **step_percentiles(steps, [m.get("pcts") for m in ms]),
                     "peak_rss_mb": None,
                 })
             rss = call(e, "rss")
-            for res in results:
-                res["peak_rss_mb"] = rss
-            dtype = "int8" if e == "ct2-int8" else "float32"
+            for (name, _), res in zip(workloads, results):
+                own = [m["rss_mb"] for m in runs[(e, name)] if m.get("rss_mb") is not None]
+                res["peak_rss_mb"] = max(own) if own else rss
+            machine = next((m["machine"] for (e2, _), ms in runs.items() if e2 == e
+                            for m in ms if m.get("machine")), None) or machine_info()
+            dtype = "int8" if e.endswith("int8") else "float32"
             out.append({
-                "engine": "transformers" if e == "transformers" else "ctranslate2",
+                "engine": e.split("-")[0].replace("ct2", "ctranslate2"),
                 "dtype": dtype,
                 "model": f"{model_name} (random weights)",
                 "device": "cpu",
                 "threads": args.threads,
                 "warmup": args.warmup,
-                "machine": machine_info(),
+                "runs_per_workload": args.rounds,
+                "machine": machine,
                 "versions": {"python": platform.python_version(), **versions[e]},
                 "results": results,
             })
