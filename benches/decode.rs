@@ -13,7 +13,8 @@
 //!   runs it (10 samples each; `encdec bench` reports the per-step and encoder
 //!   breakdown of the same runs).
 //!
-//! Threads: all cores, or `ENCDEC_BENCH_THREADS`.
+//! Threads: all cores, or `ENCDEC_BENCH_THREADS`. Encoder and step run inside the
+//! backend's pool (`Backend::run_scoped`), as the Generator runs them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,7 +78,12 @@ fn bench_models(c: &mut Criterion) {
             for b in BATCHES {
                 let src = sources(b, if b == 1 { 32 } else { 64 });
                 g.bench_function(BenchmarkId::new(arch, format!("b{b}")), |bench| {
-                    bench.iter(|| m.encode(&src).expect("encode"))
+                    // as the Generator runs it: inside the backend's pool
+                    bench.iter(|| {
+                        let mut out = None;
+                        be.run_scoped(&mut || out = Some(m.encode(&src).expect("encode")));
+                        out
+                    })
                 });
             }
             g.finish();
@@ -103,15 +109,18 @@ fn bench_models(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(arch, format!("b{b}")), |bench| {
                 bench.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        if state.len >= CAPACITY {
-                            state = fresh(&mut logits);
+                    // as the Generator runs it: inside the backend's pool
+                    be.run_scoped(&mut || {
+                        for _ in 0..iters {
+                            if state.len >= CAPACITY {
+                                state = fresh(&mut logits);
+                            }
+                            let t = Instant::now();
+                            m.step(&enc, &mut state, &tokens, &mut logits)
+                                .expect("step");
+                            total += t.elapsed();
                         }
-                        let t = Instant::now();
-                        m.step(&enc, &mut state, &tokens, &mut logits)
-                            .expect("step");
-                        total += t.elapsed();
-                    }
+                    });
                     total
                 })
             });
