@@ -1,11 +1,31 @@
 //! encdec-cuda: the CUDA backend.
 //!
-//! Status: device discovery only. The kernels (`kernels/*.cu`) and the `Backend`
-//! implementation are the CUDA issue's work; until then `--device cuda` reports
-//! clearly whether a GPU is present and that the backend is not available yet.
+//! [`CudaBackend`] implements `encdec_core::Backend` with the hand-written
+//! kernels of `kernels/*.cu` (one file per op family, see `kernels/README.md`),
+//! compiled with NVRTC at first use for the device's architecture and cached
+//! on disk ([`module`]), and launched through cudarc's driver API on one stream.
+//! Device memory comes from a caching allocator ([`memory`]); tensors hold it as
+//! [`CudaBuffer`]. Activations are f32; weights f32, f16, bf16 or int8 with
+//! per-row scales. The CPU backend is the reference every op is tested against
+//! (`crates/cuda/tests/`).
+//!
+//! Status: written without a GPU. The kernels compile with NVRTC for sm_80 and
+//! sm_90 (checked by `tests/nvrtc_compile.rs`); nothing here has run on a GPU yet.
 //!
 //! cudarc loads libcuda dynamically and panics if it is absent, so every entry
-//! point checks `is_culib_present()` first.
+//! point checks [`driver_present`] first.
+
+mod backend;
+mod launch;
+pub mod memory;
+pub mod module;
+pub mod nvrtc;
+mod ops;
+
+pub use backend::CudaBackend;
+pub use memory::{CudaBuffer, MemoryStats};
+pub use ops::attention::AttentionPath;
+pub use ops::gemm::GemmPath;
 
 use encdec_core::{Error, Result};
 
@@ -16,6 +36,14 @@ pub struct DeviceInfo {
     pub name: String,
     pub total_memory_bytes: usize,
     pub compute_capability: (i32, i32),
+    pub multiprocessors: usize,
+}
+
+impl DeviceInfo {
+    /// `cuda:N`.
+    pub fn label(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
 }
 
 /// Whether the CUDA driver library can be loaded on this machine.
@@ -33,17 +61,24 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo> {
     }
     let ctx = cudarc::driver::CudaContext::new(ordinal)
         .map_err(|e| Error::NoCudaDevice(format!("cannot open cuda:{ordinal}: {e}")))?;
-    let name = ctx.name().map_err(|e| Error::Cuda(e.to_string()))?;
-    let cc = ctx
-        .compute_capability()
-        .map_err(|e| Error::Cuda(e.to_string()))?;
-    let (_free, total) =
-        cudarc::driver::result::mem_get_info().map_err(|e| Error::Cuda(e.to_string()))?;
+    info_of(&ctx)
+}
+
+pub(crate) fn info_of(ctx: &cudarc::driver::CudaContext) -> Result<DeviceInfo> {
+    use cudarc::driver::sys::CUdevice_attribute as A;
+    let e = |e: cudarc::driver::DriverError| Error::Cuda(e.to_string());
+    let name = ctx.name().map_err(e)?;
+    let cc = ctx.compute_capability().map_err(e)?;
+    let total = ctx.total_mem().map_err(e)?;
+    let sms = ctx
+        .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(e)?;
     Ok(DeviceInfo {
-        ordinal,
+        ordinal: ctx.ordinal(),
         name,
         total_memory_bytes: total,
         compute_capability: cc,
+        multiprocessors: sms.max(1) as usize,
     })
 }
 
@@ -58,6 +93,8 @@ mod tests {
             return;
         }
         let err = probe(0).unwrap_err().to_string();
+        assert!(err.contains("libcuda"), "{err}");
+        let err = CudaBackend::new(0).unwrap_err().to_string();
         assert!(err.contains("libcuda"), "{err}");
     }
 }

@@ -1,0 +1,1078 @@
+//! [`CudaBackend`]: the `Backend` trait on one CUDA device.
+//!
+//! Every method first checks each argument's device, dtype, contiguity and
+//! shape, in the order and with the errors of the CPU backend
+//! (`crates/cpu/src/backend.rs`, the reference), then enqueues kernels of
+//! `crate::ops` on the backend's one stream. Only `download` and `topk` wait
+//! for the device. u32 tensors (ids, kv_index, beam indices) keep a host copy
+//! (`CudaBuffer::ids`), so range checks of ids need no device read.
+//!
+//! Dtypes: activations f32. `linear` and `embedding` weights f32, f16, bf16 or
+//! int8 (per-row scales); norm weights and biases f32, f16 or bf16 (non-f32 ones
+//! are converted on the device once per call, as the CPU backend does).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use cudarc::driver::{result, sys::CUdevice_attribute, CudaContext};
+use encdec_core::{
+    Activation, AttentionParams, Backend, DType, Device, Error, HostStorage, NormKind, Result,
+    Storage, Tensor,
+};
+use half::{bf16, f16};
+
+use crate::launch::Dev;
+use crate::memory::{cuda_err, Block, CudaBuffer, MemoryStats, Pool};
+use crate::module::Kernels;
+use crate::ops::attention::{AttentionPath, AttnArgs};
+use crate::ops::gemm::{GemmPath, WeightPtr};
+use crate::ops::{self, topk};
+use crate::{driver_present, info_of, DeviceInfo};
+
+/// The CUDA backend of one device. Cloning shares the device state.
+#[derive(Debug, Clone)]
+pub struct CudaBackend {
+    dev: Arc<Dev>,
+    knobs: Arc<Knobs>,
+}
+
+#[derive(Debug, Default)]
+struct Knobs {
+    gemm: AtomicU8,
+    attention: AtomicU8,
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`. Kernels are compiled (or read from the disk
+    /// cache) at first use; call [`preload`](Self::preload) to do it now.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(Error::NoCudaDevice(
+                "the CUDA driver library (libcuda.so) was not found; install the NVIDIA driver or use --device cpu".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| Error::NoCudaDevice(format!("cannot open cuda:{ordinal}: {e}")))?;
+        // SAFETY: this crate never hands cudarc a CudaSlice; all memory is raw
+        // device pointers used on the one stream below, so the per-slice events
+        // cudarc would record have nothing to order.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| cuda_err("create stream", e))?;
+        let info = info_of(&ctx)?;
+        let max_smem_optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_or(48 * 1024, |v| v.max(48 * 1024) as u32);
+        let pool = Pool::new(ctx.clone());
+        let kernels = Kernels::new(ctx.clone(), info.compute_capability);
+        Ok(CudaBackend {
+            dev: Arc::new(Dev {
+                ctx,
+                stream,
+                pool,
+                kernels,
+                info,
+                max_smem_optin,
+            }),
+            knobs: Arc::new(Knobs::default()),
+        })
+    }
+
+    /// Compiles or loads every kernel module now (a compile error surfaces
+    /// here instead of at the first op); returns how each module was obtained.
+    pub fn preload(&self) -> Result<Vec<String>> {
+        self.dev.bind()?;
+        self.dev.kernels.load_all()
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.dev.info
+    }
+
+    /// Counters of the caching allocator.
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.dev.pool.stats()
+    }
+
+    /// Waits until all queued work has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.dev.bind()?;
+        self.dev.sync("synchronize")
+    }
+
+    /// Chooses the `linear` kernels (tests and benches use this to cover both).
+    pub fn set_gemm_path(&self, p: GemmPath) {
+        self.knobs.gemm.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Chooses the attention kernels (tests and benches use this to cover both).
+    pub fn set_attention_path(&self, p: AttentionPath) {
+        self.knobs.attention.store(p as u8, Ordering::Relaxed);
+    }
+
+    fn gemm_path(&self) -> GemmPath {
+        match self.knobs.gemm.load(Ordering::Relaxed) {
+            1 => GemmPath::Tiled,
+            _ => GemmPath::Auto,
+        }
+    }
+
+    fn attention_path(&self) -> AttentionPath {
+        match self.knobs.attention.load(Ordering::Relaxed) {
+            1 => AttentionPath::Tiled,
+            2 => AttentionPath::SplitKv,
+            _ => AttentionPath::Auto,
+        }
+    }
+
+    // ---- argument checks ---------------------------------------------------
+
+    fn label(&self) -> String {
+        self.dev.info.label()
+    }
+
+    fn unsupported(&self, op: &'static str, dtype: DType) -> Error {
+        Error::UnsupportedDType {
+            op,
+            dtype,
+            device: self.label(),
+        }
+    }
+
+    /// The buffer of a tensor of this device.
+    fn buf<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a CudaBuffer> {
+        match t.storage() {
+            Storage::Host(_) => Err(Error::WrongDevice {
+                op,
+                got: "cpu".into(),
+                want: self.label(),
+            }),
+            Storage::Device(b) => match b.as_any().downcast_ref::<CudaBuffer>() {
+                Some(c) if c.ordinal == self.dev.info.ordinal => Ok(c),
+                _ => Err(Error::WrongDevice {
+                    op,
+                    got: b.device().to_string(),
+                    want: self.label(),
+                }),
+            },
+        }
+    }
+
+    /// The buffer of an output tensor: of this device and uniquely owned.
+    fn buf_mut<'a>(&self, t: &'a mut Tensor, op: &'static str) -> Result<&'a mut CudaBuffer> {
+        self.buf(t, op)?;
+        match t.storage_mut(op)? {
+            Storage::Device(b) => b
+                .as_any_mut()
+                .downcast_mut::<CudaBuffer>()
+                .ok_or_else(|| Error::Invalid(format!("{op}: not a CUDA buffer"))),
+            Storage::Host(_) => Err(Error::WrongDevice {
+                op,
+                got: "cpu".into(),
+                want: self.label(),
+            }),
+        }
+    }
+
+    /// Address of a contiguous f32 tensor.
+    fn f32_in(&self, t: &Tensor, op: &'static str) -> Result<u64> {
+        let b = self.buf(t, op)?;
+        t.require_contiguous(op)?;
+        if b.dtype != DType::F32 {
+            return Err(self.unsupported(op, b.dtype));
+        }
+        Ok(b.ptr_at(t.offset()))
+    }
+
+    /// Address of a contiguous, uniquely owned f32 tensor (an output).
+    fn f32_out(&self, t: &mut Tensor, op: &'static str) -> Result<u64> {
+        let p = self.f32_in(t, op)?;
+        t.storage_mut(op)?;
+        Ok(p)
+    }
+
+    /// Address and host copy of a contiguous u32 tensor.
+    fn u32_in<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<(u64, &'a [u32])> {
+        let b = self.buf(t, op)?;
+        t.require_contiguous(op)?;
+        if b.dtype != DType::U32 {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: b.dtype,
+                rhs: DType::U32,
+            });
+        }
+        let ids = b
+            .ids
+            .as_deref()
+            .ok_or_else(|| Error::Cuda(format!("{op}: u32 tensor without its host copy")))?;
+        let o = t.offset();
+        Ok((b.ptr_at(o), &ids[o..o + t.elem_count()]))
+    }
+
+    /// A vector of `n` f32/f16/bf16 values as an f32 address (converted into
+    /// the returned temporary block when not f32).
+    fn vec_f32(&self, t: &Tensor, n: usize, op: &'static str) -> Result<(u64, Option<Block>)> {
+        let b = self.buf(t, op)?;
+        t.require_contiguous(op)?;
+        if t.elem_count() != n {
+            return Err(shape_err(op, t.dims(), &[n]));
+        }
+        match b.dtype {
+            DType::F32 => Ok((b.ptr_at(t.offset()), None)),
+            DType::F16 | DType::BF16 => {
+                let tmp = self.dev.alloc(n * 4)?;
+                ops::elementwise::cast(
+                    &self.dev,
+                    b.dtype,
+                    DType::F32,
+                    b.ptr_at(t.offset()),
+                    tmp.ptr,
+                    n,
+                )?;
+                Ok((tmp.ptr, Some(tmp)))
+            }
+            d => Err(self.unsupported(op, d)),
+        }
+    }
+
+    /// A contiguous `[rows, cols]` weight matrix as the GEMM reads it.
+    fn weights(&self, t: &Tensor, op: &'static str) -> Result<WeightPtr> {
+        let b = self.buf(t, op)?;
+        t.require_contiguous(op)?;
+        let o = t.offset();
+        Ok(match b.dtype {
+            DType::F32 => WeightPtr::F32(b.ptr_at(o)),
+            DType::F16 => WeightPtr::F16(b.ptr_at(o)),
+            DType::BF16 => WeightPtr::BF16(b.ptr_at(o)),
+            DType::I8 => {
+                let cols = t.cols().max(1);
+                let srow = b.len / b.rows.max(1);
+                if srow != cols || o % cols != 0 {
+                    return Err(Error::Invalid(format!(
+                        "{op}: int8 weight view {:?} does not cover whole quantised rows",
+                        t.dims()
+                    )));
+                }
+                WeightPtr::I8 {
+                    data: b.ptr_at(o),
+                    scales: b.scale_ptr_at(o / cols),
+                }
+            }
+            DType::U32 => return Err(self.unsupported(op, DType::U32)),
+        })
+    }
+
+    /// A rank-3 f32 view with a contiguous last dim: (address of its first
+    /// element, batch stride, time stride), checked to lie within its buffer.
+    fn view3(&self, t: &Tensor, op: &'static str) -> Result<(u64, usize, usize)> {
+        let b = self.buf(t, op)?;
+        if b.dtype != DType::F32 {
+            return Err(self.unsupported(op, b.dtype));
+        }
+        let (d, s) = (t.dims(), t.strides());
+        if d.len() != 3 {
+            return Err(Error::Invalid(format!(
+                "{op}: expected a rank-3 tensor [batch, time, heads*head_dim], got {d:?}"
+            )));
+        }
+        if d[2] > 1 && s[2] != 1 {
+            return Err(Error::NotContiguous { op });
+        }
+        let end = t.offset() + d[0].saturating_sub(1) * s[0] + d[1].saturating_sub(1) * s[1] + d[2];
+        if t.elem_count() > 0 && end > b.len {
+            return Err(Error::Invalid(format!(
+                "{op}: view {d:?} with strides {s:?} overruns its storage"
+            )));
+        }
+        Ok((b.ptr_at(t.offset()), s[0], s[1]))
+    }
+
+    /// A contiguous copy of a non-contiguous view (not int8), as a new block.
+    fn gather(&self, t: &Tensor, b: &CudaBuffer, op: &'static str) -> Result<Block> {
+        if b.dtype == DType::I8 {
+            return Err(Error::NotContiguous { op });
+        }
+        let es = b.dtype.size_in_bytes();
+        let blk = self.dev.alloc(t.elem_count() * es)?;
+        ops::copy::gather(&self.dev, es, t, b.data.ptr, blk.ptr)?;
+        Ok(blk)
+    }
+
+    /// Address of the elements of `t` in row-major order: the tensor itself
+    /// when contiguous, else a gathered copy (kept alive by the returned block).
+    fn contiguous_ptr(
+        &self,
+        t: &Tensor,
+        b: &CudaBuffer,
+        op: &'static str,
+    ) -> Result<(u64, Option<Block>)> {
+        if t.is_contiguous() {
+            Ok((b.ptr_at(t.offset()), None))
+        } else {
+            let blk = self.gather(t, b, op)?;
+            Ok((blk.ptr, Some(blk)))
+        }
+    }
+
+    fn memset0(&self, ptr: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: `ptr` is the start of a live block of at least `bytes` bytes.
+        unsafe { result::memset_d8_async(ptr, 0, bytes, self.dev.cu_stream()) }
+            .map_err(|e| cuda_err("memset", e))
+    }
+
+    fn htod<T>(&self, src: &[T]) -> Result<Block> {
+        let blk = self.dev.alloc(std::mem::size_of_val(src))?;
+        if !src.is_empty() {
+            // SAFETY: the block holds size_of_val(src) bytes; a copy from pageable
+            // memory has read `src` when the call returns.
+            unsafe { result::memcpy_htod_async(blk.ptr, src, self.dev.cu_stream()) }
+                .map_err(|e| cuda_err("upload", e))?;
+        }
+        Ok(blk)
+    }
+
+    /// Copies `dst.len()` elements from `src` to the host (then waits).
+    fn dtoh<T>(&self, dst: &mut [T], src: u64, op: &str) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `src` addresses at least size_of_val(dst) bytes of a live block.
+        unsafe { result::memcpy_dtoh_async(dst, src, self.dev.cu_stream()) }
+            .map_err(|e| cuda_err(op, e))?;
+        self.dev.sync(op)
+    }
+
+    fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: both addresses start live blocks of at least `bytes` bytes.
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.dev.cu_stream()) }
+            .map_err(|e| cuda_err("copy", e))
+    }
+
+    fn tensor(
+        &self,
+        shape: &[usize],
+        dtype: DType,
+        data: Block,
+        scales: Option<(Block, usize)>,
+        ids: Option<Vec<u32>>,
+    ) -> Result<Tensor> {
+        let len = shape.iter().product();
+        let (scales, rows) = match scales {
+            Some((b, r)) => (Some(b), r),
+            None => (None, 0),
+        };
+        let buf = CudaBuffer {
+            data,
+            scales,
+            rows,
+            ids,
+            len,
+            dtype,
+            ordinal: self.dev.info.ordinal,
+        };
+        Tensor::from_storage(Storage::Device(Box::new(buf)), shape)
+    }
+
+    /// Norm weight and bias as f32 addresses (0: no bias), with temporaries.
+    fn norm_params(
+        &self,
+        op: &'static str,
+        kind: NormKind,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        c: usize,
+    ) -> Result<(u64, u64, [Option<Block>; 2])> {
+        let (w, wt) = self.vec_f32(weight, c, op)?;
+        let (b, bt) = match (kind, bias) {
+            (NormKind::RmsNorm, Some(_)) => {
+                return Err(Error::Invalid(format!(
+                    "{op}: RMS norm takes no bias (T5LayerNorm has none)"
+                )))
+            }
+            (_, Some(b)) => self.vec_f32(b, c, op)?,
+            (_, None) => (0, None),
+        };
+        Ok((w, b, [wt, bt]))
+    }
+}
+
+fn shape_err(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Error {
+    Error::ShapeMismatch {
+        op,
+        lhs: lhs.to_vec(),
+        rhs: rhs.to_vec(),
+    }
+}
+
+fn same_count(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.elem_count() != b.elem_count() || a.cols() != b.cols() {
+        return Err(shape_err(op, a.dims(), b.dims()));
+    }
+    Ok(())
+}
+
+/// The `[.., C]` rule of add/mul_assign: y has x's rows of C, or is one row of C.
+fn check_broadcast(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
+    let same_rows = y.elem_count() == x.elem_count();
+    if y.cols() == x.cols() && (same_rows || y.elem_count() == x.cols()) {
+        Ok(())
+    } else {
+        Err(shape_err(op, x.dims(), y.dims()))
+    }
+}
+
+fn i32_fits(op: &'static str, vals: &[usize]) -> Result<()> {
+    if vals.iter().any(|&v| v > i32::MAX as usize) {
+        return Err(Error::Invalid(format!(
+            "{op}: sizes {vals:?} exceed the kernels' 32-bit range"
+        )));
+    }
+    Ok(())
+}
+
+impl Backend for CudaBackend {
+    fn device(&self) -> Device {
+        Device::Cuda(self.dev.info.ordinal)
+    }
+
+    fn describe(&self) -> String {
+        let i = &self.dev.info;
+        format!(
+            "cuda:{} ({}, sm_{}{}, {} SMs, {:.1} GiB)",
+            i.ordinal,
+            i.name,
+            i.compute_capability.0,
+            i.compute_capability.1,
+            i.multiprocessors,
+            i.total_memory_bytes as f64 / (1u64 << 30) as f64
+        )
+    }
+
+    // ---- memory ---------------------------------------------------------
+
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.dev.bind()?;
+        let n: usize = shape.iter().product();
+        let cols = shape.last().copied().unwrap_or(1).max(1);
+        let data = self.dev.alloc(n * dtype.size_in_bytes())?;
+        self.memset0(data.ptr, n * dtype.size_in_bytes())?;
+        let scales = if dtype == DType::I8 {
+            let rows = n / cols;
+            let s = self.dev.alloc(rows * 4)?;
+            self.memset0(s.ptr, rows * 4)?;
+            Some((s, rows))
+        } else {
+            None
+        };
+        let ids = (dtype == DType::U32).then(|| vec![0u32; n]);
+        self.tensor(shape, dtype, data, scales, ids)
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        const OP: &str = "upload";
+        if let Storage::Device(_) = t.storage() {
+            // Already here: a clone of the handle, as the CPU backend does for its own.
+            self.buf(t, OP)?;
+            return Ok(t.clone());
+        }
+        self.dev.bind()?;
+        let n = t.elem_count();
+        if let HostStorage::I8 { data, scales } = t.host()? {
+            t.require_contiguous(OP)?;
+            let cols = t.cols().max(1);
+            let srow = data.len() / scales.len().max(1);
+            let o = t.offset();
+            if srow != cols || o % cols != 0 {
+                return Err(Error::Invalid(format!(
+                    "upload: int8 view {:?} does not cover whole quantised rows",
+                    t.dims()
+                )));
+            }
+            let rows = n / cols;
+            let d = self.htod(&data[o..o + n])?;
+            let s = self.htod(&scales[o / cols..o / cols + rows])?;
+            return self.tensor(t.dims(), DType::I8, d, Some((s, rows)), None);
+        }
+        let c = t.contiguous()?;
+        let o = c.offset();
+        let (blk, ids) = match c.host()? {
+            HostStorage::F32(v) => (self.htod(&v[o..o + n])?, None),
+            HostStorage::F16(v) => (self.htod(&v[o..o + n])?, None),
+            HostStorage::BF16(v) => (self.htod(&v[o..o + n])?, None),
+            HostStorage::U32(v) => (self.htod(&v[o..o + n])?, Some(v[o..o + n].to_vec())),
+            HostStorage::I8 { .. } => return Err(Error::NotContiguous { op: OP }),
+        };
+        self.tensor(t.dims(), c.dtype(), blk, None, ids)
+    }
+
+    fn download(&self, t: &Tensor) -> Result<Tensor> {
+        const OP: &str = "download";
+        let b = self.buf(t, OP)?;
+        self.dev.bind()?;
+        let n = t.elem_count();
+        if b.dtype == DType::I8 {
+            t.require_contiguous(OP)?;
+            let cols = t.cols().max(1);
+            let o = t.offset();
+            if o % cols != 0 {
+                return Err(Error::Invalid(format!(
+                    "download: int8 view {:?} does not cover whole quantised rows",
+                    t.dims()
+                )));
+            }
+            let mut data = vec![0i8; n];
+            let mut scales = vec![0f32; n / cols];
+            self.dtoh(&mut data, b.ptr_at(o), OP)?;
+            self.dtoh(&mut scales, b.scale_ptr_at(o / cols), OP)?;
+            return Tensor::from_i8(data, scales, *t.shape());
+        }
+        let (src, _tmp) = self.contiguous_ptr(t, b, OP)?;
+        let h = match b.dtype {
+            DType::F32 => {
+                let mut v = vec![0f32; n];
+                self.dtoh(&mut v, src, OP)?;
+                HostStorage::F32(v)
+            }
+            DType::F16 => {
+                let mut v = vec![f16::ZERO; n];
+                self.dtoh(&mut v, src, OP)?;
+                HostStorage::F16(v)
+            }
+            DType::BF16 => {
+                let mut v = vec![bf16::ZERO; n];
+                self.dtoh(&mut v, src, OP)?;
+                HostStorage::BF16(v)
+            }
+            DType::U32 => {
+                let mut v = vec![0u32; n];
+                self.dtoh(&mut v, src, OP)?;
+                HostStorage::U32(v)
+            }
+            DType::I8 => unreachable!("handled above"),
+        };
+        Tensor::from_host(h, *t.shape())
+    }
+
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        const OP: &str = "cast";
+        let b = self.buf(t, OP)?;
+        let from = b.dtype;
+        if (from == DType::U32) != (dtype == DType::U32) {
+            return Err(Error::Invalid(format!(
+                "cast: cannot convert {from} to {dtype} (ids convert to nothing else)"
+            )));
+        }
+        self.dev.bind()?;
+        let n = t.elem_count();
+        let cols = t.cols().max(1);
+        let rows = n / cols;
+        let o = t.offset();
+        if from == DType::I8 {
+            t.require_contiguous(OP)?;
+            if o % cols != 0 || b.len / b.rows.max(1) != cols {
+                return Err(Error::Invalid(format!(
+                    "cast: int8 view {:?} does not cover whole quantised rows",
+                    t.dims()
+                )));
+            }
+        }
+        let (src, _tmp) = if from == DType::I8 {
+            (b.ptr_at(o), None)
+        } else {
+            self.contiguous_ptr(t, b, OP)?
+        };
+        let out_bytes = n * dtype.size_in_bytes();
+        let dst = self.dev.alloc(out_bytes)?;
+        let dims = t.dims();
+        match (from, dtype) {
+            (DType::I8, DType::I8) => {
+                self.dtod(dst.ptr, src, n)?;
+                let s = self.dev.alloc(rows * 4)?;
+                self.dtod(s.ptr, b.scale_ptr_at(o / cols), rows * 4)?;
+                self.tensor(dims, dtype, dst, Some((s, rows)), None)
+            }
+            (DType::I8, to) => {
+                ops::elementwise::dequantize(
+                    &self.dev,
+                    to,
+                    src,
+                    b.scale_ptr_at(o / cols),
+                    dst.ptr,
+                    n,
+                    cols,
+                )?;
+                self.tensor(dims, dtype, dst, None, None)
+            }
+            (from, DType::I8) => {
+                let s = self.dev.alloc(rows * 4)?;
+                ops::elementwise::quantize(&self.dev, from, src, dst.ptr, s.ptr, rows, cols)?;
+                self.tensor(dims, dtype, dst, Some((s, rows)), None)
+            }
+            (from, to) if from == to => {
+                self.dtod(dst.ptr, src, out_bytes)?;
+                let ids = match (&b.ids, to) {
+                    (Some(ids), DType::U32) => Some(t.strided_indices().map(|i| ids[i]).collect()),
+                    _ => None,
+                };
+                self.tensor(dims, dtype, dst, None, ids)
+            }
+            (from, to) => {
+                ops::elementwise::cast(&self.dev, from, to, src, dst.ptr, n)?;
+                self.tensor(dims, dtype, dst, None, None)
+            }
+        }
+    }
+
+    fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
+        const OP: &str = "write_rows";
+        let sb = self.buf(src, OP)?;
+        self.buf(dst, OP)?;
+        let (s, d) = (src.dims(), dst.dims());
+        if s.len() != 3 || d.len() != 3 || s[0] != d[0] || s[2] != d[2] {
+            return Err(shape_err(OP, s, d));
+        }
+        let (batch, t, tcap, c) = (s[0], s[1], d[1], s[2]);
+        if start + t > tcap {
+            return Err(Error::Invalid(format!(
+                "write_rows: rows {start}..{} do not fit a cache of {tcap} (src {s:?}, dst {d:?})",
+                start + t
+            )));
+        }
+        if src.dtype() != dst.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: src.dtype(),
+                rhs: dst.dtype(),
+            });
+        }
+        if src.dtype() == DType::I8 {
+            return Err(self.unsupported(OP, DType::I8));
+        }
+        dst.require_contiguous(OP)?;
+        self.dev.bind()?;
+        let (sp, _tmp) = self.contiguous_ptr(src, sb, OP)?;
+        let src_ids: Option<Vec<u32>> = sb
+            .ids
+            .as_ref()
+            .map(|ids| src.strided_indices().map(|i| ids[i]).collect());
+        let es = src.dtype().size_in_bytes();
+        let dof = dst.offset();
+        let db = self.buf_mut(dst, OP)?;
+        ops::copy::write_rows(&self.dev, es, sp, db.ptr_at(dof), batch, t, tcap, c, start)?;
+        if let (Some(v), Some(ids)) = (src_ids, db.ids.as_mut()) {
+            for bi in 0..batch {
+                for ti in 0..t {
+                    let from = (bi * t + ti) * c;
+                    let to = dof + (bi * tcap + start + ti) * c;
+                    ids[to..to + c].copy_from_slice(&v[from..from + c]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
+        const OP: &str = "index_select";
+        let sb = self.buf(src, OP)?;
+        self.buf(dst, OP)?;
+        let (ip, idx) = self.u32_in(index, OP)?;
+        let (s, d) = (src.dims(), dst.dims());
+        if s.is_empty() || d.len() != s.len() || s[1..] != d[1..] || d[0] != idx.len() {
+            return Err(shape_err(OP, s, d));
+        }
+        if src.dtype() != dst.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: src.dtype(),
+                rhs: dst.dtype(),
+            });
+        }
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= s[0]) {
+            return Err(Error::Invalid(format!(
+                "index_select: index {bad} is out of range for {} rows (src {s:?})",
+                s[0]
+            )));
+        }
+        src.require_contiguous(OP)?;
+        dst.require_contiguous(OP)?;
+        let row: usize = s[1..].iter().product();
+        let cols = src.cols().max(1);
+        let (so, dof) = (src.offset(), dst.offset());
+        let int8 = src.dtype() == DType::I8;
+        if int8 && (so % cols != 0 || dof % cols != 0) {
+            return Err(Error::Invalid(format!(
+                "index_select: int8 views {s:?} / {d:?} do not cover whole quantised rows"
+            )));
+        }
+        self.dev.bind()?;
+        let es = src.dtype().size_in_bytes();
+        let (sp, sscale) = (sb.ptr_at(so), sb.scale_ptr_at(so / cols));
+        let src_ids: Option<Vec<u32>> = sb.ids.as_ref().map(|ids| {
+            idx.iter()
+                .flat_map(|&i| {
+                    ids[so + i as usize * row..so + (i as usize + 1) * row]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        });
+        let db = self.buf_mut(dst, OP)?;
+        ops::copy::index_select(&self.dev, es, sp, ip, db.ptr_at(dof), idx.len(), row)?;
+        if int8 {
+            ops::copy::index_select(
+                &self.dev,
+                4,
+                sscale,
+                ip,
+                db.scale_ptr_at(dof / cols),
+                idx.len(),
+                row / cols,
+            )?;
+        }
+        if let (Some(v), Some(ids)) = (src_ids, db.ids.as_mut()) {
+            ids[dof..dof + v.len()].copy_from_slice(&v);
+        }
+        Ok(())
+    }
+
+    // ---- dense ----------------------------------------------------------
+
+    fn linear(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "linear";
+        let xp = self.f32_in(x, OP)?;
+        let k = x.cols();
+        let m = x.rows();
+        if w.rank() != 2 || w.dim(1) != k {
+            return Err(shape_err(OP, x.dims(), w.dims()));
+        }
+        let n = w.dim(0);
+        let wp = self.weights(w, OP)?;
+        self.dev.bind()?;
+        let (bp, _btmp) = match bias {
+            Some(b) => self.vec_f32(b, n, OP)?,
+            None => (0, None),
+        };
+        if out.elem_count() != m * n || out.cols() != n {
+            let mut want = x.dims().to_vec();
+            if let Some(last) = want.last_mut() {
+                *last = n;
+            }
+            return Err(shape_err(OP, out.dims(), &want));
+        }
+        let op = self.f32_out(out, OP)?;
+        ops::gemm::linear(&self.dev, xp, wp, bp, op, m, n, k, self.gemm_path())
+    }
+
+    fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
+        const OP: &str = "batched_matmul";
+        let ap = self.f32_in(a, OP)?;
+        let (ad, bd) = (a.dims(), b.dims());
+        if ad.len() != 3 || bd.len() != 3 || ad[0] != bd[0] || ad[2] != bd[1] {
+            return Err(shape_err(OP, ad, bd));
+        }
+        let (batch, m, k, n) = (ad[0], ad[1], ad[2], bd[2]);
+        if out.dims() != [batch, m, n] {
+            return Err(shape_err(OP, out.dims(), &[batch, m, n]));
+        }
+        let bb = self.buf(b, OP)?;
+        if bb.dtype != DType::F32 {
+            return Err(self.unsupported(OP, bb.dtype));
+        }
+        let s = b.strides();
+        let end = b.offset()
+            + batch.saturating_sub(1) * s[0]
+            + k.saturating_sub(1) * s[1]
+            + n.saturating_sub(1) * s[2];
+        if b.elem_count() > 0 && end >= bb.len {
+            return Err(Error::Invalid(format!(
+                "{OP}: view {bd:?} with strides {s:?} overruns its storage"
+            )));
+        }
+        let bp = bb.ptr_at(b.offset());
+        let op = self.f32_out(out, OP)?;
+        self.dev.bind()?;
+        ops::gemm::batched_matmul(&self.dev, ap, bp, op, batch, m, n, k, [s[0], s[1], s[2]])
+    }
+
+    // ---- normalisation --------------------------------------------------
+
+    fn norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "norm";
+        let xp = self.f32_in(x, OP)?;
+        let c = x.cols();
+        self.dev.bind()?;
+        let (w, b, _tmp) = self.norm_params(OP, kind, weight, bias, c)?;
+        same_count(OP, out, x)?;
+        let o = self.f32_out(out, OP)?;
+        ops::norm::norm(&self.dev, kind, xp, w, b, o, x.rows(), c, eps)
+    }
+
+    fn add_norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        residual: &mut Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "add_norm";
+        let xp = self.f32_in(x, OP)?;
+        let c = x.cols();
+        self.dev.bind()?;
+        let (w, b, _tmp) = self.norm_params(OP, kind, weight, bias, c)?;
+        same_count(OP, residual, x)?;
+        same_count(OP, out, x)?;
+        let r = self.f32_out(residual, OP)?;
+        let o = self.f32_out(out, OP)?;
+        ops::norm::add_norm(&self.dev, kind, xp, r, w, b, o, x.rows(), c, eps)
+    }
+
+    // ---- pointwise ------------------------------------------------------
+
+    fn activation(&self, x: &mut Tensor, act: Activation) -> Result<()> {
+        let xp = self.f32_out(x, "activation")?;
+        self.dev.bind()?;
+        ops::elementwise::activation(&self.dev, xp, x.elem_count(), act)
+    }
+
+    fn gated_activation(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "gated_activation";
+        let g = self.f32_in(gate, OP)?;
+        let u = self.f32_in(up, OP)?;
+        same_count(OP, gate, up)?;
+        same_count(OP, out, gate)?;
+        let o = self.f32_out(out, OP)?;
+        self.dev.bind()?;
+        ops::elementwise::gated_activation(&self.dev, g, u, o, out.elem_count(), act)
+    }
+
+    fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        const OP: &str = "add_assign";
+        let yp = self.f32_in(y, OP)?;
+        check_broadcast(OP, x, y)?;
+        let xp = self.f32_out(x, OP)?;
+        self.dev.bind()?;
+        ops::elementwise::add_assign(&self.dev, xp, yp, x.elem_count(), y.elem_count())
+    }
+
+    fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        const OP: &str = "mul_assign";
+        let yp = self.f32_in(y, OP)?;
+        check_broadcast(OP, x, y)?;
+        let xp = self.f32_out(x, OP)?;
+        self.dev.bind()?;
+        ops::elementwise::mul_assign(&self.dev, xp, yp, x.elem_count(), y.elem_count())
+    }
+
+    fn scale(&self, x: &mut Tensor, s: f32) -> Result<()> {
+        let xp = self.f32_out(x, "scale")?;
+        self.dev.bind()?;
+        ops::elementwise::scale(&self.dev, xp, x.elem_count(), s)
+    }
+
+    fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
+        const OP: &str = "embedding";
+        let (ip, id) = self.u32_in(ids, OP)?;
+        if table.rank() != 2 {
+            return Err(Error::Invalid(format!(
+                "embedding: table must be [vocab, dim], got {:?}",
+                table.dims()
+            )));
+        }
+        let c = table.dim(1);
+        let tv = self.weights(table, OP)?;
+        if out.elem_count() != id.len() * c || out.cols() != c {
+            let mut want = ids.dims().to_vec();
+            want.push(c);
+            return Err(shape_err(OP, out.dims(), &want));
+        }
+        let o = self.f32_out(out, OP)?;
+        let vocab = table.dim(0);
+        if let Some(&bad) = id.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::Invalid(format!(
+                "embedding: token id {bad} is out of range for a vocabulary of {vocab}"
+            )));
+        }
+        self.dev.bind()?;
+        ops::embedding::embedding(&self.dev, ip, tv, o, id.len(), c, scale)
+    }
+
+    // ---- attention ------------------------------------------------------
+
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttentionParams,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "attention";
+        let (qp, q_sb, q_st) = self.view3(q, OP)?;
+        let (kp, k_sb, k_st) = self.view3(k, OP)?;
+        let (vp, v_sb, v_st) = self.view3(v, OP)?;
+        let hd = p.num_heads * p.head_dim;
+        let (qd, kd) = (q.dims(), k.dims());
+        if hd == 0 {
+            return Err(Error::Invalid(format!(
+                "attention: {} heads of dim {}",
+                p.num_heads, p.head_dim
+            )));
+        }
+        if qd[2] != hd || kd[2] != hd {
+            return Err(shape_err(OP, qd, kd));
+        }
+        if v.dims() != kd {
+            return Err(shape_err(OP, kd, v.dims()));
+        }
+        let (batch, tq, bkv, tcap) = (qd[0], qd[1], kd[0], kd[1]);
+        if p.kv_len == 0 || p.kv_len > tcap {
+            return Err(Error::Invalid(format!(
+                "attention: kv_len {} must be in 1..={tcap} (k {kd:?})",
+                p.kv_len
+            )));
+        }
+        let key_mask = match p.key_mask {
+            Some(m) => {
+                let mp = self.f32_in(m, OP)?;
+                if m.elem_count() != bkv * tcap || m.cols() != tcap {
+                    return Err(shape_err(OP, m.dims(), &[bkv, tcap]));
+                }
+                mp
+            }
+            None => 0,
+        };
+        let position_bias = match p.position_bias {
+            Some(b) => {
+                let bp = self.f32_in(b, OP)?;
+                let want = [p.num_heads, tq, p.kv_len];
+                if b.dims() != want {
+                    return Err(shape_err(OP, b.dims(), &want));
+                }
+                bp
+            }
+            None => 0,
+        };
+        let kv_index = match p.kv_index {
+            Some(ix) => {
+                let (ipt, iv) = self.u32_in(ix, OP)?;
+                if iv.len() != batch {
+                    return Err(shape_err(OP, ix.dims(), &[batch]));
+                }
+                if let Some(&bad) = iv.iter().find(|&&r| r as usize >= bkv) {
+                    return Err(Error::Invalid(format!(
+                        "attention: kv_index {bad} is out of range for {bkv} kv rows"
+                    )));
+                }
+                ipt
+            }
+            None => {
+                if batch > bkv {
+                    return Err(shape_err(OP, qd, kd));
+                }
+                0
+            }
+        };
+        if out.dims() != qd {
+            return Err(shape_err(OP, out.dims(), qd));
+        }
+        let op = self.f32_out(out, OP)?;
+        i32_fits(
+            OP,
+            &[batch, tq, p.num_heads, p.head_dim, tcap, p.q_offset + tq],
+        )?;
+        let args = AttnArgs {
+            q: qp,
+            k: kp,
+            v: vp,
+            out: op,
+            key_mask,
+            pos_bias: position_bias,
+            kv_index,
+            q_sb: q_sb as i64,
+            q_st: q_st as i64,
+            k_sb: k_sb as i64,
+            k_st: k_st as i64,
+            v_sb: v_sb as i64,
+            v_st: v_st as i64,
+            batch: batch as i32,
+            tq: tq as i32,
+            heads: p.num_heads as i32,
+            head_dim: p.head_dim as i32,
+            tcap: tcap as i32,
+            kv_len: p.kv_len as i32,
+            causal: p.causal as i32,
+            q_offset: p.q_offset as i32,
+            scale: p.scale,
+        };
+        self.dev.bind()?;
+        ops::attention::attention(&self.dev, &args, self.attention_path())
+    }
+
+    // ---- search ---------------------------------------------------------
+
+    fn softmax(&self, x: &mut Tensor) -> Result<()> {
+        let c = x.cols();
+        let xp = self.f32_out(x, "softmax")?;
+        self.dev.bind()?;
+        ops::softmax::softmax(&self.dev, xp, x.rows(), c, false)
+    }
+
+    fn log_softmax(&self, x: &mut Tensor) -> Result<()> {
+        let c = x.cols();
+        let xp = self.f32_out(x, "log_softmax")?;
+        self.dev.bind()?;
+        ops::softmax::softmax(&self.dev, xp, x.rows(), c, true)
+    }
+
+    fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        const OP: &str = "topk";
+        let xp = self.f32_in(x, OP)?;
+        let c = x.cols();
+        if k > c {
+            return Err(Error::Invalid(format!(
+                "topk: k {k} exceeds the row length {c} (x {:?})",
+                x.dims()
+            )));
+        }
+        let rows = x.elem_count().checked_div(c).unwrap_or(0);
+        if k == 0 || rows == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.dev.bind()?;
+        if k > topk::MAX_K || c > i32::MAX as usize || rows > u32::MAX as usize {
+            let mut host = vec![0f32; rows * c];
+            self.dtoh(&mut host, xp, OP)?;
+            return Ok(topk::topk_host(&host, c, k));
+        }
+        topk::topk(&self.dev, xp, rows, c, k)
+    }
+}

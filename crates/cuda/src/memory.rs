@@ -1,0 +1,264 @@
+//! Device memory: a caching allocator and the buffer type tensors hold.
+//!
+//! Every allocation goes through [`Pool`]. A freed [`Block`] is not returned to
+//! the driver: it goes back to the pool's free list (keyed by its rounded size)
+//! and the next request of that size class takes it, so a decode loop whose
+//! buffers have the same shapes every step calls `cuMemAlloc` only during its
+//! first step. Reuse is safe without events because all work runs on the
+//! backend's one stream: a kernel that reads a block was enqueued before the
+//! block was freed, and any later user of the block is enqueued after it.
+//! When `cuMemAlloc` fails, the pool releases every cached block and tries once more.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{result, CudaContext};
+use encdec_core::{DType, Device, DeviceBuffer, Error, Result};
+
+/// Bytes a request of `bytes` occupies: size classes of 4 steps per power of
+/// two up to 1 MiB (at most 25% slack), multiples of 64 KiB above.
+pub(crate) fn size_class(bytes: usize) -> usize {
+    const MIN: usize = 512;
+    const BIG: usize = 1 << 20;
+    if bytes <= MIN {
+        return MIN;
+    }
+    if bytes >= BIG {
+        return bytes.div_ceil(1 << 16) << 16;
+    }
+    // bytes in (2^e, 2^(e+1)]: classes 2^e * (1 + q/4), q = 1..=4.
+    let e = usize::BITS - 1 - (bytes - 1).leading_zeros();
+    let step = 1usize << (e - 2);
+    bytes.div_ceil(step) * step
+}
+
+/// Counters of the pool (for tests and `describe`-style reports).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// `cuMemAlloc` calls made so far.
+    pub driver_allocs: u64,
+    /// Requests served from the free list.
+    pub reuses: u64,
+    /// Bytes held from the driver (in use or cached).
+    pub reserved_bytes: usize,
+    /// Bytes sitting in the free list.
+    pub cached_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Free blocks by size.
+    free: BTreeMap<usize, Vec<u64>>,
+    stats: MemoryStats,
+}
+
+/// The caching allocator of one device.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    ctx: Arc<CudaContext>,
+    state: Mutex<PoolState>,
+}
+
+impl Pool {
+    pub(crate) fn new(ctx: Arc<CudaContext>) -> Arc<Self> {
+        Arc::new(Pool {
+            ctx,
+            state: Mutex::new(PoolState::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A panic while holding the lock leaves the lists consistent (every
+        // mutation is a push or a pop), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn stats(&self) -> MemoryStats {
+        self.lock().stats
+    }
+
+    /// A block of at least `bytes` (uninitialised). Zero bytes gives a null block.
+    pub(crate) fn alloc(self: &Arc<Self>, bytes: usize) -> Result<Block> {
+        if bytes == 0 {
+            return Ok(Block {
+                ptr: 0,
+                size: 0,
+                pool: None,
+            });
+        }
+        let size = size_class(bytes);
+        {
+            let mut st = self.lock();
+            // The smallest cached block that fits without wasting more than 1/8.
+            let found = st
+                .free
+                .range_mut(size..=size + size / 8)
+                .find_map(|(&s, v)| v.pop().map(|p| (s, p)));
+            if let Some((s, ptr)) = found {
+                if st.free.get(&s).is_some_and(Vec::is_empty) {
+                    st.free.remove(&s);
+                }
+                st.stats.reuses += 1;
+                st.stats.cached_bytes -= s;
+                return Ok(Block {
+                    ptr,
+                    size: s,
+                    pool: Some(self.clone()),
+                });
+            }
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| cuda_err("alloc", e))?;
+        // SAFETY: a plain device allocation in the bound context; the memory is
+        // only reached through the returned Block, which frees it through the pool.
+        let ptr = match unsafe { result::malloc_sync(size) } {
+            Ok(p) => p,
+            Err(_) => {
+                self.release_cached();
+                // SAFETY: as above.
+                unsafe { result::malloc_sync(size) }.map_err(|e| {
+                    Error::Cuda(format!(
+                        "out of device memory: cannot allocate {size} bytes ({e}); {} bytes are in use",
+                        self.stats().reserved_bytes
+                    ))
+                })?
+            }
+        };
+        let mut st = self.lock();
+        st.stats.driver_allocs += 1;
+        st.stats.reserved_bytes += size;
+        Ok(Block {
+            ptr,
+            size,
+            pool: Some(self.clone()),
+        })
+    }
+
+    /// Frees every cached block (after the stream's work that might use them).
+    pub(crate) fn release_cached(&self) {
+        let blocks: Vec<(usize, u64)> = {
+            let mut st = self.lock();
+            let all = std::mem::take(&mut st.free);
+            st.stats.cached_bytes = 0;
+            all.into_iter()
+                .flat_map(|(s, v)| v.into_iter().map(move |p| (s, p)))
+                .collect()
+        };
+        if blocks.is_empty() {
+            return;
+        }
+        if self.ctx.bind_to_thread().is_err() || self.ctx.synchronize().is_err() {
+            return;
+        }
+        let mut freed = 0;
+        for (s, p) in blocks {
+            // SAFETY: p came from malloc_sync, is in no free list any more and no
+            // Block refers to it; the context was synchronised above.
+            if unsafe { result::free_sync(p) }.is_ok() {
+                freed += s;
+            }
+        }
+        self.lock().stats.reserved_bytes -= freed;
+    }
+
+    fn give_back(&self, ptr: u64, size: usize) {
+        let mut st = self.lock();
+        st.free.entry(size).or_default().push(ptr);
+        st.stats.cached_bytes += size;
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Runs when the backend and every buffer are gone: nothing refers to the
+        // cached blocks.
+        self.release_cached();
+    }
+}
+
+/// One device allocation; returns to its pool when dropped.
+#[derive(Debug)]
+pub(crate) struct Block {
+    pub(crate) ptr: u64,
+    size: usize,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.take() {
+            p.give_back(self.ptr, self.size);
+        }
+    }
+}
+
+/// The device memory of one tensor.
+#[derive(Debug)]
+pub struct CudaBuffer {
+    pub(crate) data: Block,
+    /// int8: one f32 scale per row.
+    pub(crate) scales: Option<Block>,
+    /// int8: how many rows (scales) there are.
+    pub(crate) rows: usize,
+    /// u32 ids: a host copy, kept in step with the device by every op that
+    /// writes u32 data, so index and id range checks need no device read.
+    pub(crate) ids: Option<Vec<u32>>,
+    pub(crate) len: usize,
+    pub(crate) dtype: DType,
+    pub(crate) ordinal: usize,
+}
+
+impl CudaBuffer {
+    /// Device address of element `i`.
+    pub(crate) fn ptr_at(&self, i: usize) -> u64 {
+        self.data.ptr + (i * self.dtype.size_in_bytes()) as u64
+    }
+    /// Device address of the scale of row `r` (int8 only; 0 otherwise).
+    pub(crate) fn scale_ptr_at(&self, r: usize) -> u64 {
+        self.scales.as_ref().map_or(0, |b| b.ptr + (r * 4) as u64)
+    }
+}
+
+impl DeviceBuffer for CudaBuffer {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+pub(crate) fn cuda_err(what: &str, e: result::DriverError) -> Error {
+    Error::Cuda(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_bound_the_slack() {
+        assert_eq!(size_class(1), 512);
+        assert_eq!(size_class(512), 512);
+        assert_eq!(size_class(513), 640);
+        assert_eq!(size_class(1024), 1024);
+        assert_eq!(size_class(1025), 1280);
+        assert_eq!(size_class((1 << 20) - 1), 1 << 20);
+        assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 16));
+        for b in (1..3_000_000).step_by(977) {
+            let s = size_class(b);
+            assert!(s >= b, "{b} -> {s}");
+            assert!(s <= b + b / 4 + 512 || s - b < 1 << 16, "{b} -> {s}");
+        }
+    }
+}

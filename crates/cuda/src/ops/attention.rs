@@ -1,0 +1,154 @@
+//! Launchers of `kernels/attention.cu` (tiled, any Tq) and
+//! `kernels/decode_attention.cu` (key axis split across blocks, then combined).
+
+use encdec_core::{Error, Result};
+
+use crate::launch::{kargs, Dev, KArg};
+use crate::module::Family;
+
+/// `AttnArgs` of `kernels/common.cuh` (`#[repr(C)]`, passed by value).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnArgs {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub out: u64,
+    pub key_mask: u64,
+    pub pos_bias: u64,
+    pub kv_index: u64,
+    pub q_sb: i64,
+    pub q_st: i64,
+    pub k_sb: i64,
+    pub k_st: i64,
+    pub v_sb: i64,
+    pub v_st: i64,
+    pub batch: i32,
+    pub tq: i32,
+    pub heads: i32,
+    pub head_dim: i32,
+    pub tcap: i32,
+    pub kv_len: i32,
+    pub causal: i32,
+    pub q_offset: i32,
+    pub scale: f32,
+}
+// SAFETY: #[repr(C)] with the field order and types of `struct AttnArgs`.
+unsafe impl KArg for AttnArgs {}
+
+/// Which attention kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// Split-KV (flash-decoding) for Tq = 1, tiled otherwise.
+    Auto,
+    /// Always the tiled kernel.
+    Tiled,
+    /// Always split-KV + combine.
+    SplitKv,
+}
+
+/// Largest head_dim the kernels hold in registers.
+pub(crate) const MAX_HEAD_DIM: usize = 256;
+
+/// Warps (query rows) per block of the tiled kernel; threads per split block.
+const WARPS: usize = 4;
+
+fn variant(d: usize) -> usize {
+    match d {
+        0..=32 => 0,
+        33..=64 => 1,
+        65..=128 => 2,
+        _ => 3,
+    }
+}
+
+/// Runs attention; `a` is fully checked by the caller.
+pub(crate) fn attention(dev: &Dev, a: &AttnArgs, path: AttentionPath) -> Result<()> {
+    let (b, tq, h, d) = (
+        a.batch as usize,
+        a.tq as usize,
+        a.heads as usize,
+        a.head_dim as usize,
+    );
+    if b == 0 || tq == 0 {
+        return Ok(());
+    }
+    if d > MAX_HEAD_DIM {
+        return Err(Error::Invalid(format!(
+            "attention: head_dim {d} > {MAX_HEAD_DIM} is not supported on {}",
+            dev.info.label()
+        )));
+    }
+    let split = match path {
+        AttentionPath::Auto => tq == 1,
+        AttentionPath::Tiled => false,
+        AttentionPath::SplitKv => true,
+    };
+    if split && b * tq <= 65535 && h <= 65535 {
+        return split_kv(dev, a, b, tq, h, d);
+    }
+    if b > 65535 || h > 65535 {
+        return Err(Error::Invalid(format!(
+            "attention: batch {b} x heads {h} exceed the grid limits on {}",
+            dev.info.label()
+        )));
+    }
+    let names = [
+        "attention_f32_d32",
+        "attention_f32_d64",
+        "attention_f32_d128",
+        "attention_f32_d256",
+    ];
+    let smem = (32 * (d + 1) + 32 * d + WARPS * d) * 4;
+    dev.launch(
+        Family::Attention,
+        names[variant(d)],
+        (tq.div_ceil(WARPS) as u32, h as u32, b as u32),
+        (WARPS * 32) as u32,
+        smem as u32,
+        &mut kargs![*a],
+    )
+}
+
+/// Flash-decoding: partial softmax states per key split, then a combine kernel.
+fn split_kv(dev: &Dev, a: &AttnArgs, b: usize, tq: usize, h: usize, d: usize) -> Result<()> {
+    // Keys any query row attends to.
+    let kv_hi = if a.causal != 0 {
+        (a.kv_len as usize).min(a.q_offset as usize + tq)
+    } else {
+        a.kv_len as usize
+    };
+    // Aim for >= 2 blocks per multiprocessor, with >= 128 keys (4 warps x 32) per split.
+    let sms = dev.info.multiprocessors.max(1);
+    let want = (2 * sms).div_ceil(b * tq * h).max(1);
+    let splits = want.min(kv_hi.div_ceil(128)).clamp(1, 256);
+    let keys_per_split = kv_hi.div_ceil(splits).div_ceil(32) * 32;
+    let splits = kv_hi.div_ceil(keys_per_split).max(1);
+    let slots = b * tq * h * splits;
+    let pm = dev.alloc(slots * 4)?;
+    let pl = dev.alloc(slots * 4)?;
+    let po = dev.alloc(slots * d * 4)?;
+    let names = [
+        "attention_split_f32_d32",
+        "attention_split_f32_d64",
+        "attention_split_f32_d128",
+        "attention_split_f32_d256",
+    ];
+    let smem = (d + WARPS * d + 2 * WARPS) * 4;
+    dev.launch(
+        Family::DecodeAttention,
+        names[variant(d)],
+        (splits as u32, h as u32, (b * tq) as u32),
+        (WARPS * 32) as u32,
+        smem as u32,
+        &mut kargs![*a, keys_per_split as i32, pm.ptr, pl.ptr, po.ptr],
+    )?;
+    dev.launch(
+        Family::DecodeAttention,
+        "attention_combine_f32",
+        (h as u32, (b * tq) as u32, 1),
+        128,
+        0,
+        &mut kargs![*a, splits as i32, pm.ptr, pl.ptr, po.ptr],
+    )
+}

@@ -1,0 +1,116 @@
+//! Launchers of `kernels/gemm.cu`.
+
+use encdec_core::{Error, Result};
+
+use crate::launch::{kargs, Dev};
+use crate::module::Family;
+
+const F: Family = Family::Gemm;
+
+/// A weight matrix on the device, by dtype (int8 with its row scales).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WeightPtr {
+    F32(u64),
+    F16(u64),
+    BF16(u64),
+    I8 { data: u64, scales: u64 },
+}
+
+/// Which kernel `linear` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPath {
+    /// GEMV for M <= 8, tiled GEMM above.
+    Auto,
+    /// Always the tiled GEMM.
+    Tiled,
+}
+
+/// Most rows the GEMV kernel serves (`GEMV_MAX_M`).
+pub(crate) const GEMV_MAX_M: usize = 8;
+
+fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
+    if dims.iter().any(|&d| d > i32::MAX as usize) {
+        return Err(Error::Invalid(format!(
+            "{op}: dimensions {dims:?} exceed the kernels' 32-bit range"
+        )));
+    }
+    Ok(())
+}
+
+/// `out[m, n] = x[m, :] . w[n, :] (* scale[n]) + bias[n]`; `bias` 0 for none.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear(
+    dev: &Dev,
+    x: u64,
+    w: WeightPtr,
+    bias: u64,
+    out: u64,
+    m: usize,
+    n: usize,
+    k: usize,
+    path: GemmPath,
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    dims_i32("linear", &[m, n, k])?;
+    let gemv = path == GemmPath::Auto && m <= GEMV_MAX_M;
+    let (wp, scales, suffix) = match w {
+        WeightPtr::F32(p) => (p, 0u64, "f32"),
+        WeightPtr::F16(p) => (p, 0, "f16"),
+        WeightPtr::BF16(p) => (p, 0, "bf16"),
+        WeightPtr::I8 { data, scales } => (data, scales, "i8"),
+    };
+    let name: &'static str = match (gemv, suffix) {
+        (true, "f32") => "gemv_f32",
+        (true, "f16") => "gemv_f16",
+        (true, "bf16") => "gemv_bf16",
+        (true, _) => "gemv_i8",
+        (false, "f32") => "linear_f32",
+        (false, "f16") => "linear_f16",
+        (false, "bf16") => "linear_bf16",
+        (false, _) => "linear_i8",
+    };
+    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+    let grid = if gemv {
+        (n.div_ceil(8) as u32, 1, 1)
+    } else {
+        (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1)
+    };
+    dev.launch(
+        F,
+        name,
+        grid,
+        256,
+        0,
+        &mut kargs![x, wp, scales, bias, out, mi, ni, ki],
+    )
+}
+
+/// `out[b] = a[b] @ B[b]` with B element (b, k, n) at `b + b*sb + k*sk + n*sn`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batched_matmul(
+    dev: &Dev,
+    a: u64,
+    b: u64,
+    out: u64,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    strides: [usize; 3],
+) -> Result<()> {
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    dims_i32("batched_matmul", &[m, n, k])?;
+    let [sb, sk, sn] = strides.map(|s| s as i64);
+    dev.launch(
+        F,
+        "batched_matmul_f32",
+        (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32),
+        256,
+        0,
+        &mut kargs![a, b, out, m as i32, n as i32, k as i32, sb, sk, sn],
+    )
+}

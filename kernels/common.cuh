@@ -1,0 +1,169 @@
+// common.cuh: helpers shared by every kernels/*.cu file.
+//
+// NVRTC has no include path here: crates/cuda hands this file to NVRTC as the
+// header named "common.cuh" (nvrtcCreateProgram's header list), so each .cu file
+// is self-contained apart from this one header. It needs no CUDA header either:
+// f16/bf16 conversions are written with PTX `cvt` and bit operations, so the
+// kernels compile with a bare libnvrtc (the pip wheel, or any toolkit).
+//
+// Contents
+//   - fixed-width integer names (u8/i8/u16/u32/i64)
+//   - f16 <-> f32 (PTX cvt, round to nearest even) and bf16 <-> f32 (bit
+//     arithmetic, round to nearest even, NaN stays NaN), matching the `half` crate
+//     the CPU backend uses
+//   - warp_sum / warp_max (butterfly shuffles: every lane gets the result)
+//   - block_sum / block_max for blockDim.x a multiple of 32 (<= 1024), f32
+//   - weight loaders `load_w<T>` for the f32/f16/bf16/int8 weight dtypes
+#pragma once
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define FULL_MASK 0xffffffffu
+// Largest finite f32 as a negative number: HF's additive padding mask value
+// (torch.finfo(float32).min), the CPU backend's f32::MIN.
+#define NEG_FLT_MAX (-3.402823466e+38f)
+// Infinities without math headers.
+#define POS_INF __uint_as_float(0x7f800000u)
+#define NEG_INF __uint_as_float(0xff800000u)
+
+// ---- dtype conversion --------------------------------------------------------
+
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+__device__ __forceinline__ float bf16_to_f32(u16 b) {
+    // bf16 is the high half of an f32: exact.
+    return __uint_as_float(((u32)b) << 16);
+}
+
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        // NaN: keep the sign and top payload bits, force a quiet NaN (as `half`).
+        return (u16)((u >> 16) | 0x0040u);
+    }
+    // Round to nearest, ties to even, on the 16 dropped bits.
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (u16)(u >> 16);
+}
+
+// ---- weight element loaders --------------------------------------------------
+// Weights arrive as raw bits: f32, f16 (u16 bits), bf16 (u16 bits) or int8 (the
+// per-row scale is applied by the caller once per output, not per element).
+
+struct WF32 {
+    typedef float T;
+    static __device__ __forceinline__ float load(const float* p, i64 i) { return p[i]; }
+};
+struct WF16 {
+    typedef u16 T;
+    static __device__ __forceinline__ float load(const u16* p, i64 i) { return f16_to_f32(p[i]); }
+};
+struct WBF16 {
+    typedef u16 T;
+    static __device__ __forceinline__ float load(const u16* p, i64 i) { return bf16_to_f32(p[i]); }
+};
+struct WI8 {
+    typedef i8 T;
+    static __device__ __forceinline__ float load(const i8* p, i64 i) { return (float)p[i]; }
+};
+
+// ---- reductions ----------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over the block; every thread gets the result. `scratch` holds >= 32 floats
+// of shared memory. Contains __syncthreads: call from all threads of the block.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous reduction
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < nwarps ? scratch[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+// Max over the block; every thread gets the result. Same contract as block_sum.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < nwarps ? scratch[lane] : NEG_INF;
+    return warp_max(t);
+}
+
+// ---- attention arguments ---------------------------------------------------------
+// Shared by attention.cu and decode_attention.cu; mirrors `AttnArgs` in
+// crates/cuda/src/ops/attention.rs (#[repr(C)], passed by value).
+// q [B, Tq, H*D], k/v [Bkv, Tcap, H*D] (heads interleaved in the last dim, which
+// is contiguous; batch/time strides in elements); out [B, Tq, H*D] contiguous;
+// key_mask f32 [Bkv, Tcap] or null; pos_bias f32 [H, Tq, kv_len] or null;
+// kv_index u32 [B] or null (row b reads kv row b).
+struct AttnArgs {
+    const float* q;
+    const float* k;
+    const float* v;
+    float* out;
+    const float* key_mask;
+    const float* pos_bias;
+    const u32* kv_index;
+    i64 q_sb, q_st, k_sb, k_st, v_sb, v_st;
+    int batch, tq, heads, head_dim, tcap, kv_len, causal, q_offset;
+    float scale;
+};
+
+// Keys query row i may attend to: kv_len, or with causal min(kv_len, q_offset + i + 1).
+__device__ __forceinline__ int attn_limit(const AttnArgs& a, int i) {
+    return a.causal ? min(a.kv_len, a.q_offset + i + 1) : a.kv_len;
+}
+
+// scale * q.k is computed by the caller; this adds (bias + mask) in the CPU
+// op's order: bias + mask first, then added to the dot product.
+__device__ __forceinline__ float attn_score(float dot, const float* bias_row, const float* mask_row, int j) {
+    if (bias_row && mask_row) return dot + (bias_row[j] + mask_row[j]);
+    if (bias_row) return dot + bias_row[j];
+    if (mask_row) return dot + mask_row[j];
+    return dot;
+}
+
+// HF's fully masked row: every allowed score is f32::MIN, so HF's scores are all
+// f32::MIN and its softmax is uniform over all kv_len keys (also those past the
+// causal limit). Writes that mean of V for the D dims this lane owns.
+__device__ __forceinline__ void attn_uniform(const AttnArgs& a, const float* vb, float* orow, int first_d,
+                                             int step) {
+    const float p = 1.0f / (float)a.kv_len;
+    for (int d = first_d; d < a.head_dim; d += step) {
+        float acc = 0.0f;
+        for (int j = 0; j < a.kv_len; ++j) acc = fmaf(p, vb[(i64)j * a.v_st + d], acc);
+        orow[d] = acc;
+    }
+}

@@ -1,0 +1,88 @@
+// copy.cu: data movement that does not change values.
+//
+// What it computes (reference: crates/cpu/src/ops/copy.rs, Tensor::contiguous)
+//   write_rows_b{2,4}      dst[b, start + t, c] = src[b, t, c]
+//                          src [B, T, C] contiguous, dst [B, Tcap, C] contiguous
+//                          (a decoder step written into a KV cache)
+//   index_select_b{1,2,4}  dst[i, :] = src[index[i], :], rows of `row` elements,
+//                          index u32 [n] (beam reordering; int8 scales use b4)
+//   gather_b{1,2,4}        dst[flat] = src[offset + sum_d idx_d * stride_d]: a strided
+//                          view (rank <= 6, strides in elements) made contiguous
+//                          in row-major order of the view
+// `b1/b2/b4` is the element size in bytes: the kernels only move bits, so one
+// kernel serves f32 and u32 (b4), f16 and bf16 (b2), int8 (b1).
+//
+// Launch shape: grid-stride loops over the destination elements, 256 threads per
+// block, min(ceil(n / 256), 65535) blocks. The View struct is passed by value.
+#include "common.cuh"
+
+#define GRID_STRIDE(i, n) \
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
+template <class T>
+__device__ void write_rows(const T* src, T* dst, i64 batch, i64 t, i64 tcap, i64 c, i64 start) {
+    const i64 n = batch * t * c;
+    GRID_STRIDE(i, n) {
+        const i64 ci = i % c;
+        const i64 ti = (i / c) % t;
+        const i64 bi = i / (c * t);
+        dst[(bi * tcap + start + ti) * c + ci] = src[i];
+    }
+}
+
+extern "C" __global__ void write_rows_b2(const u16* src, u16* dst, i64 batch, i64 t, i64 tcap, i64 c,
+                                         i64 start) {
+    write_rows<u16>(src, dst, batch, t, tcap, c, start);
+}
+extern "C" __global__ void write_rows_b4(const u32* src, u32* dst, i64 batch, i64 t, i64 tcap, i64 c,
+                                         i64 start) {
+    write_rows<u32>(src, dst, batch, t, tcap, c, start);
+}
+
+template <class T>
+__device__ void index_select(const T* src, const u32* index, T* dst, i64 n_index, i64 row) {
+    const i64 n = n_index * row;
+    GRID_STRIDE(i, n) {
+        const i64 r = i / row;
+        dst[i] = src[(i64)index[r] * row + (i - r * row)];
+    }
+}
+
+extern "C" __global__ void index_select_b1(const u8* src, const u32* index, u8* dst, i64 n_index, i64 row) {
+    index_select<u8>(src, index, dst, n_index, row);
+}
+extern "C" __global__ void index_select_b2(const u16* src, const u32* index, u16* dst, i64 n_index,
+                                           i64 row) {
+    index_select<u16>(src, index, dst, n_index, row);
+}
+extern "C" __global__ void index_select_b4(const u32* src, const u32* index, u32* dst, i64 n_index,
+                                           i64 row) {
+    index_select<u32>(src, index, dst, n_index, row);
+}
+
+// A strided view: element (i_0, .., i_{rank-1}) is src[offset + sum i_d * strides[d]].
+// Mirrors `GatherView` in crates/cuda/src/ops/copy.rs (#[repr(C)]).
+struct View {
+    i64 dims[6];
+    i64 strides[6];
+    i64 offset;
+    i64 n;
+    int rank;
+};
+
+template <class T>
+__device__ void gather(const T* src, T* dst, const View v) {
+    GRID_STRIDE(i, v.n) {
+        i64 rest = i, pos = v.offset;
+        for (int d = v.rank - 1; d >= 0; --d) {
+            const i64 id = rest % v.dims[d];
+            rest /= v.dims[d];
+            pos += id * v.strides[d];
+        }
+        dst[i] = src[pos];
+    }
+}
+
+extern "C" __global__ void gather_b1(const u8* src, u8* dst, const View v) { gather<u8>(src, dst, v); }
+extern "C" __global__ void gather_b2(const u16* src, u16* dst, const View v) { gather<u16>(src, dst, v); }
+extern "C" __global__ void gather_b4(const u32* src, u32* dst, const View v) { gather<u32>(src, dst, v); }

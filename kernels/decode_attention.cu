@@ -1,0 +1,154 @@
+// decode_attention.cu: attention with the key axis split across blocks
+// (flash-decoding), for few query rows (decode steps: Tq = 1) over long key
+// ranges (a KV cache, or the cached encoder K/V of a 1024-token source), where
+// one block per (row, head) would leave most of the GPU idle.
+//
+// What it computes: exactly what attention.cu computes (same AttentionParams
+// semantics: scale, causal + q_offset, kv_len < Tcap, key_mask per kv row,
+// position_bias [H, Tq, kv_len], kv_index so beams share encoder K/V, the
+// uniform row when fully masked), in two kernels:
+//   attention_split_f32_d*  block (split s, head h, query row (b, i)) runs an
+//       online softmax over keys [s * keys_per_split, (s + 1) * keys_per_split)
+//       ∩ [0, limit(i)) and writes its partial state: running max m, sum l and
+//       unnormalised output o[D] (m = -inf, l = 0, o = 0 for an empty range).
+//   attention_combine_f32   block (head h, query row (b, i)) merges the splits:
+//       M = max m_s, L = sum l_s exp(m_s - M), out = sum o_s exp(m_s - M) / L;
+//       a fully masked row (M = f32::MIN with limit < kv_len) gets the uniform
+//       average of V over all kv_len keys instead.
+// Partial buffers (f32): pm, pl [B * Tq * H * splits], po [B * Tq * H * splits * D],
+// slot = ((b * Tq + i) * H + h) * splits + s.
+//
+// Launch shape:
+//   split:   grid (splits, H, B * Tq), 128 threads (4 warps). Warp w takes the key
+//            tiles w, w + 4, ... of the split, 32 keys per tile, one key per lane
+//            (K read straight from global memory, q * scale from shared memory),
+//            and P.V with D / 32 dims per lane; the 4 warp states are merged in
+//            shared memory. Dynamic shared memory (D + 4 * D + 8) * 4 bytes.
+//   combine: grid (H, B * Tq), 128 threads striding over D.
+// Variants attention_split_f32_d{32,64,128,256} hold D <= 32, 64, 128, 256 in registers.
+#include "common.cuh"
+
+template <int DCH>
+__device__ __forceinline__ void attention_split(const AttnArgs& a, int keys_per_split, float* pm, float* pl,
+                                                float* po) {
+    extern __shared__ float smem[];
+    const int D = a.head_dim;
+    const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int split = blockIdx.x, h = blockIdx.y;
+    const int b = blockIdx.z / a.tq, i = blockIdx.z % a.tq;
+    float* qs = smem;         // [D]
+    float* wo = qs + D;       // [W][D]
+    float* wm = wo + nw * D;  // [W]
+    float* wl = wm + nw;      // [W]
+    const int r = a.kv_index ? (int)a.kv_index[b] : b;
+    const float* kb = a.k + (i64)r * a.k_sb + (i64)h * D;
+    const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
+    const int lim = attn_limit(a, i);
+    const int j_begin = split * keys_per_split;
+    const int j_end = min(lim, j_begin + keys_per_split);
+    const float* mask_row = a.key_mask ? a.key_mask + (i64)r * a.tcap : nullptr;
+    const float* bias_row = a.pos_bias ? a.pos_bias + ((i64)h * a.tq + i) * a.kv_len : nullptr;
+
+    const float* qrow = a.q + (i64)b * a.q_sb + (i64)i * a.q_st + (i64)h * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qrow[d] * a.scale;
+    __syncthreads();
+
+    float m = NEG_INF, l = 0.0f, o[DCH];
+#pragma unroll
+    for (int c = 0; c < DCH; ++c) o[c] = 0.0f;
+    for (int j0 = j_begin + warp * 32; j0 < j_end; j0 += nw * 32) {
+        const int j = j0 + lane;
+        const bool valid = j < j_end;
+        float s = NEG_INF;
+        if (valid) {
+            const float* kr = kb + (i64)j * a.k_st;
+            float dot = 0.0f;
+            for (int d = 0; d < D; ++d) dot = fmaf(qs[d], kr[d], dot);
+            s = attn_score(dot, bias_row, mask_row, j);
+        }
+        const float tmax = warp_max(s);
+        if (tmax == NEG_INF) continue;  // warp-uniform
+        const float m_new = fmaxf(m, tmax);
+        const float corr = expf(m - m_new);
+        const float p = valid ? expf(s - m_new) : 0.0f;
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int c = 0; c < DCH; ++c) o[c] *= corr;
+        const int nj = min(32, j_end - j0);
+        for (int jj = 0; jj < nj; ++jj) {
+            const float pj = __shfl_sync(FULL_MASK, p, jj);
+            const float* vr = vb + (i64)(j0 + jj) * a.v_st;
+#pragma unroll
+            for (int c = 0; c < DCH; ++c) {
+                const int d = lane + 32 * c;
+                if (d < D) o[c] = fmaf(pj, vr[d], o[c]);
+            }
+        }
+        m = m_new;
+    }
+
+    // Merge the warps' states.
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+#pragma unroll
+    for (int c = 0; c < DCH; ++c) {
+        const int d = lane + 32 * c;
+        if (d < D) wo[warp * D + d] = o[c];
+    }
+    __syncthreads();
+    float M = NEG_INF;
+    for (int w = 0; w < nw; ++w) M = fmaxf(M, wm[w]);
+    const i64 slot = (((i64)b * a.tq + i) * a.heads + h) * gridDim.x + split;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int w = 0; w < nw; ++w)
+            if (wm[w] != NEG_INF) acc = fmaf(wo[w * D + d], expf(wm[w] - M), acc);
+        po[slot * D + d] = acc;
+    }
+    if (threadIdx.x == 0) {
+        float L = 0.0f;
+        for (int w = 0; w < nw; ++w)
+            if (wm[w] != NEG_INF) L = fmaf(wl[w], expf(wm[w] - M), L);
+        pm[slot] = M;
+        pl[slot] = L;
+    }
+}
+
+#define SPLIT(NAME, DCH)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128)                                                   \
+        NAME(const AttnArgs a, int keys_per_split, float* pm, float* pl, float* po) {                   \
+        attention_split<DCH>(a, keys_per_split, pm, pl, po);                                            \
+    }
+SPLIT(attention_split_f32_d32, 1)
+SPLIT(attention_split_f32_d64, 2)
+SPLIT(attention_split_f32_d128, 4)
+SPLIT(attention_split_f32_d256, 8)
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_combine_f32(const AttnArgs a, int splits, const float* pm, const float* pl, const float* po) {
+    const int D = a.head_dim;
+    const int h = blockIdx.x;
+    const int b = blockIdx.y / a.tq, i = blockIdx.y % a.tq;
+    const i64 slot0 = (((i64)b * a.tq + i) * a.heads + h) * splits;
+    float* orow = a.out + (((i64)b * a.tq + i) * a.heads + h) * D;
+    float M = NEG_INF;
+    for (int s = 0; s < splits; ++s) M = fmaxf(M, pm[slot0 + s]);
+    if (M == NEG_FLT_MAX && attn_limit(a, i) < a.kv_len) {
+        const int r = a.kv_index ? (int)a.kv_index[b] : b;
+        const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
+        attn_uniform(a, vb, orow, threadIdx.x, blockDim.x);
+        return;
+    }
+    float L = 0.0f;
+    for (int s = 0; s < splits; ++s)
+        if (pm[slot0 + s] != NEG_INF) L = fmaf(pl[slot0 + s], expf(pm[slot0 + s] - M), L);
+    const float inv = 1.0f / L;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < splits; ++s)
+            if (pm[slot0 + s] != NEG_INF) acc = fmaf(po[(slot0 + s) * D + d], expf(pm[slot0 + s] - M), acc);
+        orow[d] = acc * inv;
+    }
+}

@@ -1,0 +1,176 @@
+// gemm.cu: the dense products, f32 accumulation.
+//
+// What it computes (reference: crates/cpu/src/ops/gemm.rs, matmul.rs)
+//   linear_<w>   out[m, n] = (sum_k x[m, k] * w[n, k]) * s[n] + bias[n]
+//                x f32 [M, K]; w [N, K] (HF's [out, in]) as f32, f16, bf16 or int8;
+//                s[n] = the int8 row scale (null for float weights: s = 1);
+//                bias f32 [N] or null. Tiled shared-memory GEMM, any M, N, K.
+//   gemv_<w>     the same for M <= 8 (decode steps): one warp per output column
+//                streams its weight row once and serves all M rows of x.
+//   batched_matmul_f32  out[b, m, n] = sum_k a[b, m, k] * B[b, k, n]
+//                a contiguous [batch, M, K]; B any strides (sb, sk, sn) in elements;
+//                out contiguous [batch, M, N].
+// Int8 weights are dequantised in registers (weight-only int8): the int8 value
+// is widened to f32, multiplied with x, and the row scale applied once per
+// output. (The CPU backend's VNNI path also quantises x; this does not.)
+//
+// Tiling (linear_*, batched_matmul_f32): block tile BM x BN = 64 x 64 outputs, K
+// step BK = 16, 256 threads, each computing a 4 x 4 register tile at rows
+// ty + 16 i and columns tx + 16 j (tx = tid % 16, ty = tid / 16) so that shared
+// reads are broadcast / conflict-free. Out-of-range rows, columns and k are
+// zero-filled on load, so every M, N, K is correct.
+//   Launch shape: grid (ceil(N / 64), ceil(M / 64), batch), block 256, static
+//   shared memory 2 * 16 * 68 * 4 B = 8.5 KiB.
+// GEMV: grid ceil(N / 8), block 256 (8 warps, one output column each), lanes
+// stride over k (coalesced weight reads); per-warp sums with shuffles.
+//
+// Napkin math: linear reads M*K*4 + N*K*w_bytes and writes M*N*4 bytes and does
+// 2*M*N*K flops; the GEMV is bandwidth bound (weights dominate).
+#include "common.cuh"
+
+#define BM 64
+#define BN 64
+#define BK 16
+#define GEMM_THREADS 256
+#define GEMV_MAX_M 8
+
+// B(n, k) for linear: w[n * K + k] of weight type W.
+template <class W>
+struct LinearB {
+    const typename W::T* w;
+    i64 K;
+    __device__ __forceinline__ float operator()(i64 n, i64 k) const { return W::load(w, n * K + k); }
+};
+
+// B(n, k) for batched matmul: b[k * sk + n * sn] (the batch offset already applied).
+struct StridedB {
+    const float* b;
+    i64 sk, sn;
+    __device__ __forceinline__ float operator()(i64 n, i64 k) const { return b[k * sk + n * sn]; }
+};
+
+template <class BL>
+__device__ __forceinline__ void gemm_tile(const float* A, i64 lda, const BL bl, float* C, i64 ldc, int M, int N,
+                                          int K, const float* col_scale, const float* bias) {
+    // +4 padding keeps the transposed stores from piling onto one bank.
+    __shared__ float As[BK][BM + 4];
+    __shared__ float Bs[BK][BN + 4];
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        // 64 x 16 elements of each operand, 4 per thread; consecutive threads read
+        // consecutive k of one row (both operands are k-contiguous for linear).
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int e = tid + GEMM_THREADS * r;
+            const int row = e / BK, kk = e % BK;
+            const int k = k0 + kk;
+            const int m = m0 + row, n = n0 + row;
+            As[kk][row] = (m < M && k < K) ? A[(i64)m * lda + k] : 0.0f;
+            Bs[kk][row] = (n < N && k < K) ? bl(n, k) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();  // the tiles are overwritten next iteration
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (n >= N) continue;
+            float v = acc[i][j];
+            if (col_scale) v *= col_scale[n];
+            if (bias) v += bias[n];
+            C[(i64)m * ldc + n] = v;
+        }
+    }
+}
+
+template <class W>
+__device__ __forceinline__ void linear_tiled(const float* x, const typename W::T* w, const float* scales,
+                                             const float* bias, float* out, int M, int N, int K) {
+    LinearB<W> bl;
+    bl.w = w;
+    bl.K = K;
+    gemm_tile(x, K, bl, out, N, M, N, K, scales, bias);
+}
+
+#define LINEAR(NAME, W)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                          \
+        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M, \
+             int N, int K) {                                                                            \
+        linear_tiled<W>(x, w, scales, bias, out, M, N, K);                                              \
+    }
+LINEAR(linear_f32, WF32)
+LINEAR(linear_f16, WF16)
+LINEAR(linear_bf16, WBF16)
+LINEAR(linear_i8, WI8)
+
+template <class W>
+__device__ __forceinline__ void gemv(const float* x, const typename W::T* w, const float* scales,
+                                     const float* bias, float* out, int M, int N, int K) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (n >= N) return;  // whole warp leaves; there is no block barrier below
+    const typename W::T* wr = w + (i64)n * K;
+    float acc[GEMV_MAX_M];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = 0.0f;
+    for (int k = lane; k < K; k += 32) {
+        const float wv = W::load(wr, k);
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m)
+            if (m < M) acc[m] = fmaf(x[(i64)m * K + k], wv, acc[m]);
+    }
+    const float s = scales ? scales[n] : 1.0f;
+    const float b = bias ? bias[n] : 0.0f;
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        if (m >= M) break;  // M is uniform: the whole warp takes the same path
+        float v = warp_sum(acc[m]);
+        if (scales) v *= s;
+        if (bias) v += b;
+        if (lane == 0) out[(i64)m * N + n] = v;
+    }
+}
+
+#define GEMV(NAME, W)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256)                                                   \
+        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M, \
+             int N, int K) {                                                                            \
+        gemv<W>(x, w, scales, bias, out, M, N, K);                                                      \
+    }
+GEMV(gemv_f32, WF32)
+GEMV(gemv_f16, WF16)
+GEMV(gemv_bf16, WBF16)
+GEMV(gemv_i8, WI8)
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    batched_matmul_f32(const float* a, const float* b, float* out, int M, int N, int K, i64 sb, i64 sk, i64 sn) {
+    const i64 batch = blockIdx.z;
+    StridedB bl;
+    bl.b = b + batch * sb;
+    bl.sk = sk;
+    bl.sn = sn;
+    gemm_tile(a + batch * (i64)M * K, K, bl, out + batch * (i64)M * N, N, M, N, K, nullptr, nullptr);
+}
