@@ -29,11 +29,25 @@ use crate::ops::gemm::{GemmPath, WeightPtr};
 use crate::ops::{self, topk};
 use crate::{driver_present, info_of, DeviceInfo};
 
-/// The CUDA backend of one device. Cloning shares the device state.
-#[derive(Debug, Clone)]
+/// The CUDA backend of one device. A clone shares the device (context,
+/// stream, allocator, kernels) and starts with the kernel-path choices of the
+/// original; changing them on one handle does not affect another.
+#[derive(Debug)]
 pub struct CudaBackend {
     dev: Arc<Dev>,
-    knobs: Arc<Knobs>,
+    knobs: Knobs,
+}
+
+impl Clone for CudaBackend {
+    fn clone(&self) -> Self {
+        CudaBackend {
+            dev: self.dev.clone(),
+            knobs: Knobs {
+                gemm: AtomicU8::new(self.knobs.gemm.load(Ordering::Relaxed)),
+                attention: AtomicU8::new(self.knobs.attention.load(Ordering::Relaxed)),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +87,7 @@ impl CudaBackend {
                 info,
                 max_smem_optin,
             }),
-            knobs: Arc::new(Knobs::default()),
+            knobs: Knobs::default(),
         })
     }
 

@@ -1,0 +1,207 @@
+//! kernels/copy.cu and the memory ops against the CPU backend: zeros,
+//! upload/download round trips (views included), write_rows into a KV cache,
+//! index_select (beam reordering, int8 rows with their scales), and the
+//! caching allocator (a repeated step allocates nothing new). All exact.
+
+mod common;
+
+use common::*;
+use encdec_core::testing::random_normal;
+use encdec_core::{Backend, DType, Tensor};
+
+#[test]
+fn zeros_upload_download_round_trip() {
+    let g = gpu_or_skip!("zeros_upload_download_round_trip");
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I8, DType::U32] {
+        let z = g.zeros(&[3, 5], dt).unwrap();
+        assert_eq!((z.dtype(), z.dims()), (dt, &[3usize, 5][..]));
+        assert_eq!(down(&g, &z), vec![0.0; 15], "zeros {dt}");
+        assert_eq!(g.download(&z).unwrap().dtype(), dt);
+    }
+    let x = host(random_normal(1, 4 * 6 * 5, 1.0), &[4, 6, 5]);
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+        let h = cpu().cast(&x, dt).unwrap();
+        let d = up(&g, &h);
+        assert_eq!(d.device(), g.device());
+        let back = g.download(&d).unwrap();
+        assert_eq!(back.dtype(), dt);
+        check_exact(
+            &format!("round trip {dt}"),
+            &back.to_f32_vec().unwrap(),
+            &h.to_f32_vec().unwrap(),
+        );
+    }
+    // Views: a narrowed host tensor uploads as its elements; a transposed and a
+    // narrowed device tensor download in their row-major order.
+    let n = x.narrow(1, 2, 3).unwrap();
+    check_exact(
+        "upload narrow",
+        &down(&g, &up(&g, &n)),
+        &n.to_f32_vec().unwrap(),
+    );
+    let d = up(&g, &x);
+    let views = [
+        (d.narrow(1, 1, 4).unwrap(), x.narrow(1, 1, 4).unwrap()),
+        (d.transpose(1, 2).unwrap(), x.transpose(1, 2).unwrap()),
+        (d.narrow(0, 1, 2).unwrap(), x.narrow(0, 1, 2).unwrap()),
+    ];
+    for (dv, hv) in views {
+        check_exact(
+            &format!("download view {:?} strides {:?}", dv.dims(), dv.strides()),
+            &down(&g, &dv),
+            &hv.to_f32_vec().unwrap(),
+        );
+    }
+    // An int8 view of whole rows.
+    let q = cpu()
+        .cast(&host(random_normal(2, 6 * 8, 1.0), &[6, 8]), DType::I8)
+        .unwrap();
+    let qn = q.narrow(0, 2, 3).unwrap();
+    check_exact(
+        "int8 narrow",
+        &down(&g, &up(&g, &qn)),
+        &qn.to_f32_vec().unwrap(),
+    );
+    // Ids.
+    let ids = Tensor::from_u32(vec![5, 0, 7], [3]).unwrap();
+    let back = g.download(&up(&g, &ids)).unwrap();
+    assert_eq!(back.to_u32_vec().unwrap(), vec![5, 0, 7]);
+}
+
+#[test]
+fn write_rows_matches_cpu() {
+    let g = gpu_or_skip!("write_rows_matches_cpu");
+    let mut f = Failures::default();
+    for dt in [DType::F32, DType::F16, DType::BF16] {
+        for &(b, t, tcap, c, start) in &[
+            (1usize, 1usize, 1usize, 1usize, 0usize),
+            (3, 1, 9, 64, 4),
+            (2, 5, 7, 130, 2),
+            (4, 17, 40, 512, 23),
+        ] {
+            let src = host_as(random_normal(3, b * t * c, 1.0), &[b, t, c], dt);
+            let cache = host_as(random_normal(4, b * tcap * c, 1.0), &[b, tcap, c], dt);
+            let mut want = cpu().cast(&cache, dt).unwrap();
+            cpu().write_rows(&src, &mut want, start).unwrap();
+            let mut got = up(&g, &cache);
+            g.write_rows(&up(&g, &src), &mut got, start).unwrap();
+            f.exact(
+                &format!("write_rows {dt} b={b} t={t} tcap={tcap} c={c} start={start}"),
+                &down(&g, &got),
+                &want.to_f32_vec().unwrap(),
+            );
+            // A non-contiguous source: [b, t, c] as a transposed view of [b, c, t].
+            let base = host_as(random_normal(5, b * t * c, 1.0), &[b, c, t], dt);
+            let view = base.transpose(1, 2).unwrap();
+            let mut want2 = cpu().cast(&cache, dt).unwrap();
+            cpu().write_rows(&view, &mut want2, start).unwrap();
+            let mut got2 = up(&g, &cache);
+            g.write_rows(&up(&g, &base).transpose(1, 2).unwrap(), &mut got2, start)
+                .unwrap();
+            f.exact(
+                &format!("write_rows strided {dt} b={b} t={t} c={c}"),
+                &down(&g, &got2),
+                &want2.to_f32_vec().unwrap(),
+            );
+        }
+    }
+    // Ids into a u32 cache keep their host copy in step (used by later checks).
+    let mut cache = g.zeros(&[2, 4, 1], DType::U32).unwrap();
+    let step = up(&g, &Tensor::from_u32(vec![7, 9], [2, 1, 1]).unwrap());
+    g.write_rows(&step, &mut cache, 3).unwrap();
+    assert_eq!(
+        g.download(&cache).unwrap().to_u32_vec().unwrap(),
+        vec![0, 0, 0, 7, 0, 0, 0, 9]
+    );
+    // The host copy of the ids follows (range checks read it): id 9 is out of
+    // range for 8 rows.
+    let ix = g.cast(&cache, DType::U32).unwrap().reshape([8]).unwrap();
+    let src8 = g.zeros(&[8, 1], DType::F32).unwrap();
+    let mut dst8 = g.zeros(&[8, 1], DType::F32).unwrap();
+    let e = g
+        .index_select(&src8, &ix, &mut dst8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("index 9 is out of range"), "{e}");
+    f.finish("write_rows");
+}
+
+#[test]
+fn index_select_matches_cpu() {
+    let g = gpu_or_skip!("index_select_matches_cpu");
+    let mut f = Failures::default();
+    let index = vec![2u32, 0, 2, 1, 3];
+    let ih = Tensor::from_u32(index.clone(), [5]).unwrap();
+    let id = up(&g, &ih);
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+        for shape in [&[4usize, 1][..], &[4, 7], &[4, 3, 130], &[4, 9, 64]] {
+            let mut dshape = shape.to_vec();
+            dshape[0] = index.len();
+            let n: usize = shape.iter().product();
+            let src = host_as(random_normal(6, n, 1.0), shape, DType::F32);
+            let src = if dt == DType::I8 {
+                cpu().cast(&src, DType::I8).unwrap()
+            } else {
+                cpu().cast(&src, dt).unwrap()
+            };
+            let mut want = Tensor::zeros(&dshape[..], dt);
+            cpu().index_select(&src, &ih, &mut want).unwrap();
+            let mut got = g.zeros(&dshape, dt).unwrap();
+            g.index_select(&up(&g, &src), &id, &mut got).unwrap();
+            f.exact(
+                &format!("index_select {dt} {shape:?}"),
+                &down(&g, &got),
+                &want.to_f32_vec().unwrap(),
+            );
+        }
+    }
+    // u32 rows, and the range check.
+    let src = up(&g, &Tensor::from_u32((0..8).collect(), [4, 2]).unwrap());
+    let mut dst = g.zeros(&[5, 2], DType::U32).unwrap();
+    g.index_select(&src, &id, &mut dst).unwrap();
+    assert_eq!(
+        g.download(&dst).unwrap().to_u32_vec().unwrap(),
+        vec![4, 5, 0, 1, 4, 5, 2, 3, 6, 7]
+    );
+    let bad = up(&g, &Tensor::from_u32(vec![0, 4], [2]).unwrap());
+    let mut d2 = g.zeros(&[2, 2], DType::U32).unwrap();
+    let e = g.index_select(&src, &bad, &mut d2).unwrap_err().to_string();
+    assert!(e.contains("index 4 is out of range"), "{e}");
+    f.finish("index_select");
+}
+
+/// Issue 5: "a caching device allocator (no cudaMalloc in the decode loop)".
+#[test]
+fn a_repeated_step_allocates_nothing_new() {
+    let g = gpu_or_skip!("a_repeated_step_allocates_nothing_new");
+    let w = up(&g, &host(random_normal(1, 64 * 32, 0.1), &[64, 32]));
+    let wb = up(
+        &g,
+        &cpu()
+            .cast(&host(random_normal(1, 64, 0.1), &[64]), DType::BF16)
+            .unwrap(),
+    );
+    let mut out = g.zeros(&[3, 64], DType::F32).unwrap();
+    let step = |out: &mut Tensor| {
+        // An upload per step (ids), a temporary (bf16 bias converted), a download.
+        let x = up(&g, &host(random_normal(2, 3 * 32, 1.0), &[3, 32]));
+        g.linear(&x, &w, Some(&wb), out).unwrap();
+        let _ = g.topk(out, 4).unwrap();
+    };
+    for _ in 0..3 {
+        step(&mut out);
+    }
+    let before = g.memory_stats();
+    for _ in 0..20 {
+        step(&mut out);
+    }
+    let after = g.memory_stats();
+    let (Some(before), Some(after)) = (before, after) else {
+        return; // not a CUDA backend
+    };
+    assert_eq!(
+        before.driver_allocs, after.driver_allocs,
+        "steady-state steps called cuMemAlloc: {before:?} -> {after:?}"
+    );
+    assert!(after.reuses > before.reuses);
+}

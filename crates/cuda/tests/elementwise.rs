@@ -1,0 +1,184 @@
+//! kernels/elementwise.cu against the CPU backend: add/mul (same shape and row
+//! broadcast), scale, every activation, gated activations, casts between
+//! f32/f16/bf16 and int8 quantisation.
+//!
+//! Tolerances: add/mul/scale, casts, quantisation and dequantisation are exact
+//! (IEEE operations in the same order, round to nearest even on both sides);
+//! activations within `TOL_POINTWISE` (abs 1e-6 + rel 1e-5; CUDA's erff/tanhf/
+//! expf against the CPU's vectorised approximations).
+
+mod common;
+
+use common::*;
+use encdec_core::testing::random_normal;
+use encdec_core::{Activation, Backend, DType, HostStorage, Tensor};
+
+const SHAPES: [&[usize]; 5] = [&[1, 1], &[3, 7], &[17, 130], &[64, 512], &[2, 5, 1000]];
+
+#[test]
+fn add_mul_scale_match_cpu() {
+    let g = gpu_or_skip!("add_mul_scale_match_cpu");
+    let mut f = Failures::default();
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let cols = *shape.last().unwrap();
+        let x = random_normal(si as u64, n, 1.0);
+        for (bcast, yshape) in [(false, shape.to_vec()), (true, vec![cols])] {
+            let y = random_normal(100 + si as u64, yshape.iter().product(), 1.0);
+            let yh = host(y.clone(), &yshape);
+            for mul in [false, true] {
+                let mut want = host(x.clone(), shape);
+                let mut got = up(&g, &want);
+                let yd = up(&g, &yh);
+                if mul {
+                    cpu().mul_assign(&mut want, &yh).unwrap();
+                    g.mul_assign(&mut got, &yd).unwrap();
+                } else {
+                    cpu().add_assign(&mut want, &yh).unwrap();
+                    g.add_assign(&mut got, &yd).unwrap();
+                }
+                let what = format!(
+                    "{} {shape:?} broadcast={bcast} seed={si}",
+                    if mul { "mul_assign" } else { "add_assign" }
+                );
+                f.exact(&what, &down(&g, &got), &want.to_f32_vec().unwrap());
+            }
+        }
+        let mut want = host(x.clone(), shape);
+        let mut got = up(&g, &want);
+        cpu().scale(&mut want, -0.37).unwrap();
+        g.scale(&mut got, -0.37).unwrap();
+        f.exact(
+            &format!("scale {shape:?}"),
+            &down(&g, &got),
+            &want.to_f32_vec().unwrap(),
+        );
+    }
+    f.finish("add/mul/scale");
+}
+
+const ACTS: [Activation; 5] = [
+    Activation::Relu,
+    Activation::Gelu,
+    Activation::GeluTanh,
+    Activation::Silu,
+    Activation::Identity,
+];
+
+#[test]
+fn activations_match_cpu() {
+    let g = gpu_or_skip!("activations_match_cpu");
+    let mut f = Failures::default();
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        // Wide range: the tails of erf/tanh/exp matter.
+        let x = random_normal(7 + si as u64, n, 4.0);
+        for act in ACTS {
+            let mut want = host(x.clone(), shape);
+            let mut got = up(&g, &want);
+            cpu().activation(&mut want, act).unwrap();
+            g.activation(&mut got, act).unwrap();
+            f.check(
+                &format!("activation {act:?} {shape:?}"),
+                &down(&g, &got),
+                &want.to_f32_vec().unwrap(),
+                TOL_POINTWISE,
+            );
+            let up_v = random_normal(50 + si as u64, n, 1.0);
+            let (gh, uh) = (host(x.clone(), shape), host(up_v, shape));
+            let mut want = host(vec![0.0; n], shape);
+            cpu().gated_activation(&gh, &uh, act, &mut want).unwrap();
+            let mut got = poisoned(&g, shape);
+            g.gated_activation(&up(&g, &gh), &up(&g, &uh), act, &mut got)
+                .unwrap();
+            f.check(
+                &format!("gated_activation {act:?} {shape:?}"),
+                &down(&g, &got),
+                &want.to_f32_vec().unwrap(),
+                TOL_POINTWISE,
+            );
+        }
+    }
+    f.finish("activations");
+}
+
+fn int8_parts(t: &Tensor) -> (Vec<i8>, Vec<f32>) {
+    match t.host().unwrap() {
+        HostStorage::I8 { data, scales } => (data.clone(), scales.clone()),
+        h => panic!("expected int8, got {}", h.dtype()),
+    }
+}
+
+#[test]
+fn casts_and_quantisation_match_cpu_exactly() {
+    let g = gpu_or_skip!("casts_and_quantisation_match_cpu_exactly");
+    let mut f = Failures::default();
+    let dtypes = [DType::F32, DType::F16, DType::BF16, DType::I8];
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let mut x = random_normal(200 + si as u64, n, 3.0);
+        if n > 2 {
+            x[1] = 0.0; // zeros, and a zero row when cols == 1
+            x[2] = -65519.0; // near the f16 limit
+        }
+        for from in dtypes {
+            let src = if from == DType::I8 {
+                cpu().cast(&host(x.clone(), shape), DType::I8).unwrap()
+            } else {
+                host_as(x.clone(), shape, from)
+            };
+            let src_d = up(&g, &src);
+            for to in dtypes {
+                let what = format!("cast {from} -> {to} {shape:?}");
+                let want = cpu().cast(&src, to).unwrap();
+                let got = match g.cast(&src_d, to) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        f.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                };
+                if got.dtype() != to || got.dims() != want.dims() {
+                    f.push(format!("{what}: got {} {:?}", got.dtype(), got.dims()));
+                    continue;
+                }
+                let got_h = g.download(&got).unwrap();
+                if to == DType::I8 {
+                    let (gd, gs) = int8_parts(&got_h);
+                    let (wd, ws) = int8_parts(&want);
+                    if gd != wd || gs != ws {
+                        let bad = gd.iter().zip(&wd).position(|(a, b)| a != b);
+                        f.push(format!(
+                            "{what}: int8 data/scales differ (first data mismatch at {bad:?}; scales equal: {})",
+                            gs == ws
+                        ));
+                    }
+                } else {
+                    f.exact(
+                        &what,
+                        &got_h.to_f32_vec().unwrap(),
+                        &want.to_f32_vec().unwrap(),
+                    );
+                }
+            }
+        }
+    }
+    // A transposed (non-contiguous) source.
+    let x = host(random_normal(9, 6 * 10, 1.0), &[6, 10]);
+    let tr = up(&g, &x).transpose(0, 1).unwrap();
+    let got = g.cast(&tr, DType::F16).unwrap();
+    let want = cpu().cast(&x.transpose(0, 1).unwrap(), DType::F16).unwrap();
+    f.exact(
+        "cast of a transposed view",
+        &down(&g, &got),
+        &want.to_f32_vec().unwrap(),
+    );
+    // Ids cast only to ids.
+    let ids = up(&g, &Tensor::from_u32(vec![1, 2, 3], [3]).unwrap());
+    assert!(g.cast(&ids, DType::F32).is_err());
+    assert_eq!(
+        down(&g, &g.cast(&ids, DType::U32).unwrap()),
+        vec![1.0, 2.0, 3.0]
+    );
+    f.finish("casts");
+}
