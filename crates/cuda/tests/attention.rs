@@ -1,0 +1,261 @@
+//! kernels/attention.cu (tiled, online softmax) and kernels/decode_attention.cu
+//! (split-KV + combine) against the CPU backend, exactly per `AttentionParams`:
+//! scale, causal with q_offset (also past kv_len), kv_len < Tcap, key_mask per
+//! kv row (padding, and a fully masked row, which is uniform over kv_len),
+//! position_bias [H, Tq, kv_len], kv_index (beams sharing encoder K/V), q/k/v
+//! as strided views of fused projections, head_dim in {8, 33, 64, 100, 128, 256}.
+//! Every case runs through the Auto, Tiled and SplitKv paths.
+//! Tolerance `TOL_REDUCE` (rel L2 1e-5, abs 1e-5 + rel 1e-4): f32 online
+//! softmax against the CPU's two-pass f32 softmax.
+
+mod common;
+
+use common::*;
+use encdec_core::testing::random_normal;
+use encdec_core::{AttentionParams, Backend, DType, Tensor};
+use encdec_cuda::AttentionPath;
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    name: &'static str,
+    batch: usize,
+    bkv: usize,
+    /// kv row of each batch row, when beams share rows.
+    beams: Option<&'static [u32]>,
+    tq: usize,
+    tcap: usize,
+    kv_len: usize,
+    causal: bool,
+    q_offset: usize,
+    mask: bool,
+}
+
+#[rustfmt::skip]
+const CASES: [Case; 9] = [
+    Case { name: "encoder", batch: 3, bkv: 3, beams: None, tq: 7, tcap: 7, kv_len: 7, causal: false, q_offset: 0, mask: true },
+    Case { name: "encoder long", batch: 2, bkv: 2, beams: None, tq: 70, tcap: 70, kv_len: 70, causal: false, q_offset: 0, mask: true },
+    Case { name: "decoder prefill", batch: 2, bkv: 2, beams: None, tq: 33, tcap: 40, kv_len: 33, causal: true, q_offset: 0, mask: false },
+    Case { name: "decode step", batch: 3, bkv: 3, beams: None, tq: 1, tcap: 50, kv_len: 37, causal: true, q_offset: 36, mask: false },
+    Case { name: "cross decode, beams", batch: 4, bkv: 2, beams: Some(&[0, 0, 1, 1]), tq: 1, tcap: 300, kv_len: 300, causal: false, q_offset: 0, mask: true },
+    Case { name: "cross, beams reordered", batch: 4, bkv: 3, beams: Some(&[2, 0, 2, 1]), tq: 5, tcap: 129, kv_len: 129, causal: false, q_offset: 0, mask: true },
+    Case { name: "long decode", batch: 1, bkv: 1, beams: None, tq: 1, tcap: 1024, kv_len: 1000, causal: true, q_offset: 999, mask: false },
+    Case { name: "causal past kv_len", batch: 2, bkv: 2, beams: None, tq: 4, tcap: 12, kv_len: 10, causal: true, q_offset: 8, mask: true },
+    Case { name: "causal, fewer keys than queries", batch: 1, bkv: 1, beams: None, tq: 5, tcap: 3, kv_len: 3, causal: true, q_offset: 0, mask: true },
+];
+
+const DIMS: [(usize, usize); 6] = [(1, 8), (2, 64), (3, 33), (2, 128), (1, 256), (4, 100)];
+
+/// Additive mask [bkv, tcap]: ~20% padding (f32::MIN), and with 2+ kv rows the
+/// second row fully masked.
+fn mask(seed: u64, bkv: usize, tcap: usize) -> Vec<f32> {
+    let r = random_normal(seed, bkv * tcap, 1.0);
+    let mut m: Vec<f32> = r
+        .iter()
+        .map(|&v| if v > 0.85 { f32::MIN } else { 0.0 })
+        .collect();
+    if bkv >= 2 {
+        m[tcap..2 * tcap].fill(f32::MIN);
+    }
+    m
+}
+
+#[test]
+fn attention_matches_cpu_on_every_case_and_path() {
+    let g = gpu_or_skip!("attention_matches_cpu_on_every_case_and_path");
+    let mut f = Failures::default();
+    for (ci, c) in CASES.iter().enumerate() {
+        for &(h, d) in &DIMS {
+            let hd = h * d;
+            let seed = (ci * 100 + d) as u64;
+            // q as a narrowed view of [B, Tq, HD + 3]; k, v as halves of a fused [Bkv, Tcap, 2 HD].
+            let qb = host(
+                random_normal(seed, c.batch * c.tq * (hd + 3), 1.0),
+                &[c.batch, c.tq, hd + 3],
+            );
+            let kvb = host(
+                random_normal(seed + 1, c.bkv * c.tcap * 2 * hd, 1.0),
+                &[c.bkv, c.tcap, 2 * hd],
+            );
+            let (qh, kh, vh) = (
+                qb.narrow(2, 3, hd).unwrap(),
+                kvb.narrow(2, 0, hd).unwrap(),
+                kvb.narrow(2, hd, hd).unwrap(),
+            );
+            let (qbd, kvbd) = (up(&g, &qb), up(&g, &kvb));
+            let (qd, kd, vd) = (
+                qbd.narrow(2, 3, hd).unwrap(),
+                kvbd.narrow(2, 0, hd).unwrap(),
+                kvbd.narrow(2, hd, hd).unwrap(),
+            );
+            let mh = c
+                .mask
+                .then(|| host(mask(seed + 2, c.bkv, c.tcap), &[c.bkv, c.tcap]));
+            let md = mh.as_ref().map(|m| up(&g, m));
+            let ih = c
+                .beams
+                .map(|b| Tensor::from_u32(b.to_vec(), [b.len()]).unwrap());
+            let id = ih.as_ref().map(|i| up(&g, i));
+            for with_bias in [false, true] {
+                let bh = with_bias.then(|| {
+                    host(
+                        random_normal(seed + 3, h * c.tq * c.kv_len, 2.0),
+                        &[h, c.tq, c.kv_len],
+                    )
+                });
+                let bd = bh.as_ref().map(|b| up(&g, b));
+                let scale = if with_bias {
+                    1.0
+                } else {
+                    1.0 / (d as f32).sqrt()
+                };
+                let params = |mask, bias, ix| AttentionParams {
+                    num_heads: h,
+                    head_dim: d,
+                    scale,
+                    causal: c.causal,
+                    q_offset: c.q_offset,
+                    kv_len: c.kv_len,
+                    key_mask: mask,
+                    position_bias: bias,
+                    kv_index: ix,
+                };
+                let mut want = Tensor::zeros([c.batch, c.tq, hd], DType::F32);
+                cpu()
+                    .attention(
+                        &qh,
+                        &kh,
+                        &vh,
+                        &params(mh.as_ref(), bh.as_ref(), ih.as_ref()),
+                        &mut want,
+                    )
+                    .unwrap();
+                let want = want.to_f32_vec().unwrap();
+                for path in [
+                    AttentionPath::Auto,
+                    AttentionPath::Tiled,
+                    AttentionPath::SplitKv,
+                ] {
+                    g.set_attention_path(path);
+                    let what = format!(
+                        "attention {} ({c:?}) H={h} D={d} bias={with_bias} path={path:?}",
+                        c.name
+                    );
+                    let mut got = poisoned(&g, &[c.batch, c.tq, hd]);
+                    match g.attention(
+                        &qd,
+                        &kd,
+                        &vd,
+                        &params(md.as_ref(), bd.as_ref(), id.as_ref()),
+                        &mut got,
+                    ) {
+                        Ok(()) => f.check(&what, &down(&g, &got), &want, TOL_REDUCE),
+                        Err(e) => f.push(format!("{what}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    f.finish("attention");
+}
+
+#[test]
+fn attention_checks_its_arguments_like_the_cpu() {
+    let g = gpu_or_skip!("attention_checks_its_arguments_like_the_cpu");
+    let (b, tq, tk, h, d) = (2, 3, 5, 2, 4);
+    let q = up(
+        &g,
+        &host(random_normal(1, b * tq * h * d, 1.0), &[b, tq, h * d]),
+    );
+    let k = up(
+        &g,
+        &host(random_normal(2, b * tk * h * d, 1.0), &[b, tk, h * d]),
+    );
+    let v = up(
+        &g,
+        &host(random_normal(3, b * tk * h * d, 1.0), &[b, tk, h * d]),
+    );
+    let mut out = g.zeros(&[b, tq, h * d], DType::F32).unwrap();
+    let ok = AttentionParams {
+        num_heads: h,
+        head_dim: d,
+        scale: 0.5,
+        causal: false,
+        q_offset: 0,
+        kv_len: tk,
+        key_mask: None,
+        position_bias: None,
+        kv_index: None,
+    };
+    g.attention(&q, &k, &v, &ok, &mut out).unwrap();
+    assert!(g
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionParams {
+                kv_len: tk + 1,
+                ..ok
+            },
+            &mut out
+        )
+        .is_err());
+    assert!(g
+        .attention(&q, &k, &v, &AttentionParams { head_dim: 3, ..ok }, &mut out)
+        .is_err());
+    let ix = up(&g, &Tensor::from_u32(vec![0, 2], [2]).unwrap());
+    let e = g
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionParams {
+                kv_index: Some(&ix),
+                ..ok
+            },
+            &mut out,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kv_index 2"), "{e}");
+    let m = up(&g, &host(vec![0.0; b * (tk - 1)], &[b, tk - 1]));
+    assert!(g
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionParams {
+                key_mask: Some(&m),
+                ..ok
+            },
+            &mut out
+        )
+        .is_err());
+    let pb = up(&g, &host(vec![0.0; h * tq * (tk - 1)], &[h, tq, tk - 1]));
+    assert!(g
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionParams {
+                position_bias: Some(&pb),
+                ..ok
+            },
+            &mut out
+        )
+        .is_err());
+    // Host tensors are refused with the devices named (the CPU stand-in takes them).
+    if g.cuda.is_some() {
+        let qh = host(vec![0.0; b * tq * h * d], &[b, tq, h * d]);
+        let e = g
+            .attention(&qh, &k, &v, &ok, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("attention") && e.contains("cpu") && e.contains("cuda"),
+            "{e}"
+        );
+    }
+    // A transposed (last dim strided) k is refused.
+    let kt = k.transpose(1, 2).unwrap();
+    assert!(g.attention(&q, &kt, &v, &ok, &mut out).is_err());
+}
