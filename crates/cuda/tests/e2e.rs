@@ -1,0 +1,175 @@
+//! End to end: the tiny fixtures of `tests/fixtures/` (T5 family and BART
+//! family) loaded on the CUDA backend and on the CPU backend, run through the
+//! same `Generator`: greedy ids identical for every golden case, alone and as
+//! one padded batch, beam search (4 beams: index_select and shared encoder K/V)
+//! identical, and first-step logits within rel L2 1e-5 / per element
+//! 1e-4 * max(|ref|, 1) in f32 — also with f16 and bf16 weights, which both
+//! backends widen to the same f32 values.
+//!
+//! Fixtures are found at `$ENCDEC_FIXTURES`, else `tests/fixtures` of this
+//! workspace, else `./tests/fixtures` (a test binary run from a copy of the repo).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
+use encdec_core::testing::Tol;
+use encdec_core::{Backend, DType, Tensor};
+use encdec_generate::{GenerationConfig, GenerationOverrides, Generator, Seq2SeqModel};
+use serde_json::Value;
+
+/// T5 family and BART family fixtures (the first two are the brief's minimum).
+const FIXTURES: [&str; 8] = [
+    "t5", "bart", "t5-v1_1", "mt5", "marian", "mbart", "pegasus", "m2m100",
+];
+
+const TOL_LOGITS: Tol = Tol {
+    rel_l2: 1e-5,
+    abs: 1e-4,
+    rel: 1e-4,
+};
+
+fn fixtures_root() -> Option<PathBuf> {
+    let cands = [
+        std::env::var_os("ENCDEC_FIXTURES").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")),
+        std::env::current_dir()
+            .ok()
+            .map(|d| d.join("tests/fixtures")),
+    ];
+    cands
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("t5/config.json").is_file())
+}
+
+fn cases(dir: &std::path::Path) -> Vec<Vec<u32>> {
+    let text = std::fs::read_to_string(dir.join("golden.json")).unwrap();
+    let g: Value = serde_json::from_str(&text).unwrap();
+    g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn load(dir: &std::path::Path, be: Arc<dyn Backend>, dtype: DType) -> Box<dyn Seq2SeqModel> {
+    encdec_models::load_model(dir, be, dtype)
+        .unwrap_or_else(|e| panic!("{}: load as {dtype}: {e}", dir.display()))
+        .model
+}
+
+fn first_step_logits(m: &dyn Seq2SeqModel, ids: &[u32]) -> Vec<f32> {
+    let enc = m.encode(&[ids.to_vec()]).unwrap();
+    let mut state = m.start(&enc, &[0], 1).unwrap();
+    let mut logits = Tensor::zeros([1, m.spec().vocab_size], DType::F32);
+    let start = m.spec().decoder_start_token_id;
+    m.step(&enc, &mut state, &[start], &mut logits).unwrap();
+    logits.to_f32_vec().unwrap()
+}
+
+fn config(dir: &std::path::Path, beams: usize) -> GenerationConfig {
+    let over = GenerationOverrides {
+        num_beams: Some(beams),
+        do_sample: Some(false),
+        max_new_tokens: Some(24),
+        ..Default::default()
+    };
+    GenerationConfig::from_checkpoint(dir, &over).unwrap()
+}
+
+fn ids_of(m: &dyn Seq2SeqModel, cfg: &GenerationConfig, sources: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let mut g = Generator::new(m, cfg.clone()).unwrap();
+    g.generate(sources, None)
+        .unwrap()
+        .into_iter()
+        .map(|h| h[0].ids.clone())
+        .collect()
+}
+
+#[test]
+fn fixtures_generate_the_cpu_backends_ids() {
+    let g = gpu_or_skip!("fixtures_generate_the_cpu_backends_ids");
+    let Some(root) = fixtures_root() else {
+        panic!("tests/fixtures not found (set ENCDEC_FIXTURES)");
+    };
+    let cpu_be: Arc<dyn Backend> = Arc::new(encdec_cpu::CpuBackend::new());
+    let mut f = Failures::default();
+    for name in FIXTURES {
+        let dir = root.join(name);
+        if !dir.join("config.json").is_file() {
+            f.push(format!("{name}: fixture missing at {}", dir.display()));
+            continue;
+        }
+        let srcs = cases(&dir);
+        let mc = load(&dir, cpu_be.clone(), DType::F32);
+        let mg = load(&dir, g.be.clone(), DType::F32);
+        for (i, ids) in srcs.iter().enumerate() {
+            f.check(
+                &format!("{name} case {i} first-step logits (f32)"),
+                &first_step_logits(&*mg, ids),
+                &first_step_logits(&*mc, ids),
+                TOL_LOGITS,
+            );
+        }
+        for beams in [1, 4] {
+            let cfg = config(&dir, beams);
+            // One source at a time, then all as one padded batch.
+            for (i, ids) in srcs.iter().enumerate() {
+                let (want, got) = (
+                    ids_of(&*mc, &cfg, &[ids.clone()]),
+                    ids_of(&*mg, &cfg, &[ids.clone()]),
+                );
+                if want != got {
+                    f.push(format!(
+                        "{name} case {i} beams={beams}: ids differ\n got  {got:?}\n want {want:?}"
+                    ));
+                }
+            }
+            let (want, got) = (ids_of(&*mc, &cfg, &srcs), ids_of(&*mg, &cfg, &srcs));
+            if want != got {
+                f.push(format!(
+                    "{name} batch beams={beams}: ids differ\n got  {got:?}\n want {want:?}"
+                ));
+            }
+        }
+    }
+    f.finish("fixtures");
+}
+
+#[test]
+fn half_precision_weights_give_the_cpu_backends_logits() {
+    let g = gpu_or_skip!("half_precision_weights_give_the_cpu_backends_logits");
+    let Some(root) = fixtures_root() else {
+        panic!("tests/fixtures not found (set ENCDEC_FIXTURES)");
+    };
+    let cpu_be: Arc<dyn Backend> = Arc::new(encdec_cpu::CpuBackend::new());
+    let mut f = Failures::default();
+    for name in ["t5", "bart"] {
+        let dir = root.join(name);
+        let srcs = cases(&dir);
+        for dtype in [DType::F16, DType::BF16] {
+            let mc = load(&dir, cpu_be.clone(), dtype);
+            let mg = load(&dir, g.be.clone(), dtype);
+            for (i, ids) in srcs.iter().enumerate().take(3) {
+                f.check(
+                    &format!("{name} case {i} first-step logits ({dtype} weights)"),
+                    &first_step_logits(&*mg, ids),
+                    &first_step_logits(&*mc, ids),
+                    TOL_LOGITS,
+                );
+            }
+        }
+    }
+    f.finish("half-precision weights");
+}
