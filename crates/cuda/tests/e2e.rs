@@ -127,8 +127,8 @@ fn fixtures_generate_the_cpu_backends_ids() {
             // One source at a time, then all as one padded batch.
             for (i, ids) in srcs.iter().enumerate() {
                 let (want, got) = (
-                    ids_of(&*mc, &cfg, &[ids.clone()]),
-                    ids_of(&*mg, &cfg, &[ids.clone()]),
+                    ids_of(&*mc, &cfg, std::slice::from_ref(ids)),
+                    ids_of(&*mg, &cfg, std::slice::from_ref(ids)),
                 );
                 if want != got {
                     f.push(format!(
