@@ -166,11 +166,14 @@ pub fn make_backend(device: &str, threads: Option<usize>) -> Result<Arc<dyn Back
                     .map_err(|_| anyhow!("--device {d}: expected cuda or cuda:N"))?,
                 None => 0,
             };
-            let info = encdec_cuda::probe(ordinal).map_err(|e| anyhow!("--device {d}: {e}"))?;
-            bail!(
-                "--device {d}: found {info:?}, but the CUDA backend's kernels are not built yet; \
-                 use --device cpu"
-            )
+            let backend =
+                encdec_cuda::CudaBackend::new(ordinal).map_err(|e| anyhow!("--device {d}: {e}"))?;
+            // Compile (or load from the disk cache) every kernel now, so that a
+            // missing NVRTC or a compile error is reported before any work.
+            backend
+                .preload()
+                .map_err(|e| anyhow!("--device {d}: {e}"))?;
+            Ok(Arc::new(backend))
         }
         d => bail!("--device {d}: expected cpu, cuda or cuda:N"),
     }
