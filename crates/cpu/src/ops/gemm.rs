@@ -505,6 +505,8 @@ fn pack_b_t<T: WElemX>(
 
 /// Pack int8 weights into the VNNI layout in `dst`; returns padded scales and
 /// per-`KC_I8` column sums.
+// The SIMD bodies are x86-only; elsewhere (aarch64) their inputs go unused.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn pack_b_i8(
     isa: Isa,
     n: usize,
@@ -789,6 +791,8 @@ unsafe fn dot_scalar<T: WElem>(
     }
 }
 
+// The SIMD bodies are x86-only; elsewhere (aarch64) their inputs go unused.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn gemv_i8_vnni(isa: Isa, c: &Mat, w: *const i8, scales: *const f32) {
     let ldu = c.k.div_ceil(64) * 64;
     let (u, s, z) = quantize_rows(isa, c, 0..c.m, ldu);
@@ -1239,6 +1243,8 @@ fn blocked_i8(isa: Isa, c: &Mat, data: &[i8], scales: &[f32], colsum: &[i32]) {
 }
 
 /// The task loop of the int8 GEMM over packed A words `ap`.
+// The SIMD bodies are x86-only; elsewhere (aarch64) their inputs go unused.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn blocked_i8_run(
     c: &Mat,
     mr: usize,
