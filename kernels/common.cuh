@@ -33,6 +33,7 @@ typedef unsigned long long u64;
 
 // ---- dtype conversion --------------------------------------------------------
 
+#ifndef ENCDEC_CUDA_EMU
 __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -44,6 +45,26 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#else
+// The CPU emulator (crates/cuda/emu) has no PTX: the same conversions in software.
+inline float f16_to_f32(u16 h) {
+    const u32 sign = (u32)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) {
+        const float v = (float)m * 5.9604644775390625e-8f;  // m * 2^-24
+        return sign ? -v : v;
+    }
+    if (e == 31) return __uint_as_float(sign | 0x7f800000u | (m << 13));
+    return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+inline u16 f32_to_f16(float f) {
+    const u32 x = __float_as_uint(f), sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (u16)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u | ((a >> 13) & 0x3ffu) : 0u));
+    if (a >= 0x477ff000u) return (u16)(sign | 0x7c00u);  // >= 65520 rounds to inf
+    if (a < 0x38800000u) return (u16)(sign | (u32)rintf(__uint_as_float(a) * 16777216.0f));  // subnormal
+    const u32 r = a - 0x38000000u;  // rebias 127 -> 15
+    return (u16)(sign | ((r + 0x0fffu + ((r >> 13) & 1u)) >> 13));
+}
+#endif
 
 __device__ __forceinline__ float bf16_to_f32(u16 b) {
     // bf16 is the high half of an f32: exact.

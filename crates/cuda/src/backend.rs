@@ -14,13 +14,14 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys::CUdevice_attribute, CudaContext};
+use cudarc::driver::{sys::CUdevice_attribute, CudaContext};
 use encdec_core::{
     Activation, AttentionParams, Backend, DType, Device, Error, HostStorage, NormKind, Result,
     Storage, Tensor,
 };
 use half::{bf16, f16};
 
+use crate::driver::Driver;
 use crate::launch::Dev;
 use crate::memory::{cuda_err, Block, CudaBuffer, MemoryStats, Pool};
 use crate::module::Kernels;
@@ -76,26 +77,58 @@ impl CudaBackend {
         let max_smem_optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_or(48 * 1024, |v| v.max(48 * 1024) as u32);
-        let pool = Pool::new(ctx.clone());
         let kernels = Kernels::new(ctx.clone(), info.compute_capability);
-        Ok(CudaBackend {
+        let drv = Arc::new(Driver::Cuda { ctx, stream });
+        Ok(Self::with_driver(drv, Some(kernels), info, max_smem_optin))
+    }
+
+    /// A backend whose "device" is the CPU emulator of `kernels/*.cu` at
+    /// `lib_path` (built by `scripts/build-cuda-emu.sh`): the same kernels,
+    /// launched with the same arguments, on host memory. For testing the
+    /// kernels on a machine without a GPU; slow.
+    pub fn emulated(lib_path: &str) -> Result<Self> {
+        let drv = Arc::new(Driver::emu(lib_path)?);
+        let info = DeviceInfo {
+            ordinal: 0,
+            name: format!("CPU emulation of the CUDA kernels ({lib_path})"),
+            total_memory_bytes: 0,
+            compute_capability: (0, 0),
+            multiprocessors: 4,
+        };
+        Ok(Self::with_driver(drv, None, info, 1 << 18))
+    }
+
+    fn with_driver(
+        drv: Arc<Driver>,
+        kernels: Option<Kernels>,
+        info: DeviceInfo,
+        max_smem_optin: u32,
+    ) -> Self {
+        CudaBackend {
             dev: Arc::new(Dev {
-                ctx,
-                stream,
-                pool,
+                pool: Pool::new(drv.clone()),
+                drv,
                 kernels,
                 info,
                 max_smem_optin,
             }),
             knobs: Knobs::default(),
-        })
+        }
+    }
+
+    /// Whether this backend runs on the CPU emulator.
+    pub fn is_emulated(&self) -> bool {
+        self.dev.drv.is_emulated()
     }
 
     /// Compiles or loads every kernel module now (a compile error surfaces
     /// here instead of at the first op); returns how each module was obtained.
     pub fn preload(&self) -> Result<Vec<String>> {
         self.dev.bind()?;
-        self.dev.kernels.load_all()
+        match &self.dev.kernels {
+            Some(k) => k.load_all(),
+            None => Ok(vec!["all kernels: built into the CPU emulator".into()]),
+        }
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -329,43 +362,26 @@ impl CudaBackend {
     }
 
     fn memset0(&self, ptr: u64, bytes: usize) -> Result<()> {
-        if bytes == 0 {
-            return Ok(());
-        }
         // SAFETY: `ptr` is the start of a live block of at least `bytes` bytes.
-        unsafe { result::memset_d8_async(ptr, 0, bytes, self.dev.cu_stream()) }
-            .map_err(|e| cuda_err("memset", e))
+        unsafe { self.dev.drv.memset0(ptr, bytes) }
     }
 
     fn htod<T>(&self, src: &[T]) -> Result<Block> {
         let blk = self.dev.alloc(std::mem::size_of_val(src))?;
-        if !src.is_empty() {
-            // SAFETY: the block holds size_of_val(src) bytes; a copy from pageable
-            // memory has read `src` when the call returns.
-            unsafe { result::memcpy_htod_async(blk.ptr, src, self.dev.cu_stream()) }
-                .map_err(|e| cuda_err("upload", e))?;
-        }
+        // SAFETY: the block holds size_of_val(src) bytes.
+        unsafe { self.dev.drv.htod(blk.ptr, src)? };
         Ok(blk)
     }
 
     /// Copies `dst.len()` elements from `src` to the host (then waits).
     fn dtoh<T>(&self, dst: &mut [T], src: u64, op: &str) -> Result<()> {
-        if dst.is_empty() {
-            return Ok(());
-        }
         // SAFETY: `src` addresses at least size_of_val(dst) bytes of a live block.
-        unsafe { result::memcpy_dtoh_async(dst, src, self.dev.cu_stream()) }
-            .map_err(|e| cuda_err(op, e))?;
-        self.dev.sync(op)
+        unsafe { self.dev.drv.dtoh(dst, src, op) }
     }
 
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
-        if bytes == 0 {
-            return Ok(());
-        }
         // SAFETY: both addresses start live blocks of at least `bytes` bytes.
-        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.dev.cu_stream()) }
-            .map_err(|e| cuda_err("copy", e))
+        unsafe { self.dev.drv.dtod(dst, src, bytes) }
     }
 
     fn tensor(

@@ -3,21 +3,21 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaContext, CudaStream};
 use encdec_core::{Error, Result};
 
-use crate::memory::{cuda_err, Block, Pool};
+use crate::driver::Driver;
+use crate::memory::{Block, Pool};
 use crate::module::{Family, Kernels};
 use crate::DeviceInfo;
 
-/// One device: its context, the one stream all work runs on, the caching
-/// allocator and the kernel modules.
+/// One device: its driver (context and the one stream all work runs on, or
+/// the CPU emulator), the caching allocator and the kernel modules.
 #[derive(Debug)]
 pub(crate) struct Dev {
-    pub(crate) ctx: Arc<CudaContext>,
-    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) drv: Arc<Driver>,
     pub(crate) pool: Arc<Pool>,
-    pub(crate) kernels: Kernels,
+    /// None when emulated (the emulator has every kernel built in).
+    pub(crate) kernels: Option<Kernels>,
     pub(crate) info: DeviceInfo,
     /// Opt-in limit of dynamic shared memory per block (bytes).
     pub(crate) max_smem_optin: u32,
@@ -28,24 +28,14 @@ impl Dev {
         self.pool.alloc(bytes)
     }
 
-    pub(crate) fn cu_stream(&self) -> sys::CUstream {
-        self.stream.cu_stream()
-    }
-
     /// Makes the context current on this thread (every op calls this first).
     pub(crate) fn bind(&self) -> Result<()> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| cuda_err("bind context", e))
+        self.drv.bind()
     }
 
     /// Waits for all queued work; a fault of an earlier kernel surfaces here.
     pub(crate) fn sync(&self, op: &str) -> Result<()> {
-        self.stream.synchronize().map_err(|e| {
-            Error::Cuda(format!(
-                "{op}: {e} (a kernel queued earlier may have failed)"
-            ))
-        })
+        self.drv.sync(op)
     }
 
     /// Enqueues kernel `name` of `family` on the stream.
@@ -70,7 +60,10 @@ impl Dev {
                 self.info.label()
             )));
         }
-        let f = self.kernels.function(family, name)?;
+        let f = match &self.kernels {
+            Some(k) => Some(k.function(family, name)?),
+            None => None,
+        };
         if smem > 48 * 1024 {
             if smem > self.max_smem_optin {
                 return Err(Error::Invalid(format!(
@@ -79,32 +72,14 @@ impl Dev {
                     self.max_smem_optin
                 )));
             }
-            // SAFETY: sets an attribute of a loaded function of this context.
-            unsafe {
-                result::function::set_function_attribute(
-                    f.cu_function(),
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-            }
-            .map_err(|e| cuda_err(name, e))?;
+            self.drv.allow_smem(f, smem)?;
         }
         // SAFETY: the caller passes one correctly typed value per kernel
         // parameter (`karg`), and every device pointer among them addresses a
         // live allocation large enough for the launch shape it computed; the
         // kernel runs on this backend's stream, ordered after the writes that
         // produced its inputs.
-        unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                grid,
-                (block, 1, 1),
-                smem,
-                self.cu_stream(),
-                args,
-            )
-        }
-        .map_err(|e| cuda_err(name, e))
+        unsafe { self.drv.launch(f, name, grid, block, smem, args) }
     }
 }
 

@@ -10,12 +10,15 @@
 //! (`crates/cuda/tests/`).
 //!
 //! Status: written without a GPU. The kernels compile with NVRTC for sm_80 and
-//! sm_90 (checked by `tests/nvrtc_compile.rs`); nothing here has run on a GPU yet.
+//! sm_90 (checked by `tests/nvrtc_compile.rs`), and the conformance tests pass
+//! with the kernels running on a CPU emulator of the CUDA execution model
+//! ([`CudaBackend::emulated`], `crates/cuda/emu`); nothing here has run on a GPU yet.
 //!
 //! cudarc loads libcuda dynamically and panics if it is absent, so every entry
 //! point checks [`driver_present`] first.
 
 mod backend;
+mod driver;
 mod launch;
 pub mod memory;
 pub mod module;

@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{result, CudaContext};
+use cudarc::driver::result;
 use encdec_core::{DType, Device, DeviceBuffer, Error, Result};
+
+use crate::driver::Driver;
 
 /// Bytes a request of `bytes` occupies: size classes of 4 steps per power of
 /// two up to 1 MiB (at most 25% slack), multiples of 64 KiB above.
@@ -55,14 +57,14 @@ struct PoolState {
 /// The caching allocator of one device.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    ctx: Arc<CudaContext>,
+    drv: Arc<Driver>,
     state: Mutex<PoolState>,
 }
 
 impl Pool {
-    pub(crate) fn new(ctx: Arc<CudaContext>) -> Arc<Self> {
+    pub(crate) fn new(drv: Arc<Driver>) -> Arc<Self> {
         Arc::new(Pool {
-            ctx,
+            drv,
             state: Mutex::new(PoolState::default()),
         })
     }
@@ -107,17 +109,11 @@ impl Pool {
                 });
             }
         }
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| cuda_err("alloc", e))?;
-        // SAFETY: a plain device allocation in the bound context; the memory is
-        // only reached through the returned Block, which frees it through the pool.
-        let ptr = match unsafe { result::malloc_sync(size) } {
+        let ptr = match self.drv.malloc(size) {
             Ok(p) => p,
             Err(_) => {
                 self.release_cached();
-                // SAFETY: as above.
-                unsafe { result::malloc_sync(size) }.map_err(|e| {
+                self.drv.malloc(size).map_err(|e| {
                     Error::Cuda(format!(
                         "out of device memory: cannot allocate {size} bytes ({e}); {} bytes are in use",
                         self.stats().reserved_bytes
@@ -148,16 +144,15 @@ impl Pool {
         if blocks.is_empty() {
             return;
         }
-        if self.ctx.bind_to_thread().is_err() || self.ctx.synchronize().is_err() {
+        if !self.drv.quiesce() {
             return;
         }
         let mut freed = 0;
         for (s, p) in blocks {
-            // SAFETY: p came from malloc_sync, is in no free list any more and no
-            // Block refers to it; the context was synchronised above.
-            if unsafe { result::free_sync(p) }.is_ok() {
-                freed += s;
-            }
+            // p is in no free list any more, no Block refers to it, and the
+            // device has finished the work queued before (quiesce).
+            self.drv.free(p, s);
+            freed += s;
         }
         self.lock().stats.reserved_bytes -= freed;
     }

@@ -2,11 +2,9 @@
 
 use std::cmp::Ordering;
 
-use cudarc::driver::result;
 use encdec_core::Result;
 
 use crate::launch::{kargs, Dev};
-use crate::memory::cuda_err;
 use crate::module::Family;
 
 /// Entries of one chunk (`TOPK_CHUNK` in topk.cu).
@@ -69,12 +67,9 @@ pub(crate) fn topk(
     // SAFETY: the last stage wrote rows * k entries at `vals`/`idx` (stride k),
     // both blocks are alive in `held`; the host slices have that length.
     unsafe {
-        result::memcpy_dtoh_async(&mut out_v, vals, dev.cu_stream())
-            .map_err(|e| cuda_err("topk", e))?;
-        result::memcpy_dtoh_async(&mut out_i, idx, dev.cu_stream())
-            .map_err(|e| cuda_err("topk", e))?;
+        dev.drv.dtoh(&mut out_v, vals, "topk")?;
+        dev.drv.dtoh(&mut out_i, idx, "topk")?;
     }
-    dev.sync("topk")?;
     drop(held);
     if out_i.contains(&NONE) {
         return Err(encdec_core::Error::Cuda(

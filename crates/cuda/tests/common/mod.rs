@@ -6,7 +6,10 @@
 //! unwritten fails.
 //!
 //! Without a CUDA driver or device every test prints `SKIP <name>: no CUDA
-//! device (<why>)` and returns (see [`gpu`]).
+//! device (<why>)` and returns (see [`gpu`]). With `ENCDEC_CUDA_EMU=<lib>` the
+//! backend under test is the CUDA backend on the CPU emulator of the kernels
+//! (`scripts/build-cuda-emu.sh`); with `ENCDEC_CUDA_TESTS_ON_CPU=1` it is a
+//! second CPU backend (a check of the tests themselves).
 
 #![allow(dead_code)]
 
@@ -53,6 +56,10 @@ impl Dut {
 fn shared() -> &'static std::result::Result<CudaBackend, String> {
     static B: OnceLock<std::result::Result<CudaBackend, String>> = OnceLock::new();
     B.get_or_init(|| {
+        if let Some(lib) = std::env::var_os("ENCDEC_CUDA_EMU") {
+            // The kernels on the CPU emulator (scripts/build-cuda-emu.sh).
+            return CudaBackend::emulated(&lib.to_string_lossy()).map_err(|e| e.to_string());
+        }
         if !encdec_cuda::driver_present() {
             return Err("the CUDA driver library (libcuda.so) was not found".into());
         }
@@ -90,6 +97,22 @@ pub fn gpu(test: &str) -> Option<Dut> {
             None
         }
     }
+}
+
+/// A backend of its own (own allocator, so its counters see only this test),
+/// or `None` when [`gpu`] would skip or the stand-in is the CPU.
+pub fn private_gpu() -> Option<CudaBackend> {
+    if let Some(lib) = std::env::var_os("ENCDEC_CUDA_EMU") {
+        return CudaBackend::emulated(&lib.to_string_lossy()).ok();
+    }
+    if std::env::var_os("ENCDEC_CUDA_TESTS_ON_CPU").is_some() || !encdec_cuda::driver_present() {
+        return None;
+    }
+    let ordinal = std::env::var("ENCDEC_CUDA_DEVICE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    CudaBackend::new(ordinal).ok()
 }
 
 /// Returns from the test (after printing SKIP) when there is no GPU.

@@ -1,0 +1,225 @@
+// emu.cpp: a CPU emulator of the CUDA execution model for kernels/*.cu.
+//
+// Built by scripts/build-cuda-emu.sh into libencdec_cuda_emu.so; the CUDA
+// backend loads it when ENCDEC_CUDA_EMU=/path/to/lib is set
+// (`CudaBackend::emulated`), so the conformance tests in crates/cuda/tests run
+// the real kernel code, launched with the real argument lists, on the CPU.
+//
+// What it checks: indexing, reductions, barriers placed so that the result
+// does not depend on the order threads run in between barriers (fibers run one
+// after another, so a missing barrier shows only when that order matters),
+// divergent warp shuffles and deadlocks (reported as errors), kernel
+// signatures against the Rust argument lists (mismatches read garbage).
+// What it does not: real concurrency and the memory model, shared-memory and
+// register limits, timing.
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cuda_emu.h"
+
+emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+// Dynamic shared memory (`extern __shared__ float smem[]`; the build script
+// rewrites `extern __shared__` to `extern`).
+alignas(16) float smem[1 << 16];
+
+#include "kernels_all.inc"
+
+// A context switch without system calls (ucontext's swapcontext saves the
+// signal mask with a syscall each time, which made the emulator ~50x slower):
+// push the callee-saved registers, swap stack pointers, pop. x86-64 SysV only.
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+.text
+.globl emu_switch
+.type emu_switch,@function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_switch, .-emu_switch
+)");
+
+namespace {
+
+enum State { RUNNABLE, AT_SYNC, AT_WARP, DONE };
+
+struct Fiber {
+    void* sp;
+    std::vector<char> stack;
+    State state;
+    unsigned tid;
+};
+
+void* sched_sp;
+std::vector<Fiber> fibers;
+Fiber* cur = nullptr;
+unsigned slots[32][32];  // [warp][lane] shuffle values
+std::function<void()> body;
+
+void set_thread(const Fiber& f) {
+    threadIdx.x = f.tid;
+    threadIdx.y = 0;
+    threadIdx.z = 0;
+}
+
+void yield_as(State s) {
+    cur->state = s;
+    emu_switch(&cur->sp, sched_sp);
+    set_thread(*cur);  // restore after other fibers ran
+}
+
+// First code a fiber runs (entered by `ret` from emu_switch); never returns.
+extern "C" void emu_entry() {
+    body();
+    cur->state = DONE;
+    emu_switch(&cur->sp, sched_sp);
+    __builtin_trap();  // a finished fiber is never resumed
+}
+
+// A fresh stack whose first switch "returns" into emu_entry with the ABI's
+// alignment (rsp = 8 mod 16 at function entry).
+void* fresh_stack(std::vector<char>& stack) {
+    uintptr_t top = (uintptr_t)(stack.data() + stack.size()) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;                 // fake return address of emu_entry
+    *--sp = (void*)&emu_entry;       // popped by `ret`
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+    return sp;
+}
+
+// Runs one block; returns an error message or "".
+std::string run_block(unsigned nthreads) {
+    const size_t stack_size = 256 * 1024;
+    if (fibers.size() != nthreads) fibers = std::vector<Fiber>(nthreads);
+    for (unsigned t = 0; t < nthreads; ++t) {
+        Fiber& f = fibers[t];
+        if (f.stack.size() != stack_size) f.stack.resize(stack_size);
+        f.sp = fresh_stack(f.stack);
+        f.state = RUNNABLE;
+        f.tid = t;
+    }
+    const unsigned nwarps = (nthreads + 31) / 32;
+    for (;;) {
+        bool progressed = false;
+        for (unsigned w = 0; w < nwarps; ++w) {
+            const unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
+            for (unsigned t = lo; t < hi; ++t) {
+                Fiber& f = fibers[t];
+                if (f.state != RUNNABLE) continue;
+                cur = &f;
+                set_thread(f);
+                emu_switch(&sched_sp, f.sp);
+                progressed = true;
+            }
+            unsigned at_warp = 0, at_sync = 0, done = 0;
+            for (unsigned t = lo; t < hi; ++t) {
+                at_warp += fibers[t].state == AT_WARP;
+                at_sync += fibers[t].state == AT_SYNC;
+                done += fibers[t].state == DONE;
+            }
+            if (at_warp > 0) {
+                if (at_warp != hi - lo) {
+                    return "warp " + std::to_string(w) + ": a shuffle reached by " + std::to_string(at_warp) +
+                           " lanes while " + std::to_string(at_sync) + " wait at __syncthreads and " +
+                           std::to_string(done) + " have exited (divergent shuffle)";
+                }
+                for (unsigned t = lo; t < hi; ++t) fibers[t].state = RUNNABLE;
+                progressed = true;
+            }
+        }
+        unsigned at_sync = 0, done = 0, runnable = 0;
+        for (auto& f : fibers) {
+            at_sync += f.state == AT_SYNC;
+            done += f.state == DONE;
+            runnable += f.state == RUNNABLE;
+        }
+        if (done == nthreads) return "";
+        if (runnable > 0) continue;
+        if (at_sync + done == nthreads) {
+            for (auto& f : fibers)
+                if (f.state == AT_SYNC) f.state = RUNNABLE;
+            continue;
+        }
+        if (!progressed) return "deadlock: threads wait at different barriers";
+    }
+}
+
+template <class... A, size_t... I>
+void call_impl(void (*f)(A...), void** args, std::index_sequence<I...>) {
+    f(*reinterpret_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+}
+template <class... A>
+void call(void (*f)(A...), void** args) {
+    call_impl(f, args, std::index_sequence_for<A...>{});
+}
+
+struct Entry {
+    const char* name;
+    void (*invoke)(void**);
+};
+
+#define K(name) {#name, [](void** a) { call(&name, a); }}
+const Entry table[] = {
+#include "kernels_table.inc"
+};
+
+}  // namespace
+
+// Called by shuffles: deposit, wait for the warp, read, wait again.
+unsigned emu_shfl(unsigned bits, int lane_arg, bool xor_mode) {
+    const unsigned t = cur->tid, w = t / 32, lane = t % 32;
+    slots[w][lane] = bits;
+    yield_as(AT_WARP);
+    const unsigned src = xor_mode ? (lane ^ (unsigned)lane_arg) & 31u : (unsigned)lane_arg & 31u;
+    const unsigned r = slots[w][src];
+    yield_as(AT_WARP);
+    return r;
+}
+
+void __syncthreads() { yield_as(AT_SYNC); }
+
+extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
+                          unsigned smem_bytes, void** args, char* err, size_t errlen) {
+    auto fail = [&](const std::string& m) {
+        snprintf(err, errlen, "%s: %s", name, m.c_str());
+        return 1;
+    };
+    const Entry* e = nullptr;
+    for (const auto& x : table)
+        if (strcmp(x.name, name) == 0) e = &x;
+    if (!e) return fail("no such kernel in the emulator");
+    if (block == 0 || block > 1024 || block % 32 != 0) return fail("block size " + std::to_string(block));
+    if (smem_bytes > sizeof(smem)) return fail("dynamic shared memory " + std::to_string(smem_bytes));
+    gridDim = {gx, gy, gz};
+    blockDim = {block, 1, 1};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                blockIdx = {x, y, z};
+                // Poison dynamic shared memory: reads before writes give NaN.
+                const float nan = __uint_as_float(0x7fc00000u);
+                std::fill(smem, smem + smem_bytes / 4, nan);
+                body = [&] { e->invoke(args); };
+                std::string m = run_block(block);
+                if (!m.empty())
+                    return fail("block (" + std::to_string(x) + "," + std::to_string(y) + "," +
+                                std::to_string(z) + "): " + m);
+            }
+    return 0;
+}
