@@ -12,6 +12,9 @@
 // signatures against the Rust argument lists (mismatches read garbage).
 // What it does not: real concurrency and the memory model, shared-memory and
 // register limits, timing.
+#include <stdio.h>
+#include <stdlib.h>
+
 #include <functional>
 #include <string>
 #include <type_traits>
@@ -115,11 +118,19 @@ std::string run_block(unsigned nthreads) {
         f.tid = t;
     }
     const unsigned nwarps = (nthreads + 31) / 32;
+    // ENCDEC_CUDA_EMU_ORDER=reverse runs warps and lanes last to first: a
+    // missing barrier usually shows in one of the two orders.
+    static const bool reverse = [] {
+        const char* o = getenv("ENCDEC_CUDA_EMU_ORDER");
+        return o && strcmp(o, "reverse") == 0;
+    }();
     for (;;) {
         bool progressed = false;
-        for (unsigned w = 0; w < nwarps; ++w) {
+        for (unsigned wi = 0; wi < nwarps; ++wi) {
+            const unsigned w = reverse ? nwarps - 1 - wi : wi;
             const unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
-            for (unsigned t = lo; t < hi; ++t) {
+            for (unsigned ti = lo; ti < hi; ++ti) {
+                const unsigned t = reverse ? hi - 1 - (ti - lo) : ti;
                 Fiber& f = fibers[t];
                 if (f.state != RUNNABLE) continue;
                 cur = &f;
