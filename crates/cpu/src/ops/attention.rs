@@ -921,9 +921,17 @@ thread_local! {
 }
 
 /// The size [`attention`] compares with `par::PAR_MIN_ELEMS` to go parallel:
-/// a quarter of its multiply-adds (q·k only).
+/// a quarter of its multiply-adds (q·k only), or for one query row per
+/// sequence (decode) the K and V elements it reads: a decode step's
+/// cross-attention over a long source is a memory stream (512 source tokens:
+/// 2 MiB per layer) that two cores read faster than one.
 pub fn par_size(a: &Attn) -> usize {
-    a.batch * a.heads * a.tq * a.kv_len * a.head_dim / 4
+    let macs = a.batch * a.heads * a.tq * a.kv_len * a.head_dim / 4;
+    if a.tq == 1 {
+        macs.max(a.batch * a.kv_len * a.heads * a.head_dim * 2)
+    } else {
+        macs
+    }
 }
 
 /// Attention into `out` (`[B, Tq, H*D]` contiguous), split over the rayon pool
