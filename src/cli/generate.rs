@@ -166,8 +166,13 @@ pub fn make_backend(device: &str, threads: Option<usize>) -> Result<Arc<dyn Back
                     .map_err(|_| anyhow!("--device {d}: expected cuda or cuda:N"))?,
                 None => 0,
             };
-            let backend =
-                encdec_cuda::CudaBackend::new(ordinal).map_err(|e| anyhow!("--device {d}: {e}"))?;
+            // ENCDEC_CUDA_EMU=<lib>: the kernels on their CPU emulator (a developer
+            // check without a GPU; scripts/build-cuda-emu.sh).
+            let backend = match std::env::var_os("ENCDEC_CUDA_EMU") {
+                Some(lib) => encdec_cuda::CudaBackend::emulated(&lib.to_string_lossy()),
+                None => encdec_cuda::CudaBackend::new(ordinal),
+            }
+            .map_err(|e| anyhow!("--device {d}: {e}"))?;
             // Compile (or load from the disk cache) every kernel now, so that a
             // missing NVRTC or a compile error is reported before any work.
             backend
