@@ -92,6 +92,39 @@ pub fn compare(what: &str, got: &[f32], want: &[f64], tol: Tol) -> Result<(), St
     ))
 }
 
+/// A global allocator that counts allocations and reallocations, for tests that
+/// check a loop allocates nothing. Install it in the test crate:
+/// `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;`
+/// and read [`CountingAlloc::count`] before and after the code under test.
+pub struct CountingAlloc;
+
+static ALLOCATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl CountingAlloc {
+    /// Allocations and reallocations so far, on all threads.
+    pub fn count() -> usize {
+        ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

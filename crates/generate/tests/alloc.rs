@@ -4,33 +4,13 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::Mock;
+use encdec_core::testing::CountingAlloc;
 use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
 use serde_json::{json, Value};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn allocations(values: &Value, new_tokens: usize, sources: &[Vec<u32>]) -> usize {
     // EOS is never likely: every row runs to max_new_tokens
@@ -44,9 +24,9 @@ fn allocations(values: &Value, new_tokens: usize, sources: &[Vec<u32>]) -> usize
     };
     let cfg = GenerationConfig::from_values(&v, &over).expect("config");
     let mut gen = Generator::new(&mock, cfg).expect("generator");
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = CountingAlloc::count();
     let out = gen.generate(sources, None).expect("generate");
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = CountingAlloc::count();
     assert!(out
         .iter()
         .all(|h| h.iter().all(|h| h.ids.len() == new_tokens)));

@@ -6,34 +6,15 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use encdec_core::testing::CountingAlloc;
 use encdec_core::{Backend, DType};
 use encdec_generate::{GenerationConfig, GenerationOverrides, Generator, Seq2SeqModel};
 use encdec_models::build_model;
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn allocations(model: &dyn Seq2SeqModel, over: &GenerationOverrides, new_tokens: usize) -> usize {
     let mut over = over.clone();
@@ -42,9 +23,9 @@ fn allocations(model: &dyn Seq2SeqModel, over: &GenerationOverrides, new_tokens:
     let cfg = GenerationConfig::from_values(&serde_json::json!({}), &over).expect("config");
     let sources: Vec<Vec<u32>> = vec![vec![5, 6, 7, 8, 9, 2], vec![10, 11, 2], vec![12, 2]];
     let mut gen = Generator::new(model, cfg).expect("generator");
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = CountingAlloc::count();
     let out = gen.generate(&sources, None).expect("generate");
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = CountingAlloc::count();
     for h in out.iter().flatten() {
         assert_eq!(h.ids.len(), new_tokens, "every row runs to the end");
     }
