@@ -1,6 +1,9 @@
 //! The binary's contract: every bad input is one clear line on stderr and a
 //! non-zero exit, never a panic.
 
+mod common;
+
+use common::assert_one_line_error;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,21 +13,6 @@ fn encdec(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the encdec binary runs")
-}
-
-/// Asserts a failure with exactly one line on stderr containing every `needle`.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?} not in: {stderr}");
-    }
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -3,17 +3,14 @@
 //! writes what `encdec generate` gives, resumes after an interruption, refuses to
 //! mix settings, and shards merge to the unsharded scores.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::{assert_one_line_error, fixture, SENTENCES};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -38,31 +35,6 @@ fn assert_ok(out: &Output) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
-
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?} not in: {stderr}");
-    }
-}
-
-/// Simple English the copy-trained fixtures handle, cycled over the test set.
-const SENTENCES: &[&str] = &[
-    "the small house",
-    "the large house",
-    "Every child should learn to read a good book.",
-    "the dog ran home",
-    "the people of the small town walk along the river.",
-    "yes",
-    "the water is warm and the light is good.",
-];
 
 /// newstest2014 en-de in sacreBLEU's plain-text form, with the registry's 3003
 /// lines (only the first few are evaluated with --limit).

@@ -1,22 +1,19 @@
 //! `encdec generate` on every fixture checkpoint gives the golden greedy output of
 //! `transformers` (ids and text), and every bad input is one clear line on stderr.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::{assert_one_line_error, fixture};
 use serde_json::Value;
 
 const FIXTURES: &[&str] = &[
     "t5", "t5-v1_1", "mt5", "bart", "mbart", "pegasus", "marian", "m2m100",
 ];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn golden(name: &str) -> Value {
     let p = fixture(name).join("golden.json");
@@ -36,20 +33,6 @@ fn encdec(args: &[&str], stdin: &[u8]) -> Output {
         assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
     }
     child.wait_with_output().unwrap()
-}
-
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?} not in: {stderr}");
-    }
 }
 
 /// The flags that replay a golden's greedy `generate_kwargs` (plus languages).

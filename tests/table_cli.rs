@@ -8,6 +8,8 @@
 //! parquet layout, a 2 KB stand-in made by tools/make_cnndm_parquet_fixture.py) is
 //! found without `--data`; offline and absent, the error names what to get.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -15,13 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{assert_one_line_error, fixture, SENTENCES};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -96,31 +93,6 @@ fn assert_ok(out: &Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
-
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?} not in: {stderr}");
-    }
-}
-
-/// Simple English the copy-trained fixtures handle (as in tests/eval_cli.rs).
-const SENTENCES: &[&str] = &[
-    "the small house",
-    "the large house",
-    "Every child should learn to read a good book.",
-    "the dog ran home",
-    "the people of the small town walk along the river.",
-    "yes",
-    "the water is warm and the light is good.",
-];
 
 /// CNN/DailyMail as test.source / test.target and newstest2014 en-de as plain text,
 /// with the registry's line counts (11490 and 3003).
