@@ -1,7 +1,7 @@
 //! A real model's decode loop allocates nothing per step: a generation of 40
 //! tokens makes exactly as many heap allocations as one of 8 (encoder, cache and
 //! scratch are allocated once, up front), for greedy, beam and sampling, on a T5
-//! and a BART fixture, on a 2-thread CPU backend. Counted by a global allocator
+//! and a BART fixture with f32, bf16 and int8 weights, on a 2-thread CPU backend. Counted by a global allocator
 //! over all threads.
 
 mod common;
@@ -57,18 +57,24 @@ fn decode_steps_allocate_nothing() {
         ),
     ];
     let mut failures = Vec::new();
-    for name in ["t5", "bart"] {
+    for (name, dtype) in [
+        ("t5", DType::F32),
+        ("bart", DType::F32),
+        ("t5", DType::BF16),
+        ("bart", DType::I8),
+    ] {
         let (cfg, ckpt) = common::open_fixture(name);
-        let (model, _) = build_model(&cfg, &ckpt, backend.clone(), DType::F32).expect(name);
+        let (model, _) = build_model(&cfg, &ckpt, backend.clone(), dtype).expect(name);
         for (mode, over) in &modes {
             let mut over = over.clone();
             over.decoder_start_token_id = Some(model.spec().decoder_start_token_id);
             over.eos_token_id = Some(model.spec().eos_token_id.clone());
             over.pad_token_id = Some(model.spec().pad_token_id);
-            allocations(model.as_ref(), &over, 8); // warm-up: one-time lazy setup
-                                                   // Which pool thread runs which op varies, and a thread's first op makes
-                                                   // its one-time scratch, so a pair may be retried: an allocation per
-                                                   // step would add 32 or more to every pair.
+            // Warm-up: one-time lazy setup.
+            allocations(model.as_ref(), &over, 8);
+            // Which pool thread runs which op varies, and a thread's first op makes
+            // its one-time scratch, so a pair may be retried: an allocation per
+            // step would add 32 or more to every pair.
             let mut seen = Vec::new();
             let ok = (0..4).any(|_| {
                 let short = allocations(model.as_ref(), &over, 8);
@@ -76,11 +82,11 @@ fn decode_steps_allocate_nothing() {
                 seen.push((short, long));
                 short == long
             });
-            eprintln!("{name} {mode}: allocations (8 steps, 40 steps): {seen:?}");
+            let what =
+                format!("{name} {dtype:?} {mode}: allocations (8 steps, 40 steps): {seen:?}");
+            eprintln!("{what}");
             if !ok {
-                failures.push(format!(
-                    "{name} {mode}: allocations (8 steps, 40 steps): {seen:?}"
-                ));
+                failures.push(what);
             }
         }
     }

@@ -365,34 +365,42 @@ fn has_f16c() -> bool {
     is_x86_feature_detected!("f16c")
 }
 
-/// Quantise rows `0..m` of `a` into `u` (`m x ldu`, zero padded), `s`, `z`.
-fn quantize_rows(
-    isa: Isa,
-    c: &Mat,
-    rows: std::ops::Range<usize>,
-    ldu: usize,
-) -> (Vec<u8>, Vec<f32>, Vec<i32>) {
-    let mr = rows.len();
-    let mut u = vec![0u8; mr * ldu];
-    let mut s = vec![0.0f32; mr];
-    let mut z = vec![0i32; mr];
+/// Quantise the `m` rows of `a` into `u` (`m x ldu`, zero padded), `s`, `z`.
+fn quantize_rows(isa: Isa, c: &Mat, u: &mut [u8], ldu: usize, s: &mut [f32], z: &mut [i32]) {
     let work = |(i, ((ur, sr), zr)): (usize, ((&mut [u8], &mut f32), &mut i32))| {
-        // SAFETY: row `rows.start + i < m` of `a` holds `k` floats (checked in `gemm_ex`).
-        let x = unsafe { std::slice::from_raw_parts(c.a.add((rows.start + i) * c.lda), c.k) };
-        let (ss, zz) = quantize_row(isa, x, &mut ur[..c.k]);
-        *sr = ss;
-        *zr = zz;
+        // SAFETY: row `i < m` of `a` holds `k` floats (checked in `gemm_ex`).
+        let x = unsafe { std::slice::from_raw_parts(c.a.add(i * c.lda), c.k) };
+        (*sr, *zr) = quantize_row(isa, x, &mut ur[..c.k]);
+        ur[c.k..].fill(0);
     };
-    let it = u.chunks_mut(ldu).zip(s.iter_mut()).zip(z.iter_mut());
-    if mr * c.k >= 1 << 16 {
-        it.enumerate()
-            .collect::<Vec<_>>()
-            .into_par_iter()
+    let (u, s, z) = (&mut u[..c.m * ldu], &mut s[..c.m], &mut z[..c.m]);
+    if c.m * c.k >= 1 << 16 {
+        u.par_chunks_mut(ldu)
+            .zip(s.par_iter_mut())
+            .zip(z.par_iter_mut())
+            .enumerate()
             .for_each(work);
     } else {
-        it.enumerate().for_each(work);
+        u.chunks_mut(ldu)
+            .zip(s.iter_mut())
+            .zip(z.iter_mut())
+            .enumerate()
+            .for_each(work);
     }
-    (u, s, z)
+}
+
+/// Per-row quantisation buffers of an int8 GEMM with `m` rows: `u8` rows of
+/// `ldu` bytes, scales and zero points, taken from per-thread scratch.
+fn with_quant_scratch<R>(
+    m: usize,
+    ldu: usize,
+    f: impl FnOnce(&mut [u8], &mut [f32], &mut [i32]) -> R,
+) -> R {
+    with_scratch(&SCRATCH_U8, m * ldu, |u| {
+        with_scratch(&SCRATCH_S, m, |s| {
+            with_scratch(&SCRATCH_Z, m, |z| f(u, s, z))
+        })
+    })
 }
 
 fn quantize_row(isa: Isa, x: &[f32], u: &mut [u8]) -> (f32, i32) {
@@ -416,6 +424,9 @@ thread_local! {
     static SCRATCH_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     static SCRATCH_I8: Cell<Vec<i8>> = const { Cell::new(Vec::new()) };
     static SCRATCH_AW: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+    static SCRATCH_U8: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static SCRATCH_S: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static SCRATCH_Z: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Buffers up to this many bytes are kept for the next call on the thread.
@@ -795,7 +806,20 @@ unsafe fn dot_scalar<T: WElem>(
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn gemv_i8_vnni(isa: Isa, c: &Mat, w: *const i8, scales: *const f32) {
     let ldu = c.k.div_ceil(64) * 64;
-    let (u, s, z) = quantize_rows(isa, c, 0..c.m, ldu);
+    with_quant_scratch(c.m, ldu, |u, s, z| {
+        quantize_rows(isa, c, u, ldu, s, z);
+        gemv_i8_run(c, w, scales, (u, ldu, s, z));
+    });
+}
+
+/// The column loop of [`gemv_i8_vnni`] over rows quantised into `u`, `s`, `z`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn gemv_i8_run(
+    c: &Mat,
+    w: *const i8,
+    scales: *const f32,
+    (u, ldu, s, z): (&[u8], usize, &[f32], &[i32]),
+) {
     let chunk = gemv_chunks(c.n, c.k, c.m, 1);
     let (w, scales) = (ConstPtr(w), ConstPtr(scales));
     let q_all = (
@@ -837,7 +861,7 @@ fn gemv_i8_vnni(isa: Isa, c: &Mat, w: *const i8, scales: *const f32) {
             r0 += rows;
         }
     };
-    let _ = (&q_all, &w, &scales, isa);
+    let _ = (&q_all, &w, &scales);
     if chunk >= c.n {
         run(0);
     } else {
@@ -1210,6 +1234,9 @@ fn dequant_i8_block(
     }
 }
 
+/// One A row panel being quantised: index, packed words, row scales, zero points.
+type PanelQuant<'a> = (usize, ((&'a mut [i32], &'a mut [f32]), &'a mut [i32]));
+
 fn blocked_i8(isa: Isa, c: &Mat, data: &[i8], scales: &[f32], colsum: &[i32]) {
     let (m, n, k) = (c.m, c.n, c.k);
     #[cfg(target_arch = "x86_64")]
@@ -1218,27 +1245,44 @@ fn blocked_i8(isa: Isa, c: &Mat, data: &[i8], scales: &[f32], colsum: &[i32]) {
     let mr = 1;
     let k4 = k.div_ceil(4);
     let ldu = k4 * 4;
-    let (u, s, z) = quantize_rows(isa, c, 0..m, ldu);
-    // Pack the u8 rows as 4-byte words: panel p holds [k4][rows_p] at p*mr*k4.
     let np_m = m.div_ceil(mr);
     let par = rayon::current_num_threads() > 1 && 2 * m * n * k >= 1 << 22;
-    with_scratch(&SCRATCH_AW, np_m * mr * k4, |ap| {
-        let pack = |(p, dst): (usize, &mut [i32])| {
-            let r0 = p * mr;
-            let rows = mr.min(m - r0);
+    // Quantise and pack one row panel at a time, so the u8 rows stay in L1:
+    // panel p holds [k4][rows_p] 4-byte words at p*mr*k4.
+    let pack = |(p, ((dst, sp), zp)): PanelQuant| {
+        let r0 = p * mr;
+        let rows = sp.len();
+        with_scratch(&SCRATCH_U8, ldu, |u| {
             for i in 0..rows {
-                let src = &u[(r0 + i) * ldu..(r0 + i + 1) * ldu];
-                for (q, w) in src.chunks_exact(4).enumerate() {
+                // SAFETY: row `r0 + i < m` of `a` holds `k` floats (checked in `gemm_ex`).
+                let x = unsafe { std::slice::from_raw_parts(c.a.add((r0 + i) * c.lda), k) };
+                (sp[i], zp[i]) = quantize_row(isa, x, &mut u[..k]);
+                u[k..].fill(0);
+                for (q, w) in u.chunks_exact(4).enumerate() {
                     dst[q * rows + i] = i32::from_le_bytes([w[0], w[1], w[2], w[3]]);
                 }
             }
-        };
-        if par && m * k >= 1 << 16 {
-            ap.par_chunks_mut(mr * k4).enumerate().for_each(pack);
-        } else {
-            ap.chunks_mut(mr * k4).enumerate().for_each(pack);
-        }
-        blocked_i8_run(c, mr, ap, (&s, &z), (data, scales, colsum), par);
+        });
+    };
+    with_scratch(&SCRATCH_AW, np_m * mr * k4, |ap| {
+        with_scratch(&SCRATCH_S, m, |s| {
+            with_scratch(&SCRATCH_Z, m, |z| {
+                if par && m * k >= 1 << 16 {
+                    ap.par_chunks_mut(mr * k4)
+                        .zip(s.par_chunks_mut(mr))
+                        .zip(z.par_chunks_mut(mr))
+                        .enumerate()
+                        .for_each(pack);
+                } else {
+                    ap.chunks_mut(mr * k4)
+                        .zip(s.chunks_mut(mr))
+                        .zip(z.chunks_mut(mr))
+                        .enumerate()
+                        .for_each(pack);
+                }
+                blocked_i8_run(c, mr, ap, (s, z), (data, scales, colsum), par);
+            })
+        })
     });
 }
 
