@@ -2,9 +2,10 @@
 //! local cache (the layout `huggingface_hub` writes) or downloaded with `hf-hub`.
 //!
 //! Data sets too ([`HubData`]): when the data directories lack a test set that has a
-//! hub copy (CNN/DailyMail's `abisee/cnn_dailymail` `3.0.0/test-00000-of-00001.parquet`),
-//! it is taken from the cache (`datasets--abisee--cnn_dailymail/snapshots/<rev>/...`) or,
-//! online, downloaded into it.
+//! hub copy (CNN/DailyMail's `abisee/cnn_dailymail` `3.0.0/test-00000-of-00001.parquet`;
+//! newstest2014/2016/2017 as `wmt/wmt14` `de-en/test-00000-of-00001.parquet`, ...: see
+//! [`Dataset::hub_source`]), it is taken from the cache
+//! (`datasets--abisee--cnn_dailymail/snapshots/<rev>/...`) or, online, downloaded into it.
 
 use std::path::{Path, PathBuf};
 
@@ -246,6 +247,7 @@ fn locate_dataset(
         return Ok(Located {
             format: src.format,
             files,
+            hub: Some(*src),
         });
     }
     let in_cache = src
@@ -288,6 +290,7 @@ fn locate_dataset(
         Ok(files) => Ok(Located {
             format: src.format,
             files,
+            hub: Some(*src),
         }),
         Err(e) => {
             let e = format!("{e:#}")
@@ -387,6 +390,77 @@ mod tests {
             locate_dataset(cnndm, cnndm_not_found(), tmp.path(), true, &no_download).unwrap();
         assert_eq!(located.files, vec![file]);
         assert_eq!(located.format, encdec_eval::datasets::Format::Parquet);
+        assert_eq!(located.hub.as_ref(), Some(src));
+    }
+
+    fn not_found(name: &str) -> EvalError {
+        EvalError::DataNotFound {
+            name: name.into(),
+            looked: "x".into(),
+            hint: "y".into(),
+        }
+    }
+
+    #[test]
+    fn a_cached_wmt_test_set_is_found_and_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wmt = Dataset::get("wmt14-en-de").unwrap();
+        let src = wmt.hub_source().unwrap();
+        assert_eq!(
+            (src.repo, src.files),
+            ("wmt/wmt14", &["de-en/test-00000-of-00001.parquet"][..])
+        );
+        let repo = tmp.path().join("datasets--wmt--wmt14");
+        let snap = repo.join("snapshots").join("rev1");
+        std::fs::create_dir_all(snap.join("de-en")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs").join("main"), "rev1\n").unwrap();
+        // wmt14-en-fr's file (fr-en/...) is a different one of the same repository.
+        let fr = Dataset::get("wmt14-en-fr").unwrap();
+        assert_eq!(cached_dataset_files(tmp.path(), src), None, "no file yet");
+        let file = snap.join("de-en/test-00000-of-00001.parquet");
+        // The stand-in tools/make_wmt_parquet_fixture.py made.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/datasets/wmt14-de-en-test.parquet");
+        std::fs::copy(&fixture, &file).unwrap();
+        assert_eq!(
+            cached_dataset_files(tmp.path(), src),
+            Some(vec![file.clone()])
+        );
+        assert_eq!(
+            cached_dataset_files(tmp.path(), fr.hub_source().unwrap()),
+            None
+        );
+        let located = locate_dataset(
+            wmt,
+            not_found("wmt14-en-de"),
+            tmp.path(),
+            true,
+            &no_download,
+        )
+        .unwrap();
+        assert_eq!(located.files, vec![file]);
+        assert_eq!(located.hub.as_ref(), Some(src));
+        #[cfg(feature = "parquet")]
+        {
+            let ex = wmt.read(&located).unwrap();
+            assert_eq!(ex.len(), 3003);
+            assert_eq!(
+                (ex.sources[1].as_str(), ex.references[1].as_str()),
+                ("the large house", "das kleine Haus")
+            );
+        }
+        // Offline and not cached, the error names the hub file and how to fetch it.
+        let fr_msg = locate_dataset(fr, not_found("wmt14-en-fr"), tmp.path(), true, &no_download)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "datasets--wmt--wmt14/snapshots/*/fr-en/test-00000-of-00001.parquet",
+            "HF_HUB_OFFLINE is set",
+            "huggingface-cli download wmt/wmt14 fr-en/test-00000-of-00001.parquet --repo-type dataset",
+        ] {
+            assert!(fr_msg.contains(want), "{want:?} not in: {fr_msg}");
+        }
     }
 
     #[test]
@@ -409,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_download_is_one_line_and_wmt_has_no_hub_copy() {
+    fn a_failed_download_is_one_line_and_wmt22_has_no_hub_copy() {
         let tmp = tempfile::tempdir().unwrap();
         let cnndm = Dataset::get("cnndm").unwrap();
         let fails =
@@ -419,15 +493,28 @@ mod tests {
             .to_string();
         assert!(msg.contains("download of abisee/cnn_dailymail"), "{msg}");
         assert!(msg.contains("dns error: no network"), "{msg}");
-        let wmt = Dataset::get("wmt14-en-de").unwrap();
-        let err = EvalError::DataNotFound {
-            name: "wmt14-en-de".into(),
-            looked: "x".into(),
-            hint: "y".into(),
-        };
-        let msg = locate_dataset(wmt, err, tmp.path(), false, &no_download)
+        // newstest2017 from the hub: the failure names wmt/wmt17 and stays one line.
+        let wmt17 = Dataset::get("wmt17-en-zh").unwrap();
+        let msg = locate_dataset(wmt17, not_found("wmt17-en-zh"), tmp.path(), false, &fails)
             .unwrap_err()
             .to_string();
-        assert_eq!(msg, "data set 'wmt14-en-de' not found; looked for: x; y");
+        assert!(
+            msg.contains("download of wmt/wmt17 zh-en/test-00000-of-00001.parquet"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        // generaltest2022 is not on the hub: the data directory error is left as it is.
+        let wmt22 = Dataset::get("wmt22-en-de").unwrap();
+        assert_eq!(wmt22.hub_source(), None);
+        let msg = locate_dataset(
+            wmt22,
+            not_found("wmt22-en-de"),
+            tmp.path(),
+            false,
+            &no_download,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(msg, "data set 'wmt22-en-de' not found; looked for: x; y");
     }
 }

@@ -6,7 +6,11 @@
 //! is not run, with the command that fetches it; bad table names and files give one
 //! clear line. CNN/DailyMail laid out in a temporary Hugging Face cache (the hub's
 //! parquet layout, a 2 KB stand-in made by tools/make_cnndm_parquet_fixture.py) is
-//! found without `--data`; offline and absent, the error names what to get.
+//! found without `--data`; offline and absent, the error names what to get. newstest2014
+//! en-de (a 2 KB stand-in for `wmt/wmt14` `de-en/test-00000-of-00001.parquet`, made by
+//! tools/make_wmt_parquet_fixture.py) is downloaded from a stand-in hub and then found
+//! in the cache; the report names the hub copy; a row count that is not the registry's
+//! is one clear line.
 
 mod common;
 
@@ -553,14 +557,26 @@ fn offline_without_data_names_what_to_get() {
             "huggingface-cli download abisee/cnn_dailymail 3.0.0/test-00000-of-00001.parquet --repo-type dataset",
         ],
     );
-    // WMT has no hub copy: the error says so instead of guessing one.
+    // newstest2014 has a hub copy: offline, the error names it and how to fetch it.
     let out = sb.encdec(&["eval", "--model", s(&t5), "--dataset", "wmt14-en-de"]);
     assert_one_line_error(
         &out,
         &[
             "newstest2014.en-de.en",
             "sacrebleu -t wmt14/full",
-            "hub copy is not available",
+            "datasets--wmt--wmt14/snapshots/*/de-en/test-00000-of-00001.parquet",
+            "HF_HUB_OFFLINE is set",
+            "huggingface-cli download wmt/wmt14 de-en/test-00000-of-00001.parquet --repo-type dataset",
+        ],
+    );
+    // generaltest2022 has none: the error says so instead of guessing one.
+    let out = sb.encdec(&["eval", "--model", s(&t5), "--dataset", "wmt22-en-de"]);
+    assert_one_line_error(
+        &out,
+        &[
+            "generaltest2022.en-de.en",
+            "sacrebleu -t wmt22",
+            "no Hugging Face hub copy",
         ],
     );
 }
@@ -687,4 +703,123 @@ fn cnndm_is_downloaded_into_the_cache_when_online() {
         fs::read_to_string(again.join("hyps.txt")).unwrap(),
         fs::read_to_string(out_dir.join("hyps.txt")).unwrap()
     );
+}
+
+#[test]
+fn wmt14_is_downloaded_into_the_cache_when_online() {
+    let sb = Sandbox::new();
+    let body = fs::read(fixture("datasets/wmt14-de-en-test.parquet")).unwrap();
+    let endpoint = serve_hub_file(
+        "/datasets/wmt/wmt14/resolve/main/de-en/test-00000-of-00001.parquet",
+        body.clone(),
+    );
+    let t5 = fixture("t5");
+    let out_dir = sb.root.join("run");
+    let args = [
+        "eval",
+        "--model",
+        s(&t5),
+        "--dataset",
+        "wmt14-en-de",
+        "--limit",
+        "2",
+        "--out",
+        s(&out_dir),
+    ];
+    let out = sb.encdec_online(&endpoint, &args);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("downloading wmt/wmt14 de-en/test-00000-of-00001.parquet"),
+        "{stderr}"
+    );
+    let repo = sb.root.join("hf/hub/datasets--wmt--wmt14");
+    let cached = repo.join("snapshots/c0ffee/de-en/test-00000-of-00001.parquet");
+    assert_eq!(fs::read(&cached).unwrap(), body);
+    assert_eq!(
+        fs::read_to_string(repo.join("refs/main")).unwrap(),
+        "c0ffee"
+    );
+
+    // English from `translation.en` is the source, `translation.de` the reference.
+    let sources: String = SENTENCES[..2].iter().map(|l| format!("{l}\n")).collect();
+    let hyps = fs::read_to_string(out_dir.join("hyps.txt")).unwrap();
+    assert_eq!(
+        hyps,
+        generate(
+            &sb,
+            &t5,
+            &sources,
+            &["--prefix", "translate English to German: "]
+        )
+    );
+    let refs: Vec<String> = fs::read_to_string(out_dir.join("references.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(refs, vec![SENTENCES[0], "das kleine Haus"]);
+
+    // run.json and report.md say where the data came from.
+    let run: Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["data"]["format"], "parquet");
+    assert_eq!(run["data"]["examples"], 2);
+    let hub = run["data"]["hub"].as_str().unwrap();
+    assert!(
+        hub.starts_with("wmt/wmt14 de-en/test-00000-of-00001.parquet (revision main)")
+            && hub.contains("not verified to equal sacreBLEU's"),
+        "{hub}"
+    );
+    let report = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("(Hugging Face hub: wmt/wmt14 de-en/test-00000-of-00001.parquet"),
+        "{report}"
+    );
+
+    // Offline now, it comes from the cache, with the same hypotheses.
+    let again = sb.root.join("again");
+    let mut offline = args;
+    offline[8] = s(&again);
+    let out = sb.encdec(&offline);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Hugging Face cache"), "{stderr}");
+    assert_eq!(fs::read_to_string(again.join("hyps.txt")).unwrap(), hyps);
+
+    // The same 3003 rows as wmt/wmt17's newstest2017 (3004 segments): one clear line.
+    let wmt17 = sb
+        .root
+        .join("hf/hub/datasets--wmt--wmt17/snapshots/r17/de-en");
+    fs::create_dir_all(&wmt17).unwrap();
+    let file = wmt17.join("test-00000-of-00001.parquet");
+    fs::write(&file, &body).unwrap();
+    let out = sb.encdec(&[
+        "eval",
+        "--model",
+        s(&t5),
+        "--dataset",
+        "wmt17-en-de",
+        "--limit",
+        "2",
+        "--out",
+        s(&sb.root.join("wmt17")),
+    ]);
+    // The error is one line, after the line that says which cache file was read.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].contains("using the Hugging Face cache copy"),
+        "{stderr}"
+    );
+    for want in [
+        "data set 'wmt17-en-de'",
+        s(&file),
+        "has 3003 examples, expected 3004",
+    ] {
+        assert!(lines[1].contains(want), "{want:?} not in: {stderr}");
+    }
 }

@@ -17,16 +17,27 @@
 //!   `article`/`highlights` as the Hugging Face dataset has them, or `document`/`summary`,
 //!   or `source`/`target`; an `id` field, when every line has one, gives the ids), and the
 //!   Hugging Face parquet shards (`3.0.0/test-*.parquet`) with the `parquet` cargo feature.
+//! - WMT as the Hugging Face hub's parquet files (`wmt/wmt14` `de-en/test-00000-of-00001.parquet`,
+//!   ...), with the `parquet` cargo feature: one struct column `translation` with a string
+//!   field per language code; [`load_parquet_translation`] takes the source from the
+//!   source language's field and the reference from the target language's. The text is
+//!   taken as stored. It is the `datasets` library's conversion of the same newstest SGML
+//!   files sacreBLEU reads, but it is not verified here to equal sacreBLEU's text segment
+//!   for segment (no network here), so a run on it says where its data came from
+//!   ([`Located::hub`]).
 //!
 //! Data directories are searched in this order: the explicit `--data DIR` (only it, when
 //! given), else `$ENCDEC_DATA`, then `../shared/data` relative to the working directory.
 //! Inside a data directory WMT files are looked for under `wmt/` and at the top, CNN/DM
 //! files under `cnndm/`, `cnn_dailymail/` and at the top. This crate downloads nothing:
 //! when the files are missing, the error names every file that was tried and how to get
-//! them. A data set with a [`HubSource`] (CNN/DailyMail) can also come from the Hugging
-//! Face hub: [`Dataset::locate_or`] hands the search to a [`DataFallback`] when no
-//! `--data` directory was given and the data directories lack the files; the `encdec`
-//! binary's fallback looks in the Hugging Face cache and downloads when online.
+//! them. A data set with a [`HubSource`] (CNN/DailyMail; newstest2014 en-de and en-fr,
+//! newstest2016 en-ro, newstest2017 en-de and en-zh) can also come from the Hugging Face
+//! hub: [`Dataset::locate_or`] hands the search to a [`DataFallback`] when no `--data`
+//! directory was given and the data directories lack the files; the `encdec` binary's
+//! fallback looks in the Hugging Face cache and downloads when online. The later WMT
+//! sets (wmt19, wmt20, wmt22) have no test split on the hub and come from data
+//! directories only.
 
 use std::fmt;
 use std::ops::Range;
@@ -231,6 +242,20 @@ pub struct HubSource {
     pub files: &'static [&'static str],
     /// How to read them.
     pub format: Format,
+    /// What to know about the text of this copy (empty when nothing); reports print it.
+    pub note: &'static str,
+}
+
+impl HubSource {
+    /// `REPO FILE.. (revision REV)`, as reports name the copy.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} (revision {})",
+            self.repo,
+            self.files.join(" "),
+            self.revision
+        )
+    }
 }
 
 /// CNN/DailyMail 3.0.0's test split as the hub's parquet conversion stores it
@@ -240,7 +265,45 @@ const CNNDM_HUB: HubSource = HubSource {
     revision: "main",
     files: &["3.0.0/test-00000-of-00001.parquet"],
     format: Format::Parquet,
+    note: "",
 };
+
+/// What the WMT hub copies' reports say about their text.
+const WMT_HUB_NOTE: &str = "the hub's text (the `datasets` conversion of the newstest SGML \
+     files), not verified to equal sacreBLEU's";
+
+/// The test split of one language pair of the hub's `wmt/wmtNN` data sets, on `main`
+/// since their conversion to parquet: one `translation` struct column, a string field
+/// per language code, read with [`load_parquet_translation`].
+///
+/// The file paths were checked, without network access from here, against stored
+/// copies of the hub's pages and against other projects' code that downloads them; no
+/// file was downloaded. `wmt/wmt14` `fr-en/test-00000-of-00001.parquet` (file page,
+/// "Add fr-en data files"), `wmt/wmt16` `ro-en/test-00000-of-00001.parquet` ("Add ro-en
+/// data files", test split 1,999 rows in the card), `wmt/wmt17`
+/// `de-en/test-00000-of-00001.parquet` ("Add de-en data files", 3,004 rows) and
+/// `zh-en/test-00000-of-00001.parquet` (`main` after "Convert dataset to Parquet (#8)",
+/// 2,001 rows): seen in the hub's file listings and commits. `wmt/wmt14`
+/// `de-en/test-00000-of-00001.parquet`: seen only in code that fetches it
+/// (`hf_hub_download("wmt/wmt14", "de-en/test-00000-of-00001.parquet")`, `hf://` paths),
+/// laid out as its fr-en sibling. The hub's `refs/convert/parquet` branch has other
+/// names (`de-en/test/0000.parquet`); these are `main`'s. The row counts are the
+/// registry's; [`Dataset::read`] checks them as for any other form.
+const fn wmt_hub(repo: &'static str, files: &'static [&'static str]) -> HubSource {
+    HubSource {
+        repo,
+        revision: "main",
+        files,
+        format: Format::Parquet,
+        note: WMT_HUB_NOTE,
+    }
+}
+
+const WMT14_DE_EN_HUB: HubSource = wmt_hub("wmt/wmt14", &["de-en/test-00000-of-00001.parquet"]);
+const WMT14_FR_EN_HUB: HubSource = wmt_hub("wmt/wmt14", &["fr-en/test-00000-of-00001.parquet"]);
+const WMT16_RO_EN_HUB: HubSource = wmt_hub("wmt/wmt16", &["ro-en/test-00000-of-00001.parquet"]);
+const WMT17_DE_EN_HUB: HubSource = wmt_hub("wmt/wmt17", &["de-en/test-00000-of-00001.parquet"]);
+const WMT17_ZH_EN_HUB: HubSource = wmt_hub("wmt/wmt17", &["zh-en/test-00000-of-00001.parquet"]);
 
 /// Finds a data set's files when the data directories do not have them. The eval crate
 /// has no network code; the `encdec` binary implements this over the Hugging Face
@@ -258,6 +321,9 @@ pub struct Located {
     /// Source then reference file for the two-file forms; one file for JSONL; the
     /// shards, sorted, for parquet.
     pub files: Vec<PathBuf>,
+    /// The hub copy these files are (from the Hugging Face cache or just downloaded);
+    /// `None` for files found in a data directory.
+    pub hub: Option<HubSource>,
 }
 
 #[derive(Debug)]
@@ -273,6 +339,8 @@ enum Layout {
         sacrebleu: (&'static str, &'static str),
         /// Extra ways to get the files.
         extra_hint: &'static str,
+        /// The test set on the Hugging Face hub, where it has one.
+        hub: Option<&'static HubSource>,
     },
     Cnndm,
 }
@@ -299,7 +367,7 @@ const CNNDM_DIRS: &[&str] = &["cnndm", "cnn_dailymail", ""];
 macro_rules! wmt {
     ($name:expr, $desc:expr, $src:expr, $tgt:expr, $lines:expr, $alt:expr,
      text: [$(($ts:expr, $tr:expr)),*], sgml: [$(($ss:expr, $sr:expr)),*],
-     sacrebleu: ($t:expr, $lp:expr), dirs: $dirs:expr, hint: $hint:expr) => {
+     sacrebleu: ($t:expr, $lp:expr), dirs: $dirs:expr, hint: $hint:expr, hub: $hub:expr) => {
         Dataset {
             name: $name,
             description: $desc,
@@ -314,6 +382,7 @@ macro_rules! wmt {
                 sgml: &[$(($ss, $sr)),*],
                 sacrebleu: ($t, $lp),
                 extra_hint: $hint,
+                hub: $hub,
             },
         }
     };
@@ -334,59 +403,59 @@ static DATASETS: &[Dataset] = &[
         text: [("newstest2014.en-de.en", "newstest2014.en-de.de")],
         sgml: [("newstest2014-deen-src.en.sgm", "newstest2014-deen-ref.de.sgm")],
         sacrebleu: ("wmt14/full", "en-de"), dirs: WMT_DIRS,
-        hint: "the 2,737-line filtered set (sacrebleu -t wmt14) is accepted too, but its scores are not comparable with the full set's"),
+        hint: "the 2,737-line filtered set (sacrebleu -t wmt14) is accepted too, but its scores are not comparable with the full set's", hub: Some(&WMT14_DE_EN_HUB)),
     wmt!("wmt14-en-fr", "newstest2014 English-French (sacreBLEU wmt14/full)", "en", "fr", 3003, &[],
         text: [("newstest2014.en-fr.en", "newstest2014.en-fr.fr")],
         sgml: [("newstest2014-fren-src.en.sgm", "newstest2014-fren-ref.fr.sgm")],
-        sacrebleu: ("wmt14/full", "en-fr"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt14/full", "en-fr"), dirs: WMT_DIRS, hint: "", hub: Some(&WMT14_FR_EN_HUB)),
     wmt!("wmt16-en-ro", "newstest2016 English-Romanian", "en", "ro", 1999, &[],
         text: [("newstest2016.en-ro.en", "newstest2016.en-ro.ro")],
         sgml: [("newstest2016-enro-src.en.sgm", "newstest2016-enro-ref.ro.sgm")],
-        sacrebleu: ("wmt16", "en-ro"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt16", "en-ro"), dirs: WMT_DIRS, hint: "", hub: Some(&WMT16_RO_EN_HUB)),
     wmt!("wmt17-en-de", "newstest2017 English-German", "en", "de", 3004, &[],
         text: [("newstest2017.en-de.en", "newstest2017.en-de.de")],
         sgml: [("newstest2017-ende-src.en.sgm", "newstest2017-ende-ref.de.sgm")],
-        sacrebleu: ("wmt17", "en-de"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt17", "en-de"), dirs: WMT_DIRS, hint: "", hub: Some(&WMT17_DE_EN_HUB)),
     wmt!("wmt17-en-zh", "newstest2017 English-Chinese", "en", "zh", 2001, &[],
         text: [("newstest2017.en-zh.en", "newstest2017.en-zh.zh")],
         sgml: [("newstest2017-enzh-src.en.sgm", "newstest2017-enzh-ref.zh.sgm")],
-        sacrebleu: ("wmt17", "en-zh"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt17", "en-zh"), dirs: WMT_DIRS, hint: "", hub: Some(&WMT17_ZH_EN_HUB)),
     wmt!("wmt19-en-de", "newstest2019 English-German (English-original)", "en", "de", 1997, &[],
         text: [("newstest2019.en-de.en", "newstest2019.en-de.de")],
         sgml: [("newstest2019-ende-src.en.sgm", "newstest2019-ende-ref.de.sgm")],
-        sacrebleu: ("wmt19", "en-de"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt19", "en-de"), dirs: WMT_DIRS, hint: "", hub: None),
     wmt!("wmt19-de-en", "newstest2019 German-English (German-original)", "de", "en", 2000, &[],
         text: [("newstest2019.de-en.de", "newstest2019.de-en.en")],
         sgml: [("newstest2019-deen-src.de.sgm", "newstest2019-deen-ref.en.sgm")],
-        sacrebleu: ("wmt19", "de-en"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt19", "de-en"), dirs: WMT_DIRS, hint: "", hub: None),
     wmt!("wmt19-en-zh", "newstest2019 English-Chinese", "en", "zh", 1997, &[],
         text: [("newstest2019.en-zh.en", "newstest2019.en-zh.zh")],
         sgml: [("newstest2019-enzh-src.en.sgm", "newstest2019-enzh-ref.zh.sgm")],
-        sacrebleu: ("wmt19", "en-zh"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt19", "en-zh"), dirs: WMT_DIRS, hint: "", hub: None),
     wmt!("wmt20-en-de", "newstest2020 English-German (reference A)", "en", "de", 1418, &[],
         text: [("newstest2020.en-de.en", "newstest2020.en-de.de")],
         sgml: [("newstest2020-ende-src.en.sgm", "newstest2020-ende-ref.de.sgm")],
-        sacrebleu: ("wmt20", "en-de"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt20", "en-de"), dirs: WMT_DIRS, hint: "", hub: None),
     wmt!("wmt20-en-zh", "newstest2020 English-Chinese", "en", "zh", 1418, &[],
         text: [("newstest2020.en-zh.en", "newstest2020.en-zh.zh")],
         sgml: [("newstest2020-enzh-src.en.sgm", "newstest2020-enzh-ref.zh.sgm")],
-        sacrebleu: ("wmt20", "en-zh"), dirs: WMT_DIRS, hint: ""),
+        sacrebleu: ("wmt20", "en-zh"), dirs: WMT_DIRS, hint: "", hub: None),
     wmt!("wmt22-en-de", "WMT22 general test English-German (reference A)", "en", "de", 2037, &[],
         text: [("generaltest2022.en-de.en", "generaltest2022.en-de.ref.A.de"),
                ("generaltest2022.en-de.src.en", "generaltest2022.en-de.ref.A.de")],
-        sgml: [], sacrebleu: ("wmt22", "en-de"), dirs: WMT22_DIRS, hint: ""),
+        sgml: [], sacrebleu: ("wmt22", "en-de"), dirs: WMT22_DIRS, hint: "", hub: None),
     wmt!("wmt22-de-en", "WMT22 general test German-English (reference A)", "de", "en", 1984, &[],
         text: [("generaltest2022.de-en.de", "generaltest2022.de-en.ref.A.en"),
                ("generaltest2022.de-en.src.de", "generaltest2022.de-en.ref.A.en")],
-        sgml: [], sacrebleu: ("wmt22", "de-en"), dirs: WMT22_DIRS, hint: ""),
+        sgml: [], sacrebleu: ("wmt22", "de-en"), dirs: WMT22_DIRS, hint: "", hub: None),
     wmt!("wmt22-en-zh", "WMT22 general test English-Chinese (reference A)", "en", "zh", 2037, &[],
         text: [("generaltest2022.en-zh.en", "generaltest2022.en-zh.ref.A.zh"),
                ("generaltest2022.en-zh.src.en", "generaltest2022.en-zh.ref.A.zh")],
-        sgml: [], sacrebleu: ("wmt22", "en-zh"), dirs: WMT22_DIRS, hint: ""),
+        sgml: [], sacrebleu: ("wmt22", "en-zh"), dirs: WMT22_DIRS, hint: "", hub: None),
     wmt!("wmt22-zh-en", "WMT22 general test Chinese-English (reference A)", "zh", "en", 1875, &[],
         text: [("generaltest2022.zh-en.zh", "generaltest2022.zh-en.ref.A.en"),
                ("generaltest2022.zh-en.src.zh", "generaltest2022.zh-en.ref.A.en")],
-        sgml: [], sacrebleu: ("wmt22", "zh-en"), dirs: WMT22_DIRS, hint: ""),
+        sgml: [], sacrebleu: ("wmt22", "zh-en"), dirs: WMT22_DIRS, hint: "", hub: None),
 ];
 
 /// The data directories searched, in order: `explicit` alone when given; otherwise
@@ -474,6 +543,7 @@ impl Dataset {
                                 return Ok(Located {
                                     format,
                                     files: vec![s, r],
+                                    hub: None,
                                 });
                             }
                             looked.push(format!("{} + {}", s.display(), r.display()));
@@ -488,6 +558,7 @@ impl Dataset {
                             return Ok(Located {
                                 format: Format::SourceTarget,
                                 files: vec![s, t],
+                                hub: None,
                             });
                         }
                         looked.push(format!("{} + {}", s.display(), t.display()));
@@ -496,6 +567,7 @@ impl Dataset {
                             return Ok(Located {
                                 format: Format::Jsonl,
                                 files: vec![j],
+                                hub: None,
                             });
                         }
                         looked.push(j.display().to_string());
@@ -507,6 +579,7 @@ impl Dataset {
                                     return Ok(Located {
                                         format: Format::Parquet,
                                         files: shards,
+                                        hub: None,
                                     });
                                 }
                                 parquet_without_feature.get_or_insert(d.clone());
@@ -532,14 +605,16 @@ impl Dataset {
         })
     }
 
-    /// Where the Hugging Face hub has this data set in a form [`read_located`] reads
-    /// (CNN/DailyMail's parquet shard); `None` for the WMT test sets, whose hub copies
-    /// (`wmt/wmt14`, ...) store a `translation` struct column and are not verified to
-    /// hold sacreBLEU's text.
+    /// Where the Hugging Face hub has this data set in a form [`Dataset::read`] reads:
+    /// CNN/DailyMail's parquet shard, and for newstest2014 en-de / en-fr, newstest2016
+    /// en-ro and newstest2017 en-de / en-zh the test split of `wmt/wmt14`, `wmt/wmt16`,
+    /// `wmt/wmt17` (a `translation` struct column; its text is the hub's, not verified to
+    /// equal sacreBLEU's, see [`HubSource::note`]). `None` for wmt19, wmt20 and wmt22,
+    /// which have no test split on the hub.
     pub fn hub_source(&self) -> Option<&'static HubSource> {
         match self.layout {
             Layout::Cnndm => Some(&CNNDM_HUB),
-            Layout::Wmt { .. } => None,
+            Layout::Wmt { hub, .. } => hub,
         }
     }
 
@@ -568,6 +643,7 @@ impl Dataset {
                 text,
                 sacrebleu: (testset, pair),
                 extra_hint,
+                hub,
                 ..
             } => {
                 let dir = dirs.first().copied().unwrap_or("");
@@ -588,11 +664,20 @@ impl Dataset {
                         ));
                     }
                 }
-                format!(
-                    "{s}; {tail} (a Hugging Face hub copy is not available offline or online: \
-                     the hub's WMT data sets (wmt/wmt14, ...) are parquet files with a \
-                     `translation` struct column whose text is not verified to be sacreBLEU's)"
-                )
+                match hub {
+                    Some(hub) => format!(
+                        "{s}; {tail}; without --data, the encdec command line also looks for \
+                         {repo} {file} in the Hugging Face cache and downloads it there when \
+                         online (not available offline; {note})",
+                        repo = hub.repo,
+                        file = hub.files.join(" "),
+                        note = hub.note,
+                    ),
+                    None => format!(
+                        "{s}; {tail} (no Hugging Face hub copy, offline or online: the hub's \
+                         WMT data sets have no {testset} test split)"
+                    ),
+                }
             }
             Layout::Cnndm => format!(
                 "get it with `python -c \"from datasets import load_dataset; \
@@ -609,9 +694,16 @@ impl Dataset {
     }
 
     /// Reads the files `located` names (as [`Dataset::locate`] found them) and checks
-    /// the example count against the registry.
+    /// the example count against the registry. Parquet files of a WMT set are the hub's
+    /// (`translation` struct column): the source comes from the field of
+    /// [`Dataset::src_lang`], the reference from [`Dataset::tgt_lang`]'s.
     pub fn read(&self, located: &Located) -> Result<Examples> {
-        let examples = read_located(located)?;
+        let examples = match (&self.layout, located.format) {
+            (Layout::Wmt { .. }, Format::Parquet) => {
+                load_parquet_translation(&located.files, self.src_lang, self.tgt_lang)?
+            }
+            _ => read_located(located)?,
+        };
         if examples.len() != self.lines && !self.alt_lines.contains(&examples.len()) {
             let mut expected = self.lines.to_string();
             for alt in self.alt_lines {
@@ -629,7 +721,9 @@ impl Dataset {
     }
 }
 
-/// Reads the files of `located` in their format, without any registry check.
+/// Reads the files of `located` in their format, without any registry check. Parquet is
+/// read as [`load_parquet`] reads it (the column pairs of [`FIELD_PAIRS`]); the WMT hub
+/// files need the language pair ([`Dataset::read`], [`load_parquet_translation`]).
 pub fn read_located(located: &Located) -> Result<Examples> {
     let file =
         |i: usize| -> Result<&Path> {
@@ -1028,8 +1122,46 @@ pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Examples> {
 /// field pairs as [`load_jsonl`] (string columns) and `id` when present.
 #[cfg(feature = "parquet")]
 pub fn load_parquet(files: &[PathBuf]) -> Result<Examples> {
+    read_parquet(files, ParquetColumns::Fields)
+}
+
+/// Loads the Hugging Face hub's WMT parquet files (`wmt/wmt14`
+/// `de-en/test-00000-of-00001.parquet`, ...), in the order given: every row has a
+/// struct column `translation` with one string field per language code; the source is
+/// field `src_lang`, the reference field `tgt_lang` (for en-de from a `de-en` file:
+/// `en`, then `de`). The text is taken as stored, without stripping or unescaping; it
+/// is not verified here to equal sacreBLEU's text of the same test set. `id` is read as
+/// by [`load_parquet`] when present (the hub's WMT files have none).
+#[cfg(feature = "parquet")]
+pub fn load_parquet_translation(
+    files: &[PathBuf],
+    src_lang: &str,
+    tgt_lang: &str,
+) -> Result<Examples> {
+    read_parquet(
+        files,
+        ParquetColumns::Translation {
+            src: src_lang,
+            tgt: tgt_lang,
+        },
+    )
+}
+
+/// Where parquet rows keep their source and reference.
+#[cfg(feature = "parquet")]
+#[derive(Clone, Copy)]
+enum ParquetColumns<'a> {
+    /// String columns, the first pair of [`FIELD_PAIRS`] a row has.
+    Fields,
+    /// Fields `src` and `tgt` of the struct column `translation`.
+    Translation { src: &'a str, tgt: &'a str },
+}
+
+#[cfg(feature = "parquet")]
+fn read_parquet(files: &[PathBuf], columns: ParquetColumns) -> Result<Examples> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
+    use std::collections::HashMap;
 
     if files.is_empty() {
         return Err(EvalError::Invalid("no parquet shards given".into()));
@@ -1048,25 +1180,58 @@ pub fn load_parquet(files: &[PathBuf]) -> Result<Examples> {
         let iter = reader.get_row_iter(None).map_err(|e| bad(&e))?;
         for (i, row) in iter.enumerate() {
             let row = row.map_err(|e| bad(&e))?;
-            let mut fields: std::collections::HashMap<&str, &Field> =
-                std::collections::HashMap::new();
-            for (name, field) in row.get_column_iter() {
-                fields.insert(name.as_str(), field);
-            }
+            let at = || format!("{}: row {}", path.display(), i + 1);
+            let fields: HashMap<&str, &Field> = row
+                .get_column_iter()
+                .map(|(name, field)| (name.as_str(), field))
+                .collect();
             let text = |name: &str| match fields.get(name) {
                 Some(Field::Str(s)) => Some(s.clone()),
                 _ => None,
             };
-            let pair = FIELD_PAIRS
-                .iter()
-                .find_map(|(s, r)| Some((text(s)?, text(r)?)))
-                .ok_or_else(|| {
-                    EvalError::Invalid(format!(
-                        "{}: row {}: no string columns article/highlights, document/summary or source/target",
-                        path.display(),
-                        i + 1
-                    ))
-                })?;
+            let pair = match columns {
+                ParquetColumns::Fields => FIELD_PAIRS
+                    .iter()
+                    .find_map(|(s, r)| Some((text(s)?, text(r)?)))
+                    .ok_or_else(|| {
+                        EvalError::Invalid(format!(
+                            "{}: no string columns article/highlights, document/summary or source/target",
+                            at()
+                        ))
+                    })?,
+                ParquetColumns::Translation { src, tgt } => {
+                    let Some(Field::Group(translation)) = fields.get("translation") else {
+                        return Err(EvalError::Invalid(format!(
+                            "{}: no struct column 'translation' (the hub's WMT files have one, \
+                             with a string field per language code)",
+                            at()
+                        )));
+                    };
+                    let lang = |code: &str| -> Result<String> {
+                        let found = translation
+                            .get_column_iter()
+                            .find(|(name, _)| name.as_str() == code)
+                            .map(|(_, f)| f);
+                        match found {
+                            Some(Field::Str(s)) => Ok(s.clone()),
+                            Some(_) => Err(EvalError::Invalid(format!(
+                                "{}: translation.{code} is not a string",
+                                at()
+                            ))),
+                            None => Err(EvalError::Invalid(format!(
+                                "{}: translation has no field '{code}' (it has {})",
+                                at(),
+                                translation
+                                    .get_column_iter()
+                                    .map(|(name, _)| name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))),
+                        }
+                    };
+                    (lang(src)?, lang(tgt)?)
+                }
+            };
             sources.push(pair.0);
             references.push(pair.1);
             match fields.get("id") {
@@ -1091,4 +1256,167 @@ pub fn load_parquet(files: &[PathBuf]) -> Result<Examples> {
         "{first}: this build has no parquet support: rebuild encdec-eval with `--features parquet`, \
          or convert the split to JSONL (datasets' Dataset.to_json)"
     )))
+}
+
+/// Without the `parquet` feature: an error saying how to get parquet support.
+#[cfg(not(feature = "parquet"))]
+pub fn load_parquet_translation(
+    files: &[PathBuf],
+    _src_lang: &str,
+    _tgt_lang: &str,
+) -> Result<Examples> {
+    load_parquet(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tests/fixtures/datasets/wmt14-de-en-test.parquet (tools/make_wmt_parquet_fixture.py):
+    /// a stand-in for `wmt/wmt14` `de-en/test-00000-of-00001.parquet`.
+    #[cfg(feature = "parquet")]
+    fn wmt14_fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/datasets/wmt14-de-en-test.parquet")
+    }
+
+    /// The rows tools/make_wmt_parquet_fixture.py writes.
+    #[cfg(feature = "parquet")]
+    const SENTENCES: &[&str] = &[
+        "the small house",
+        "the large house",
+        "Every child should learn to read a good book.",
+        "the dog ran home",
+        "the people of the small town walk along the river.",
+        "yes",
+        "the water is warm and the light is good.",
+    ];
+    #[cfg(feature = "parquet")]
+    const GERMAN: &[&str] = &[
+        "das kleine Haus",
+        "das große Haus",
+        "der Hund lief nach Hause",
+    ];
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn the_translation_struct_is_read_per_language() {
+        let files = vec![wmt14_fixture()];
+        let ex = load_parquet_translation(&files, "en", "de").unwrap();
+        assert_eq!(ex.len(), 3003);
+        assert_eq!(ex.ids, None);
+        for i in [0, 1, 2, 3, 5, 3002] {
+            assert_eq!(ex.sources[i], SENTENCES[i % SENTENCES.len()], "row {i}");
+            let de = if i % 2 == 0 {
+                SENTENCES[i % SENTENCES.len()]
+            } else {
+                GERMAN[(i / 2) % GERMAN.len()]
+            };
+            assert_eq!(ex.references[i], de, "row {i}");
+        }
+        // The other direction swaps the fields.
+        let back = load_parquet_translation(&files, "de", "en").unwrap();
+        assert_eq!(back.sources, ex.references);
+        assert_eq!(back.references, ex.sources);
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn a_missing_language_or_column_names_the_file_and_row() {
+        let files = vec![wmt14_fixture()];
+        let msg = load_parquet_translation(&files, "en", "fr")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("wmt14-de-en-test.parquet: row 1"), "{msg}");
+        assert!(msg.contains("no field 'fr' (it has de, en)"), "{msg}");
+        // Read as CNN/DM-style columns, the file has none of them.
+        let msg = load_parquet(&files).unwrap_err().to_string();
+        assert!(
+            msg.contains("no string columns article/highlights"),
+            "{msg}"
+        );
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn a_wmt_set_reads_the_hub_file_and_checks_its_count() {
+        let located = Located {
+            format: Format::Parquet,
+            files: vec![wmt14_fixture()],
+            hub: Dataset::get("wmt14-en-de").unwrap().hub_source().copied(),
+        };
+        let ex = Dataset::get("wmt14-en-de").unwrap().read(&located).unwrap();
+        assert_eq!(ex.len(), 3003);
+        assert_eq!(ex.sources[1], "the large house");
+        assert_eq!(ex.references[1], "das kleine Haus");
+        // newstest2017 has 3004 segments: the 3003 rows are one clear line.
+        let msg = Dataset::get("wmt17-en-de")
+            .unwrap()
+            .read(&located)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("data set 'wmt17-en-de'")
+                && msg.contains("has 3003 examples, expected 3004"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn hub_copies_exist_for_2014_to_2017_only() {
+        let with: Vec<(&str, &str, &str)> = Dataset::all()
+            .iter()
+            .filter_map(|d| {
+                let h = d.hub_source()?;
+                Some((d.name, h.repo, h.files[0]))
+            })
+            .collect();
+        assert_eq!(
+            with,
+            vec![
+                (
+                    "cnndm",
+                    "abisee/cnn_dailymail",
+                    "3.0.0/test-00000-of-00001.parquet"
+                ),
+                (
+                    "wmt14-en-de",
+                    "wmt/wmt14",
+                    "de-en/test-00000-of-00001.parquet"
+                ),
+                (
+                    "wmt14-en-fr",
+                    "wmt/wmt14",
+                    "fr-en/test-00000-of-00001.parquet"
+                ),
+                (
+                    "wmt16-en-ro",
+                    "wmt/wmt16",
+                    "ro-en/test-00000-of-00001.parquet"
+                ),
+                (
+                    "wmt17-en-de",
+                    "wmt/wmt17",
+                    "de-en/test-00000-of-00001.parquet"
+                ),
+                (
+                    "wmt17-en-zh",
+                    "wmt/wmt17",
+                    "zh-en/test-00000-of-00001.parquet"
+                ),
+            ]
+        );
+        let wmt14 = Dataset::get("wmt14-en-de").unwrap().how_to_get();
+        assert!(
+            wmt14.contains("wmt/wmt14 de-en/test-00000-of-00001.parquet in the Hugging Face cache")
+                && wmt14.contains("not verified to equal sacreBLEU's"),
+            "{wmt14}"
+        );
+        for name in ["wmt19-en-de", "wmt20-en-zh", "wmt22-en-de"] {
+            let how = Dataset::get(name).unwrap().how_to_get();
+            assert!(how.contains("no Hugging Face hub copy"), "{name}: {how}");
+            assert!(!how.contains("wmt/wmt1"), "{name}: {how}");
+        }
+    }
 }

@@ -199,6 +199,10 @@ struct DataInfo {
     fingerprint: String,
     format: String,
     files: Vec<String>,
+    /// The Hugging Face hub copy the files are (repository, file, revision, and what to
+    /// know about its text), when they came from the hub or its cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hub: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -239,6 +243,7 @@ fn identity(info: &RunInfo, for_merge: bool) -> Value {
         if let Some(data) = map.get_mut("data").and_then(Value::as_object_mut) {
             data.remove("format");
             data.remove("files");
+            data.remove("hub");
         }
     }
     v
@@ -895,7 +900,11 @@ fn score_and_report(
         ));
     }
     kv("examples", examples);
-    kv("data", info.data.files.join(", "));
+    let mut data = info.data.files.join(", ");
+    if let Some(hub) = &info.data.hub {
+        data.push_str(&format!(" (Hugging Face hub: {hub})"));
+    }
+    kv("data", data);
     kv(
         "device / dtype",
         format!("{} / {}", info.device, info.dtype),
@@ -1208,6 +1217,13 @@ fn run_eval(a: RunArgs) -> Result<()> {
                     .to_string()
             })
             .collect(),
+        hub: located.hub.map(|h| {
+            if h.note.is_empty() {
+                h.describe()
+            } else {
+                format!("{}; {}", h.describe(), h.note)
+            }
+        }),
     };
     let range = match shard {
         Some(s) => s.range(total)?,
