@@ -5,8 +5,10 @@
 //! - [`DType`]: f32, f16, bf16, int8 (per-row f32 scales) and u32 ids.
 //! - [`Backend`]: every op the models use. Models are written once against it;
 //!   the CPU backend is the reference each device kernel is tested against.
+//! - [`checks`]: the shape and range checks every backend makes before an op.
 
 pub mod backend;
+pub mod checks;
 pub mod dtype;
 pub mod error;
 pub mod profile;

@@ -1,6 +1,7 @@
 //! [`CpuBackend`]: the `Backend` trait on host memory.
 //!
-//! Every method checks devices, dtypes, contiguity and shapes first and returns
+//! Every method checks devices, dtypes, contiguity and shapes first (shapes and
+//! ranges through `encdec_core::checks`, which every backend shares) and returns
 //! an `encdec_core::Error` naming the op (never panics on bad input), then runs
 //! the op of [`crate::ops`] for the ISA of [`crate::isa::active`] inside the
 //! backend's own rayon pool.
@@ -12,6 +13,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use encdec_core::checks::{self, same_count};
 use encdec_core::{
     Activation, AttentionParams, Backend, DType, Device, Error, HostStorage, NormKind, Result,
     Storage, Tensor,
@@ -124,14 +126,6 @@ fn unsupported(op: &'static str, dtype: DType) -> Error {
     }
 }
 
-fn shape_err(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Error {
-    Error::ShapeMismatch {
-        op,
-        lhs: lhs.to_vec(),
-        rhs: rhs.to_vec(),
-    }
-}
-
 /// The f32 elements of a contiguous host tensor.
 fn f32_in<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a [f32]> {
     let h = host(t, op)?;
@@ -171,9 +165,7 @@ fn u32_in<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a [u32]> {
 fn vec_f32<'a>(t: &'a Tensor, n: usize, op: &'static str) -> Result<Cow<'a, [f32]>> {
     let h = host(t, op)?;
     t.require_contiguous(op)?;
-    if t.elem_count() != n {
-        return Err(shape_err(op, t.dims(), &[n]));
-    }
+    checks::vector_len(op, t, n)?;
     let r = t.offset()..t.offset() + n;
     Ok(match h {
         HostStorage::F32(v) => Cow::Borrowed(&v[r]),
@@ -201,14 +193,7 @@ fn weights<'a>(t: &'a Tensor, op: &'static str) -> Result<Weights<'a>> {
         HostStorage::F16(v) => Weights::F16(&v[o..o + n]),
         HostStorage::BF16(v) => Weights::BF16(&v[o..o + n]),
         HostStorage::I8 { data, scales } => {
-            let cols = t.cols().max(1);
-            let srow = data.len() / scales.len().max(1);
-            if srow != cols || o % cols != 0 {
-                return Err(Error::Invalid(format!(
-                    "{op}: int8 weight view {:?} does not cover whole quantised rows",
-                    t.dims()
-                )));
-            }
+            let cols = checks::int8_weight_rows(op, t, data.len() / scales.len().max(1))?;
             Weights::I8 {
                 data: &data[o..o + n],
                 scales: &scales[o / cols..(o + n) / cols],
@@ -225,44 +210,14 @@ fn view3<'a>(t: &'a Tensor, op: &'static str) -> Result<View3<'a>> {
         HostStorage::F32(v) => v,
         h => return Err(unsupported(op, h.dtype())),
     };
-    let (d, s) = (t.dims(), t.strides());
-    if d.len() != 3 {
-        return Err(Error::Invalid(format!(
-            "{op}: expected a rank-3 tensor [batch, time, heads*head_dim], got {d:?}"
-        )));
-    }
-    if d[2] > 1 && s[2] != 1 {
-        return Err(Error::NotContiguous { op });
-    }
-    let end = t.offset() + d[0].saturating_sub(1) * s[0] + d[1].saturating_sub(1) * s[1] + d[2];
-    if t.elem_count() > 0 && end > v.len() {
-        return Err(Error::Invalid(format!(
-            "{op}: view {d:?} with strides {s:?} overruns its storage"
-        )));
-    }
+    checks::attention_view(op, t, v.len())?;
+    let s = t.strides();
     Ok(View3 {
         data: v,
         off: t.offset(),
         sb: s[0],
         st: s[1],
     })
-}
-
-fn same_count(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.elem_count() != b.elem_count() || a.cols() != b.cols() {
-        return Err(shape_err(op, a.dims(), b.dims()));
-    }
-    Ok(())
-}
-
-/// The `[.., C]` rule of add/mul_assign: y has x's rows of C, or is one row of C.
-fn check_broadcast(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
-    let same_rows = y.elem_count() == x.elem_count();
-    if y.cols() == x.cols() && (same_rows || y.elem_count() == x.cols()) {
-        Ok(())
-    } else {
-        Err(shape_err(op, x.dims(), y.dims()))
-    }
 }
 
 // ---- the trait -------------------------------------------------------------
@@ -319,11 +274,7 @@ impl Backend for CpuBackend {
         const OP: &str = "cast";
         let h = host(t, OP)?;
         let from = h.dtype();
-        if (from == DType::U32) != (dtype == DType::U32) {
-            return Err(Error::Invalid(format!(
-                "cast: cannot convert {from} to {dtype} (ids convert to nothing else)"
-            )));
-        }
+        checks::cast(from, dtype)?;
         if from == DType::I8 {
             t.require_contiguous(OP)?;
         }
@@ -408,24 +359,7 @@ impl Backend for CpuBackend {
         const OP: &str = "write_rows";
         host(src, OP)?;
         host(dst, OP)?;
-        let (s, d) = (src.dims(), dst.dims());
-        if s.len() != 3 || d.len() != 3 || s[0] != d[0] || s[2] != d[2] {
-            return Err(shape_err(OP, s, d));
-        }
-        let (t, tcap, c) = (s[1], d[1], s[2]);
-        if start + t > tcap {
-            return Err(Error::Invalid(format!(
-                "write_rows: rows {start}..{} do not fit a cache of {tcap} (src {s:?}, dst {d:?})",
-                start + t
-            )));
-        }
-        if src.dtype() != dst.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: OP,
-                lhs: src.dtype(),
-                rhs: dst.dtype(),
-            });
-        }
+        let [_, t, tcap, c] = checks::write_rows(src, dst, start)?;
         if src.dtype() == DType::I8 {
             return Err(unsupported(OP, DType::I8));
         }
@@ -458,26 +392,10 @@ impl Backend for CpuBackend {
         host(src, OP)?;
         host(dst, OP)?;
         let idx = u32_in(index, OP)?;
-        let (s, d) = (src.dims(), dst.dims());
-        if s.is_empty() || d.len() != s.len() || s[1..] != d[1..] || d[0] != idx.len() {
-            return Err(shape_err(OP, s, d));
-        }
-        if src.dtype() != dst.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: OP,
-                lhs: src.dtype(),
-                rhs: dst.dtype(),
-            });
-        }
-        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= s[0]) {
-            return Err(Error::Invalid(format!(
-                "index_select: index {bad} is out of range for {} rows (src {s:?})",
-                s[0]
-            )));
-        }
+        checks::index_select(src, idx, dst)?;
         src.require_contiguous(OP)?;
         dst.require_contiguous(OP)?;
-        let row: usize = s[1..].iter().product();
+        let row: usize = src.dims()[1..].iter().product();
         let cols = src.cols().max(1);
         let (so, n) = (src.offset(), src.elem_count());
         let (dof, dn) = (dst.offset(), dst.elem_count());
@@ -531,21 +449,10 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         const OP: &str = "linear";
         let xs = f32_in(x, OP)?;
-        let k = x.cols();
-        let m = x.rows();
-        if w.rank() != 2 || w.dim(1) != k {
-            return Err(shape_err(OP, x.dims(), w.dims()));
-        }
-        let n = w.dim(0);
+        let [m, n, k] = checks::linear_weight(x, w)?;
         let wv = weights(w, OP)?;
         let b = bias.map(|b| vec_f32(b, n, OP)).transpose()?;
-        if out.elem_count() != m * n || out.cols() != n {
-            let mut want = x.dims().to_vec();
-            if let Some(last) = want.last_mut() {
-                *last = n;
-            }
-            return Err(shape_err(OP, out.dims(), &want));
-        }
+        checks::linear_out(x, n, out)?;
         let o = f32_out(out, OP)?;
         self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), o));
         Ok(())
@@ -554,28 +461,13 @@ impl Backend for CpuBackend {
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         const OP: &str = "batched_matmul";
         let av = f32_in(a, OP)?;
-        let (ad, bd) = (a.dims(), b.dims());
-        if ad.len() != 3 || bd.len() != 3 || ad[0] != bd[0] || ad[2] != bd[1] {
-            return Err(shape_err(OP, ad, bd));
-        }
-        let (batch, m, k, n) = (ad[0], ad[1], ad[2], bd[2]);
-        if out.dims() != [batch, m, n] {
-            return Err(shape_err(OP, out.dims(), &[batch, m, n]));
-        }
+        let [batch, m, k, n] = checks::batched_matmul(a, b, out)?;
         let bdata = match host(b, OP)? {
             HostStorage::F32(v) => &v[..],
             h => return Err(unsupported(OP, h.dtype())),
         };
+        checks::view_in_bounds(OP, b, bdata.len())?;
         let s = b.strides();
-        let end = b.offset()
-            + batch.saturating_sub(1) * s[0]
-            + k.saturating_sub(1) * s[1]
-            + n.saturating_sub(1) * s[2];
-        if b.elem_count() > 0 && end >= bdata.len() {
-            return Err(Error::Invalid(format!(
-                "{OP}: view {bd:?} with strides {s:?} overruns its storage"
-            )));
-        }
         let bv = matmul::Strided {
             data: bdata,
             off: b.offset(),
@@ -670,7 +562,7 @@ impl Backend for CpuBackend {
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
         const OP: &str = "add_assign";
         let ys = f32_in(y, OP)?;
-        check_broadcast(OP, x, y)?;
+        checks::broadcast(OP, x, y)?;
         let xs = f32_out(x, OP)?;
         let isa = isa::active();
         self.run(xs.len(), || elementwise::add_assign(isa, xs, ys));
@@ -680,7 +572,7 @@ impl Backend for CpuBackend {
     fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
         const OP: &str = "mul_assign";
         let ys = f32_in(y, OP)?;
-        check_broadcast(OP, x, y)?;
+        checks::broadcast(OP, x, y)?;
         let xs = f32_out(x, OP)?;
         let isa = isa::active();
         self.run(xs.len(), || elementwise::mul_assign(isa, xs, ys));
@@ -697,19 +589,9 @@ impl Backend for CpuBackend {
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
         const OP: &str = "embedding";
         let id = u32_in(ids, OP)?;
-        if table.rank() != 2 {
-            return Err(Error::Invalid(format!(
-                "embedding: table must be [vocab, dim], got {:?}",
-                table.dims()
-            )));
-        }
-        let c = table.dim(1);
+        let c = checks::embedding_table(table)?;
         let tv = weights(table, OP)?;
-        if out.elem_count() != id.len() * c || out.cols() != c {
-            let mut want = ids.dims().to_vec();
-            want.push(c);
-            return Err(shape_err(OP, out.dims(), &want));
-        }
+        checks::embedding_out(ids, c, out)?;
         let o = f32_out(out, OP)?;
         let isa = isa::active();
         self.run(o.len(), || embedding::embedding(isa, id, tv, c, scale, o))
@@ -727,77 +609,21 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         const OP: &str = "attention";
         let (qv, kv, vv) = (view3(q, OP)?, view3(k, OP)?, view3(v, OP)?);
-        let hd = p.num_heads * p.head_dim;
-        let (qd, kd) = (q.dims(), k.dims());
-        if hd == 0 {
-            return Err(Error::Invalid(format!(
-                "attention: {} heads of dim {}",
-                p.num_heads, p.head_dim
-            )));
-        }
-        if qd[2] != hd || kd[2] != hd {
-            return Err(shape_err(OP, qd, kd));
-        }
-        if v.dims() != kd {
-            return Err(shape_err(OP, kd, v.dims()));
-        }
-        let (batch, tq, bkv, tcap) = (qd[0], qd[1], kd[0], kd[1]);
-        if p.kv_len == 0 || p.kv_len > tcap {
-            return Err(Error::Invalid(format!(
-                "attention: kv_len {} must be in 1..={tcap} (k {kd:?})",
-                p.kv_len
-            )));
-        }
-        let key_mask = match p.key_mask {
-            Some(m) => {
-                let mv = f32_in(m, OP)?;
-                if mv.len() != bkv * tcap || m.cols() != tcap {
-                    return Err(shape_err(OP, m.dims(), &[bkv, tcap]));
-                }
-                Some(mv)
-            }
-            None => None,
-        };
-        let position_bias = match p.position_bias {
-            Some(b) => {
-                let bv = f32_in(b, OP)?;
-                let want = [p.num_heads, tq, p.kv_len];
-                if b.dims() != want {
-                    return Err(shape_err(OP, b.dims(), &want));
-                }
-                Some(bv)
-            }
-            None => None,
-        };
-        let kv_index = match p.kv_index {
-            Some(ix) => {
-                let iv = u32_in(ix, OP)?;
-                if iv.len() != batch {
-                    return Err(shape_err(OP, ix.dims(), &[batch]));
-                }
-                if let Some(&bad) = iv.iter().find(|&&r| r as usize >= bkv) {
-                    return Err(Error::Invalid(format!(
-                        "attention: kv_index {bad} is out of range for {bkv} kv rows"
-                    )));
-                }
-                Some(iv)
-            }
-            None => {
-                if batch > bkv {
-                    return Err(shape_err(OP, qd, kd));
-                }
-                None
-            }
-        };
-        if out.dims() != qd {
-            return Err(shape_err(OP, out.dims(), qd));
-        }
+        let shape = checks::attention(q, k, v, p)?;
+        // Each optional input: its device and dtype first, then its shape.
+        let key_mask = p.key_mask.map(|m| f32_in(m, OP)).transpose()?;
+        shape.check_key_mask(p.key_mask)?;
+        let position_bias = p.position_bias.map(|b| f32_in(b, OP)).transpose()?;
+        shape.check_position_bias(p.position_bias)?;
+        let kv_index = p.kv_index.map(|ix| u32_in(ix, OP)).transpose()?;
+        shape.check_kv_index(p.kv_index.zip(kv_index))?;
+        shape.check_out(out)?;
         let a = Attn {
-            batch,
-            tq,
+            batch: shape.batch,
+            tq: shape.tq,
             heads: p.num_heads,
             head_dim: p.head_dim,
-            tcap,
+            tcap: shape.tcap,
             kv_len: p.kv_len,
             scale: p.scale,
             causal: p.causal,
@@ -837,12 +663,7 @@ impl Backend for CpuBackend {
         const OP: &str = "topk";
         let xs = f32_in(x, OP)?;
         let c = x.cols();
-        if k > c {
-            return Err(Error::Invalid(format!(
-                "topk: k {k} exceeds the row length {c} (x {:?})",
-                x.dims()
-            )));
-        }
+        checks::topk(x, k)?;
         let isa = isa::active();
         Ok(self.run(xs.len(), || topk::topk(isa, xs, c, k)))
     }
@@ -858,15 +679,9 @@ fn norm_params<'a>(
     c: usize,
 ) -> Result<(Cow<'a, [f32]>, Option<Cow<'a, [f32]>>)> {
     let w = vec_f32(weight, c, op)?;
-    let b = match (kind, bias) {
-        (NormKind::RmsNorm, Some(_)) => {
-            return Err(Error::Invalid(format!(
-                "{op}: RMS norm takes no bias (T5LayerNorm has none)"
-            )))
-        }
-        (_, Some(b)) => Some(vec_f32(b, c, op)?),
-        (_, None) => None,
-    };
+    let b = checks::norm_bias(op, kind, bias)?
+        .map(|b| vec_f32(b, c, op))
+        .transpose()?;
     Ok((w, b))
 }
 

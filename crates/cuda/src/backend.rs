@@ -2,7 +2,8 @@
 //!
 //! Every method first checks each argument's device, dtype, contiguity and
 //! shape, in the order and with the errors of the CPU backend
-//! (`crates/cpu/src/backend.rs`, the reference), then enqueues kernels of
+//! (`crates/cpu/src/backend.rs`, the reference; shapes and ranges through the
+//! same `encdec_core::checks`), then enqueues kernels of
 //! `crate::ops` on the backend's one stream. Only `download` and `topk` wait
 //! for the device. u32 tensors (ids, kv_index, beam indices) keep a host copy
 //! (`CudaBuffer::ids`), so range checks of ids need no device read.
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{sys::CUdevice_attribute, CudaContext};
+use encdec_core::checks::{self, same_count};
 use encdec_core::{
     Activation, AttentionParams, Backend, DType, Device, Error, HostStorage, NormKind, Result,
     Storage, Tensor,
@@ -261,9 +263,7 @@ impl CudaBackend {
     fn vec_f32(&self, t: &Tensor, n: usize, op: &'static str) -> Result<(u64, Option<Block>)> {
         let b = self.buf(t, op)?;
         t.require_contiguous(op)?;
-        if t.elem_count() != n {
-            return Err(shape_err(op, t.dims(), &[n]));
-        }
+        checks::vector_len(op, t, n)?;
         match b.dtype {
             DType::F32 => Ok((b.ptr_at(t.offset()), None)),
             DType::F16 | DType::BF16 => {
@@ -292,14 +292,7 @@ impl CudaBackend {
             DType::F16 => WeightPtr::F16(b.ptr_at(o)),
             DType::BF16 => WeightPtr::BF16(b.ptr_at(o)),
             DType::I8 => {
-                let cols = t.cols().max(1);
-                let srow = b.len / b.rows.max(1);
-                if srow != cols || o % cols != 0 {
-                    return Err(Error::Invalid(format!(
-                        "{op}: int8 weight view {:?} does not cover whole quantised rows",
-                        t.dims()
-                    )));
-                }
+                let cols = checks::int8_weight_rows(op, t, b.len / b.rows.max(1))?;
                 WeightPtr::I8 {
                     data: b.ptr_at(o),
                     scales: b.scale_ptr_at(o / cols),
@@ -316,21 +309,8 @@ impl CudaBackend {
         if b.dtype != DType::F32 {
             return Err(self.unsupported(op, b.dtype));
         }
-        let (d, s) = (t.dims(), t.strides());
-        if d.len() != 3 {
-            return Err(Error::Invalid(format!(
-                "{op}: expected a rank-3 tensor [batch, time, heads*head_dim], got {d:?}"
-            )));
-        }
-        if d[2] > 1 && s[2] != 1 {
-            return Err(Error::NotContiguous { op });
-        }
-        let end = t.offset() + d[0].saturating_sub(1) * s[0] + d[1].saturating_sub(1) * s[1] + d[2];
-        if t.elem_count() > 0 && end > b.len {
-            return Err(Error::Invalid(format!(
-                "{op}: view {d:?} with strides {s:?} overruns its storage"
-            )));
-        }
+        checks::attention_view(op, t, b.len)?;
+        let s = t.strides();
         Ok((b.ptr_at(t.offset()), s[0], s[1]))
     }
 
@@ -419,41 +399,11 @@ impl CudaBackend {
         c: usize,
     ) -> Result<(u64, u64, [Option<Block>; 2])> {
         let (w, wt) = self.vec_f32(weight, c, op)?;
-        let (b, bt) = match (kind, bias) {
-            (NormKind::RmsNorm, Some(_)) => {
-                return Err(Error::Invalid(format!(
-                    "{op}: RMS norm takes no bias (T5LayerNorm has none)"
-                )))
-            }
-            (_, Some(b)) => self.vec_f32(b, c, op)?,
-            (_, None) => (0, None),
+        let (b, bt) = match checks::norm_bias(op, kind, bias)? {
+            Some(b) => self.vec_f32(b, c, op)?,
+            None => (0, None),
         };
         Ok((w, b, [wt, bt]))
-    }
-}
-
-fn shape_err(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Error {
-    Error::ShapeMismatch {
-        op,
-        lhs: lhs.to_vec(),
-        rhs: rhs.to_vec(),
-    }
-}
-
-fn same_count(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.elem_count() != b.elem_count() || a.cols() != b.cols() {
-        return Err(shape_err(op, a.dims(), b.dims()));
-    }
-    Ok(())
-}
-
-/// The `[.., C]` rule of add/mul_assign: y has x's rows of C, or is one row of C.
-fn check_broadcast(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
-    let same_rows = y.elem_count() == x.elem_count();
-    if y.cols() == x.cols() && (same_rows || y.elem_count() == x.cols()) {
-        Ok(())
-    } else {
-        Err(shape_err(op, x.dims(), y.dims()))
     }
 }
 
@@ -593,11 +543,7 @@ impl Backend for CudaBackend {
         const OP: &str = "cast";
         let b = self.buf(t, OP)?;
         let from = b.dtype;
-        if (from == DType::U32) != (dtype == DType::U32) {
-            return Err(Error::Invalid(format!(
-                "cast: cannot convert {from} to {dtype} (ids convert to nothing else)"
-            )));
-        }
+        checks::cast(from, dtype)?;
         self.dev.bind()?;
         let n = t.elem_count();
         let cols = t.cols().max(1);
@@ -663,24 +609,7 @@ impl Backend for CudaBackend {
         const OP: &str = "write_rows";
         let sb = self.buf(src, OP)?;
         self.buf(dst, OP)?;
-        let (s, d) = (src.dims(), dst.dims());
-        if s.len() != 3 || d.len() != 3 || s[0] != d[0] || s[2] != d[2] {
-            return Err(shape_err(OP, s, d));
-        }
-        let (batch, t, tcap, c) = (s[0], s[1], d[1], s[2]);
-        if start + t > tcap {
-            return Err(Error::Invalid(format!(
-                "write_rows: rows {start}..{} do not fit a cache of {tcap} (src {s:?}, dst {d:?})",
-                start + t
-            )));
-        }
-        if src.dtype() != dst.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: OP,
-                lhs: src.dtype(),
-                rhs: dst.dtype(),
-            });
-        }
+        let [batch, t, tcap, c] = checks::write_rows(src, dst, start)?;
         if src.dtype() == DType::I8 {
             return Err(self.unsupported(OP, DType::I8));
         }
@@ -712,23 +641,8 @@ impl Backend for CudaBackend {
         let sb = self.buf(src, OP)?;
         self.buf(dst, OP)?;
         let (ip, idx) = self.u32_in(index, OP)?;
+        checks::index_select(src, idx, dst)?;
         let (s, d) = (src.dims(), dst.dims());
-        if s.is_empty() || d.len() != s.len() || s[1..] != d[1..] || d[0] != idx.len() {
-            return Err(shape_err(OP, s, d));
-        }
-        if src.dtype() != dst.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: OP,
-                lhs: src.dtype(),
-                rhs: dst.dtype(),
-            });
-        }
-        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= s[0]) {
-            return Err(Error::Invalid(format!(
-                "index_select: index {bad} is out of range for {} rows (src {s:?})",
-                s[0]
-            )));
-        }
         src.require_contiguous(OP)?;
         dst.require_contiguous(OP)?;
         let row: usize = s[1..].iter().product();
@@ -782,25 +696,14 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         const OP: &str = "linear";
         let xp = self.f32_in(x, OP)?;
-        let k = x.cols();
-        let m = x.rows();
-        if w.rank() != 2 || w.dim(1) != k {
-            return Err(shape_err(OP, x.dims(), w.dims()));
-        }
-        let n = w.dim(0);
+        let [m, n, k] = checks::linear_weight(x, w)?;
         let wp = self.weights(w, OP)?;
         self.dev.bind()?;
         let (bp, _btmp) = match bias {
             Some(b) => self.vec_f32(b, n, OP)?,
             None => (0, None),
         };
-        if out.elem_count() != m * n || out.cols() != n {
-            let mut want = x.dims().to_vec();
-            if let Some(last) = want.last_mut() {
-                *last = n;
-            }
-            return Err(shape_err(OP, out.dims(), &want));
-        }
+        checks::linear_out(x, n, out)?;
         let op = self.f32_out(out, OP)?;
         ops::gemm::linear(&self.dev, xp, wp, bp, op, m, n, k, self.gemm_path())
     }
@@ -808,28 +711,13 @@ impl Backend for CudaBackend {
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         const OP: &str = "batched_matmul";
         let ap = self.f32_in(a, OP)?;
-        let (ad, bd) = (a.dims(), b.dims());
-        if ad.len() != 3 || bd.len() != 3 || ad[0] != bd[0] || ad[2] != bd[1] {
-            return Err(shape_err(OP, ad, bd));
-        }
-        let (batch, m, k, n) = (ad[0], ad[1], ad[2], bd[2]);
-        if out.dims() != [batch, m, n] {
-            return Err(shape_err(OP, out.dims(), &[batch, m, n]));
-        }
+        let [batch, m, k, n] = checks::batched_matmul(a, b, out)?;
         let bb = self.buf(b, OP)?;
         if bb.dtype != DType::F32 {
             return Err(self.unsupported(OP, bb.dtype));
         }
+        checks::view_in_bounds(OP, b, bb.len)?;
         let s = b.strides();
-        let end = b.offset()
-            + batch.saturating_sub(1) * s[0]
-            + k.saturating_sub(1) * s[1]
-            + n.saturating_sub(1) * s[2];
-        if b.elem_count() > 0 && end >= bb.len {
-            return Err(Error::Invalid(format!(
-                "{OP}: view {bd:?} with strides {s:?} overruns its storage"
-            )));
-        }
         let bp = bb.ptr_at(b.offset());
         let op = self.f32_out(out, OP)?;
         self.dev.bind()?;
@@ -854,7 +742,7 @@ impl Backend for CudaBackend {
         let (w, b, _tmp) = self.norm_params(OP, kind, weight, bias, c)?;
         same_count(OP, out, x)?;
         let o = self.f32_out(out, OP)?;
-        ops::norm::norm(&self.dev, kind, xp, w, b, o, x.rows(), c, eps)
+        ops::norm::norm(&self.dev, kind, xp, None, w, b, o, x.rows(), c, eps)
     }
 
     fn add_norm(
@@ -876,7 +764,7 @@ impl Backend for CudaBackend {
         same_count(OP, out, x)?;
         let r = self.f32_out(residual, OP)?;
         let o = self.f32_out(out, OP)?;
-        ops::norm::add_norm(&self.dev, kind, xp, r, w, b, o, x.rows(), c, eps)
+        ops::norm::norm(&self.dev, kind, xp, Some(r), w, b, o, x.rows(), c, eps)
     }
 
     // ---- pointwise ------------------------------------------------------
@@ -907,7 +795,7 @@ impl Backend for CudaBackend {
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
         const OP: &str = "add_assign";
         let yp = self.f32_in(y, OP)?;
-        check_broadcast(OP, x, y)?;
+        checks::broadcast(OP, x, y)?;
         let xp = self.f32_out(x, OP)?;
         self.dev.bind()?;
         ops::elementwise::add_assign(&self.dev, xp, yp, x.elem_count(), y.elem_count())
@@ -916,7 +804,7 @@ impl Backend for CudaBackend {
     fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
         const OP: &str = "mul_assign";
         let yp = self.f32_in(y, OP)?;
-        check_broadcast(OP, x, y)?;
+        checks::broadcast(OP, x, y)?;
         let xp = self.f32_out(x, OP)?;
         self.dev.bind()?;
         ops::elementwise::mul_assign(&self.dev, xp, yp, x.elem_count(), y.elem_count())
@@ -931,26 +819,11 @@ impl Backend for CudaBackend {
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
         const OP: &str = "embedding";
         let (ip, id) = self.u32_in(ids, OP)?;
-        if table.rank() != 2 {
-            return Err(Error::Invalid(format!(
-                "embedding: table must be [vocab, dim], got {:?}",
-                table.dims()
-            )));
-        }
-        let c = table.dim(1);
+        let c = checks::embedding_table(table)?;
         let tv = self.weights(table, OP)?;
-        if out.elem_count() != id.len() * c || out.cols() != c {
-            let mut want = ids.dims().to_vec();
-            want.push(c);
-            return Err(shape_err(OP, out.dims(), &want));
-        }
+        checks::embedding_out(ids, c, out)?;
         let o = self.f32_out(out, OP)?;
-        let vocab = table.dim(0);
-        if let Some(&bad) = id.iter().find(|&&i| i as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "embedding: token id {bad} is out of range for a vocabulary of {vocab}"
-            )));
-        }
+        checks::embedding_ids(id, table.dim(0))?;
         self.dev.bind()?;
         ops::embedding::embedding(&self.dev, ip, tv, o, id.len(), c, scale)
     }
@@ -969,71 +842,16 @@ impl Backend for CudaBackend {
         let (qp, q_sb, q_st) = self.view3(q, OP)?;
         let (kp, k_sb, k_st) = self.view3(k, OP)?;
         let (vp, v_sb, v_st) = self.view3(v, OP)?;
-        let hd = p.num_heads * p.head_dim;
-        let (qd, kd) = (q.dims(), k.dims());
-        if hd == 0 {
-            return Err(Error::Invalid(format!(
-                "attention: {} heads of dim {}",
-                p.num_heads, p.head_dim
-            )));
-        }
-        if qd[2] != hd || kd[2] != hd {
-            return Err(shape_err(OP, qd, kd));
-        }
-        if v.dims() != kd {
-            return Err(shape_err(OP, kd, v.dims()));
-        }
-        let (batch, tq, bkv, tcap) = (qd[0], qd[1], kd[0], kd[1]);
-        if p.kv_len == 0 || p.kv_len > tcap {
-            return Err(Error::Invalid(format!(
-                "attention: kv_len {} must be in 1..={tcap} (k {kd:?})",
-                p.kv_len
-            )));
-        }
-        let key_mask = match p.key_mask {
-            Some(m) => {
-                let mp = self.f32_in(m, OP)?;
-                if m.elem_count() != bkv * tcap || m.cols() != tcap {
-                    return Err(shape_err(OP, m.dims(), &[bkv, tcap]));
-                }
-                mp
-            }
-            None => 0,
-        };
-        let position_bias = match p.position_bias {
-            Some(b) => {
-                let bp = self.f32_in(b, OP)?;
-                let want = [p.num_heads, tq, p.kv_len];
-                if b.dims() != want {
-                    return Err(shape_err(OP, b.dims(), &want));
-                }
-                bp
-            }
-            None => 0,
-        };
-        let kv_index = match p.kv_index {
-            Some(ix) => {
-                let (ipt, iv) = self.u32_in(ix, OP)?;
-                if iv.len() != batch {
-                    return Err(shape_err(OP, ix.dims(), &[batch]));
-                }
-                if let Some(&bad) = iv.iter().find(|&&r| r as usize >= bkv) {
-                    return Err(Error::Invalid(format!(
-                        "attention: kv_index {bad} is out of range for {bkv} kv rows"
-                    )));
-                }
-                ipt
-            }
-            None => {
-                if batch > bkv {
-                    return Err(shape_err(OP, qd, kd));
-                }
-                0
-            }
-        };
-        if out.dims() != qd {
-            return Err(shape_err(OP, out.dims(), qd));
-        }
+        let shape = checks::attention(q, k, v, p)?;
+        let (batch, tq, tcap) = (shape.batch, shape.tq, shape.tcap);
+        // Each optional input: its device and dtype first, then its shape.
+        let key_mask = p.key_mask.map(|m| self.f32_in(m, OP)).transpose()?;
+        shape.check_key_mask(p.key_mask)?;
+        let position_bias = p.position_bias.map(|b| self.f32_in(b, OP)).transpose()?;
+        shape.check_position_bias(p.position_bias)?;
+        let kv_index = p.kv_index.map(|ix| self.u32_in(ix, OP)).transpose()?;
+        shape.check_kv_index(p.kv_index.zip(kv_index.map(|(_, ids)| ids)))?;
+        shape.check_out(out)?;
         let op = self.f32_out(out, OP)?;
         i32_fits(
             OP,
@@ -1044,9 +862,9 @@ impl Backend for CudaBackend {
             k: kp,
             v: vp,
             out: op,
-            key_mask,
-            pos_bias: position_bias,
-            kv_index,
+            key_mask: key_mask.unwrap_or(0),
+            pos_bias: position_bias.unwrap_or(0),
+            kv_index: kv_index.map_or(0, |(ptr, _)| ptr),
             q_sb: q_sb as i64,
             q_st: q_st as i64,
             k_sb: k_sb as i64,
@@ -1087,12 +905,7 @@ impl Backend for CudaBackend {
         const OP: &str = "topk";
         let xp = self.f32_in(x, OP)?;
         let c = x.cols();
-        if k > c {
-            return Err(Error::Invalid(format!(
-                "topk: k {k} exceeds the row length {c} (x {:?})",
-                x.dims()
-            )));
-        }
+        checks::topk(x, k)?;
         let rows = x.elem_count().checked_div(c).unwrap_or(0);
         if k == 0 || rows == 0 {
             return Ok((Vec::new(), Vec::new()));
