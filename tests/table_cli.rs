@@ -540,6 +540,21 @@ source = "test"
         assert!(r["measured"].is_f64(), "{r}");
         assert_eq!(r["examples"], 2, "{r}");
     }
+    // The report says the references came from the hub copy, in every format.
+    let notes = report["notes"].as_str().unwrap();
+    assert!(
+        notes.contains("Data read from Hugging Face hub copies: cnndm: abisee/cnn_dailymail"),
+        "{notes}"
+    );
+    let out = sb.encdec(&["table", s(&table), "--limit", "2"]);
+    let text = assert_ok(&out);
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("Data read from Hugging Face hub copies: cnndm:"),
+        "{text}"
+    );
 }
 
 #[test]

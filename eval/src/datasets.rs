@@ -256,6 +256,15 @@ impl HubSource {
             self.revision
         )
     }
+
+    /// [`HubSource::describe`] and, when there is one, the note on its text.
+    pub fn provenance(&self) -> String {
+        if self.note.is_empty() {
+            self.describe()
+        } else {
+            format!("{}; {}", self.describe(), self.note)
+        }
+    }
 }
 
 /// CNN/DailyMail 3.0.0's test split as the hub's parquet conversion stores it

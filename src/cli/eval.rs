@@ -1217,13 +1217,7 @@ fn run_eval(a: RunArgs) -> Result<()> {
                     .to_string()
             })
             .collect(),
-        hub: located.hub.map(|h| {
-            if h.note.is_empty() {
-                h.describe()
-            } else {
-                format!("{}; {}", h.describe(), h.note)
-            }
-        }),
+        hub: located.hub.map(|h| h.provenance()),
     };
     let range = match shard {
         Some(s) => s.range(total)?,

@@ -130,6 +130,9 @@ struct GenerateRunner<'a> {
     table_dir: Option<PathBuf>,
     /// Data sets already loaded (several rows share one).
     loaded: RefCell<BTreeMap<&'static str, Examples>>,
+    /// `data set: hub copy` for each data set read from a Hugging Face hub copy,
+    /// so the report says where its references came from.
+    hub_copies: RefCell<Vec<String>>,
 }
 
 /// A row's `[rows.generation]` as `encdec generate` flags.
@@ -323,6 +326,11 @@ impl ModelRunner for GenerateRunner<'_> {
             return Ok(ex.clone());
         }
         let located = dataset.locate_or(data_dir, Some(&hub::HubData))?;
+        if let Some(h) = &located.hub {
+            self.hub_copies
+                .borrow_mut()
+                .push(format!("{}: {}", dataset.name, h.provenance()));
+        }
         let mut examples = dataset.read(&located)?;
         if let Some(l) = self.args.limit {
             examples = examples.limit(l);
@@ -405,17 +413,36 @@ pub fn run(args: TableArgs) -> Result<()> {
             table_arg: &name,
             table_dir,
             loaded: RefCell::new(BTreeMap::new()),
+            hub_copies: RefCell::new(Vec::new()),
         })
     };
-    let report = table.report(
+    let mut report = table.report(
         &Metrics,
         &ReportOptions {
             data_dir: args.data.as_deref(),
             runner: runner.as_ref().map(|r| r as &dyn ModelRunner),
         },
     );
+    let hub_line = runner.as_ref().and_then(|r| {
+        let copies = r.hub_copies.borrow();
+        (!copies.is_empty()).then(|| {
+            format!(
+                "Data read from Hugging Face hub copies: {}.",
+                copies.join("; ")
+            )
+        })
+    });
+    if let Some(line) = &hub_line {
+        let sep = if report.notes.is_empty() { "" } else { " " };
+        report.notes = format!("{}{sep}{line}", report.notes);
+    }
     match args.format {
-        TableFormat::Text => print!("{}", report.to_text()),
+        TableFormat::Text => {
+            print!("{}", report.to_text());
+            if let Some(line) = &hub_line {
+                println!("{line}");
+            }
+        }
         TableFormat::Markdown => print!("{}", report.to_markdown()),
         TableFormat::Json => println!("{}", report.to_json()?),
     }
