@@ -83,6 +83,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn run_scoped(&self, f: &mut (dyn FnMut() + Send)) {
         f()
     }
+    /// Waits until every op queued so far has finished (a no-op where ops run
+    /// synchronously). The profiler calls it around each op of an asynchronous
+    /// device so that an op's time is its own, not its launch's.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Opens a named range for an external profiler's timeline (NVTX on CUDA,
+    /// seen by Nsight Systems / Nsight Compute); ranges nest and are closed by
+    /// [`Backend::range_pop`] on the same thread. A no-op unless a profiler is
+    /// attached; it never allocates then.
+    fn range_push(&self, _name: &str) {}
+    /// Closes the innermost range [`Backend::range_push`] opened on this thread.
+    fn range_pop(&self) {}
 
     // ---- memory -------------------------------------------------------------
     /// A zero-filled tensor on this backend.

@@ -348,15 +348,26 @@ impl ProfiledBackend {
         self.lock().enabled
     }
 
-    /// The start time of an op call, or None while recording is off.
-    fn begin(&self) -> Option<u64> {
-        self.enabled().then(|| self.now_ns())
+    /// The start time of an op call, or None while recording is off. Work queued
+    /// before it is waited for first (on an asynchronous device), and the call
+    /// gets a profiler range named `op` (NVTX on CUDA).
+    fn begin(&self, op: &'static str) -> Option<u64> {
+        if !self.enabled() {
+            return None;
+        }
+        // A failed wait shows up again as the op's own error.
+        let _ = self.inner.synchronize();
+        self.inner.range_push(op);
+        Some(self.now_ns())
     }
 
-    /// Record the call begun at `start` (its cost computed only when recording).
+    /// Record the call begun at `start` (its cost computed only when recording),
+    /// once the device has finished it.
     fn finish(&self, start: Option<u64>, cost: impl FnOnce() -> Cost) {
         let Some(start) = start else { return };
+        let _ = self.inner.synchronize();
         let end = self.now_ns();
+        self.inner.range_pop();
         let c = cost();
         let mut s = self.lock();
         let phase = s.phase;
@@ -673,13 +684,22 @@ impl Backend for ProfiledBackend {
     fn run_scoped(&self, f: &mut (dyn FnMut() + Send)) {
         self.inner.run_scoped(f)
     }
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
+    fn range_push(&self, name: &str) {
+        self.inner.range_push(name)
+    }
+    fn range_pop(&self) {
+        self.inner.range_pop()
+    }
 
     fn describe(&self) -> String {
         format!("{} (profiled)", self.inner.describe())
     }
 
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let t = self.begin();
+        let t = self.begin("zeros");
         let r = self.inner.zeros(shape, dtype);
         self.finish(t, || {
             let n = shape.iter().product::<usize>() as u64 * dtype.size_in_bytes() as u64;
@@ -688,19 +708,19 @@ impl Backend for ProfiledBackend {
         r
     }
     fn upload(&self, x: &Tensor) -> Result<Tensor> {
-        let t = self.begin();
+        let t = self.begin("upload");
         let r = self.inner.upload(x);
         self.finish(t, || Self::simple("upload", 0, tbytes(x), shape_str(x)));
         r
     }
     fn download(&self, x: &Tensor) -> Result<Tensor> {
-        let t = self.begin();
+        let t = self.begin("download");
         let r = self.inner.download(x);
         self.finish(t, || Self::simple("download", 0, tbytes(x), shape_str(x)));
         r
     }
     fn cast(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
-        let t = self.begin();
+        let t = self.begin("cast");
         let r = self.inner.cast(x, dtype);
         self.finish(t, || {
             let out = x.elem_count() as u64 * dtype.size_in_bytes() as u64;
@@ -714,7 +734,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("write_rows");
         let r = self.inner.write_rows(src, dst, start);
         self.finish(t, || {
             Self::simple(
@@ -727,7 +747,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("index_select");
         let r = self.inner.index_select(src, index, dst);
         self.finish(t, || {
             Self::simple(
@@ -747,7 +767,7 @@ impl Backend for ProfiledBackend {
         bias: Option<&Tensor>,
         out: &mut Tensor,
     ) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("linear");
         let r = self.inner.linear(x, w, bias, out);
         self.finish(t, || {
             let (n, k) = (w.rows(), w.cols());
@@ -768,7 +788,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("batched_matmul");
         let r = self.inner.batched_matmul(a, b, out);
         self.finish(t, || {
             let d = a.dims();
@@ -796,7 +816,7 @@ impl Backend for ProfiledBackend {
         eps: f32,
         out: &mut Tensor,
     ) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("norm");
         let r = self.inner.norm(kind, x, weight, bias, eps, out);
         self.finish(t, || Cost {
             op: "norm",
@@ -817,7 +837,7 @@ impl Backend for ProfiledBackend {
         eps: f32,
         out: &mut Tensor,
     ) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("add_norm");
         let r = self
             .inner
             .add_norm(kind, x, residual, weight, bias, eps, out);
@@ -832,7 +852,7 @@ impl Backend for ProfiledBackend {
     }
 
     fn activation(&self, x: &mut Tensor, act: Activation) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("activation");
         let r = self.inner.activation(x, act);
         self.finish(t, || {
             Self::simple(
@@ -851,7 +871,7 @@ impl Backend for ProfiledBackend {
         act: Activation,
         out: &mut Tensor,
     ) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("gated_activation");
         let r = self.inner.gated_activation(gate, up, act, out);
         self.finish(t, || {
             Self::simple(
@@ -864,7 +884,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("add_assign");
         let r = self.inner.add_assign(x, y);
         self.finish(t, || {
             Self::simple(
@@ -877,7 +897,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("mul_assign");
         let r = self.inner.mul_assign(x, y);
         self.finish(t, || {
             Self::simple(
@@ -890,7 +910,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn scale(&self, x: &mut Tensor, s: f32) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("scale");
         let r = self.inner.scale(x, s);
         self.finish(t, || {
             Self::simple("scale", x.elem_count() as u64, 2 * tbytes(x), shape_str(x))
@@ -898,7 +918,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("embedding");
         let r = self.inner.embedding(ids, table, scale, out);
         self.finish(t, || {
             let rows = ids.elem_count();
@@ -925,7 +945,7 @@ impl Backend for ProfiledBackend {
         params: &AttentionParams,
         out: &mut Tensor,
     ) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("attention");
         let r = self.inner.attention(q, k, v, params, out);
         self.finish(t, || {
             let qd = q.dims();
@@ -970,7 +990,7 @@ impl Backend for ProfiledBackend {
     }
 
     fn softmax(&self, x: &mut Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("softmax");
         let r = self.inner.softmax(x);
         self.finish(t, || {
             Self::simple(
@@ -983,7 +1003,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn log_softmax(&self, x: &mut Tensor) -> Result<()> {
-        let t = self.begin();
+        let t = self.begin("log_softmax");
         let r = self.inner.log_softmax(x);
         self.finish(t, || {
             Self::simple(
@@ -996,7 +1016,7 @@ impl Backend for ProfiledBackend {
         r
     }
     fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
-        let t = self.begin();
+        let t = self.begin("topk");
         let r = self.inner.topk(x, k);
         self.finish(t, || {
             Self::simple(
@@ -1025,9 +1045,28 @@ mod tests {
     #[derive(Debug)]
     struct Null;
 
+    thread_local! {
+        /// The waits and profiler ranges `Null` was asked for, on this thread.
+        static NULL_CALLS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn null_calls() -> Vec<String> {
+        NULL_CALLS.with(|c| c.take())
+    }
+
     impl Backend for Null {
         fn device(&self) -> Device {
             Device::Cpu
+        }
+        fn synchronize(&self) -> Result<()> {
+            NULL_CALLS.with(|c| c.borrow_mut().push("sync".into()));
+            Ok(())
+        }
+        fn range_push(&self, name: &str) {
+            NULL_CALLS.with(|c| c.borrow_mut().push(format!("push {name}")));
+        }
+        fn range_pop(&self) {
+            NULL_CALLS.with(|c| c.borrow_mut().push("pop".into()));
         }
         fn describe(&self) -> String {
             "null".into()
@@ -1229,6 +1268,37 @@ mod tests {
             gbs: 10.0,
             description: "test".into(),
         }
+    }
+
+    #[test]
+    fn each_recorded_op_waits_for_the_device_and_gets_a_profiler_range() {
+        let p = ProfiledBackend::new(Arc::new(Null), None);
+        let x = Tensor::zeros(vec![2, 4], DType::F32);
+        let w = Tensor::zeros(vec![3, 4], DType::F32);
+        let mut out = Tensor::zeros(vec![2, 3], DType::F32);
+        null_calls();
+        p.linear(&x, &w, None, &mut out).unwrap();
+        p.scale(&mut out, 2.0).unwrap();
+        // Waiting before the start and before the end times the op alone on an
+        // asynchronous device; the range brackets the op in Nsight's timeline.
+        let one = |op: &str| {
+            [
+                "sync".to_string(),
+                format!("push {op}"),
+                "sync".into(),
+                "pop".into(),
+            ]
+        };
+        assert_eq!(null_calls(), [one("linear"), one("scale")].concat());
+        assert_eq!(p.events().len(), 2);
+        // Recording off: the ops are forwarded with no waits and no ranges.
+        p.set_enabled(false);
+        p.linear(&x, &w, None, &mut out).unwrap();
+        assert!(null_calls().is_empty());
+        // Ranges the caller opens (layers) reach the inner backend.
+        p.range_push("decoder.layer.0");
+        p.range_pop();
+        assert_eq!(null_calls(), ["push decoder.layer.0", "pop"]);
     }
 
     #[test]

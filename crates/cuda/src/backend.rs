@@ -142,12 +142,6 @@ impl CudaBackend {
         self.dev.pool.stats()
     }
 
-    /// Waits until all queued work has finished.
-    pub fn synchronize(&self) -> Result<()> {
-        self.dev.bind()?;
-        self.dev.sync("synchronize")
-    }
-
     /// Chooses the `linear` kernels (tests and benches use this to cover both).
     pub fn set_gemm_path(&self, p: GemmPath) {
         self.knobs.gemm.store(p as u8, Ordering::Relaxed);
@@ -419,6 +413,19 @@ fn i32_fits(op: &'static str, vals: &[usize]) -> Result<()> {
 impl Backend for CudaBackend {
     fn device(&self) -> Device {
         Device::Cuda(self.dev.info.ordinal)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.dev.bind()?;
+        self.dev.sync("synchronize")
+    }
+
+    fn range_push(&self, name: &str) {
+        crate::nvtx::range_push(name);
+    }
+
+    fn range_pop(&self) {
+        crate::nvtx::range_pop();
     }
 
     fn describe(&self) -> String {

@@ -23,6 +23,7 @@ mod launch;
 pub mod memory;
 pub mod module;
 pub mod nvrtc;
+pub mod nvtx;
 mod ops;
 
 pub use backend::CudaBackend;

@@ -222,7 +222,11 @@ impl<'m> Generator<'m> {
         }
         let sources: Vec<Vec<u32>> = batch.iter().map(|(_, s)| s.to_vec()).collect();
         let indices: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
-        let enc = self.model.encode(&sources)?;
+        let backend = self.model.backend();
+        backend.range_push("encode");
+        let enc = self.model.encode(&sources);
+        backend.range_pop();
+        let enc = enc?;
         if enc.sources != sources.len() {
             return Err(Error::Invalid(format!(
                 "encoder returned {} sources for a batch of {}",
@@ -247,7 +251,11 @@ impl<'m> Generator<'m> {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> Result<()> {
-        self.model.step(enc, state, tokens, logits)?;
+        let backend = self.model.backend();
+        backend.range_push("decode step");
+        let stepped = self.model.step(enc, state, tokens, logits);
+        backend.range_pop();
+        stepped?;
         if logits.dims() != [tokens.len(), self.vocab] {
             return Err(Error::Invalid(format!(
                 "model step returned logits of shape {:?}, expected [{}, {}]",
