@@ -55,7 +55,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use encdec_core::{Activation, AttentionParams, Backend, DType, Device, NormKind, Tensor};
+use encdec_core::{Activation, AttentionParams, Backend, DType, NormKind, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -64,11 +64,12 @@ use crate::config::{
     invalid as config_invalid, require_positive, set_default, unsupported, FamilyConfig,
     TensorKind, TensorSpec, TokenIds,
 };
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::layers::{
-    check_start, empty_f32, ensure_f32, host_u32, invalid, load_f32, load_weight,
-    new_decoder_state, project_cross_kv, rows_unchanged, teacher_forced_cross_attention,
-    AttentionShape, CacheReorder, CrossCapture, Linear,
+    attention_params, check_start, check_weight_dtype, decode_step, embedding_dtype, empty_f32,
+    encoder_output, ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight,
+    new_decoder_state, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
+    AttentionShape, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -592,23 +593,9 @@ impl Norm {
 }
 
 /// `q_proj`/`k_proj`/`v_proj`/`out_proj`, all `[d, d]` with biases.
-#[derive(Debug, Clone)]
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-}
-
-impl Attention {
-    fn load(vb: &VarBuilder, d: usize, dtype: DType, be: &dyn Backend) -> Result<Self> {
-        Ok(Attention {
-            q: Linear::load(vb, "q_proj", d, d, true, dtype, be)?,
-            k: Linear::load(vb, "k_proj", d, d, true, dtype, be)?,
-            v: Linear::load(vb, "v_proj", d, d, true, dtype, be)?,
-            o: Linear::load(vb, "out_proj", d, d, true, dtype, be)?,
-        })
-    }
+fn load_attention(vb: &VarBuilder, d: usize, dtype: DType, be: &dyn Backend) -> Result<Attention> {
+    let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
+    Attention::load(vb, names, d, d, true, dtype, be)
 }
 
 /// `fc2(act(fc1 x))`.
@@ -812,13 +799,7 @@ impl BartModel {
         backend: Arc<dyn Backend>,
         dtype: DType,
     ) -> Result<Self> {
-        if dtype == DType::U32 {
-            return Err(ModelError::UnsupportedTarget {
-                tensor: format!("{} weights", cfg.architecture()),
-                dtype,
-                reason: "weights load as f32, f16, bf16 or int8".into(),
-            });
-        }
+        check_weight_dtype(&format!("{} weights", cfg.architecture()), dtype)?;
         // The config may have been built by hand rather than parsed: check it again
         // so that no switch is silently ignored.
         let config_path = ckpt.dir().join("config.json");
@@ -838,12 +819,8 @@ impl BartModel {
         let max = cfg.max_position_embeddings;
         let vb = VarBuilder::new(ckpt);
 
-        // Token embeddings. int8 is for matmuls; the embedding gather keeps a float table.
-        let embed_dtype = if dtype == DType::I8 {
-            DType::F16
-        } else {
-            dtype
-        };
+        // Token embeddings.
+        let embed_dtype = embedding_dtype(dtype);
         const SHARED: &str = "model.shared.weight";
         const ENC_TOK: &str = "model.encoder.embed_tokens.weight";
         const DEC_TOK: &str = "model.decoder.embed_tokens.weight";
@@ -912,7 +889,7 @@ impl BartModel {
         for i in 0..cfg.encoder_layers {
             let l = vb.pp("model.encoder.layers").pp(i);
             encoder.push(EncoderLayer {
-                self_attn: Attention::load(&l.pp("self_attn"), d, dtype, be)?,
+                self_attn: load_attention(&l.pp("self_attn"), d, dtype, be)?,
                 self_norm: Norm::load(&l, "self_attn_layer_norm", d, be)?,
                 ffn: FeedForward::load(&l, d, cfg.encoder_ffn_dim, dtype, be)?,
                 ffn_norm: Norm::load(&l, "final_layer_norm", d, be)?,
@@ -922,9 +899,9 @@ impl BartModel {
         for i in 0..cfg.decoder_layers {
             let l = vb.pp("model.decoder.layers").pp(i);
             decoder.push(DecoderLayer {
-                self_attn: Attention::load(&l.pp("self_attn"), d, dtype, be)?,
+                self_attn: load_attention(&l.pp("self_attn"), d, dtype, be)?,
                 self_norm: Norm::load(&l, "self_attn_layer_norm", d, be)?,
-                cross_attn: Attention::load(&l.pp("encoder_attn"), d, dtype, be)?,
+                cross_attn: load_attention(&l.pp("encoder_attn"), d, dtype, be)?,
                 cross_norm: Norm::load(&l, "encoder_attn_layer_norm", d, be)?,
                 ffn: FeedForward::load(&l, d, cfg.decoder_ffn_dim, dtype, be)?,
                 ffn_norm: Norm::load(&l, "final_layer_norm", d, be)?,
@@ -935,14 +912,8 @@ impl BartModel {
 
         // lm_head: a stored lm_head.weight that differs from the embedding wins (HF
         // unties then); else the (decoder) embedding when tied.
-        let lm_weight = if !arch.tied_lm_head || stored_distinct(ckpt, "lm_head.weight", tie_target)
-        {
-            load_weight(&vb, "lm_head.weight", &[vt, d], dtype, be)?
-        } else if embed_dtype == dtype {
-            dec_tokens
-        } else {
-            load_weight(&vb, tie_target, &[vt, d], dtype, be)?
-        };
+        let untied = !arch.tied_lm_head || stored_distinct(ckpt, "lm_head.weight", tie_target);
+        let lm_weight = lm_head_weight(&vb, untied, &dec_tokens, tie_target, &[vt, d], dtype, be)?;
         let logits_bias = if arch.final_logits_bias {
             vb.get_opt("final_logits_bias", &[1, vt], DType::F32)?
                 .map(|t| -> Result<Tensor> { Ok(be.upload(&t.reshape([vt])?)?) })
@@ -1005,17 +976,8 @@ impl BartModel {
         causal: bool,
     ) -> AttentionParams<'a> {
         let head_dim = self.d_model / heads;
-        AttentionParams {
-            num_heads: heads,
-            head_dim,
-            scale: (head_dim as f64).powf(-0.5) as f32,
-            causal,
-            q_offset,
-            kv_len,
-            key_mask: None,
-            position_bias: None,
-            kv_index: None,
-        }
+        let scale = (head_dim as f64).powf(-0.5) as f32;
+        attention_params(heads, head_dim, scale, q_offset, kv_len, causal)
     }
 
     fn norm(&self, x: &Tensor, n: &Norm, out: &mut Tensor) -> encdec_core::Result<()> {
@@ -1106,62 +1068,25 @@ impl BartModel {
     }
 }
 
-/// Decode-step buffers, kept in `DecoderState::scratch` and reused while the
-/// number of rows stays the same.
+/// What a BART-family decode step adds to [`StepScratch`].
 #[derive(Debug)]
-struct StepScratch {
-    /// u32 `[rows]`: the tokens of the step (host).
-    ids: Tensor,
-    /// u32 `[rows]`: their position-table rows (host).
+struct StepBuffers {
+    /// u32 `[rows]`: the position-table rows of the step's tokens (host).
     pos: Tensor,
-    h: Tensor,
-    x: Tensor,
-    y: Tensor,
+    /// `[rows, 1, d]`: their position embeddings.
     p: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    a: Tensor,
+    /// `[rows, 1, ffn]`: the FFN's hidden layer.
     f: Tensor,
-    /// Logits on the device (non-CPU backends only).
-    logits: Tensor,
-    reorder: CacheReorder,
-    /// Set only while computing a cross-attention map.
-    capture: Option<CrossCapture>,
 }
 
-impl StepScratch {
-    fn new(layers: usize) -> Self {
-        StepScratch {
-            ids: Tensor::zeros([0], DType::U32),
+impl Default for StepBuffers {
+    fn default() -> Self {
+        StepBuffers {
             pos: Tensor::zeros([0], DType::U32),
-            h: empty_f32(),
-            x: empty_f32(),
-            y: empty_f32(),
             p: empty_f32(),
-            q: empty_f32(),
-            k: empty_f32(),
-            v: empty_f32(),
-            a: empty_f32(),
             f: empty_f32(),
-            logits: empty_f32(),
-            reorder: CacheReorder::new(layers),
-            capture: None,
         }
     }
-}
-
-fn take_scratch(state: &mut DecoderState, layers: usize) -> Box<StepScratch> {
-    match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
-        Some(Ok(s)) => s,
-        _ => Box::new(StepScratch::new(layers)),
-    }
-}
-
-/// The capture slot of this model's step scratch.
-fn capture_slot(state: &mut DecoderState) -> Option<&mut Option<CrossCapture>> {
-    let sc = state.scratch.as_mut()?.downcast_mut::<StepScratch>()?;
-    Some(&mut sc.capture)
 }
 
 impl Seq2SeqModel for BartModel {
@@ -1175,13 +1100,10 @@ impl Seq2SeqModel for BartModel {
 
     fn encode(&self, sources: &[Vec<u32>]) -> encdec_core::Result<EncoderOutput> {
         let be: &dyn Backend = &*self.backend;
-        let b = sources.len();
-        if b == 0 {
-            return Err(invalid("BART encode: no sources".into()));
-        }
-        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
-        // An all-empty batch still gets one (masked) position.
-        let s = lengths.iter().copied().max().unwrap_or(0).max(1);
+        // Padding with pad_token_id also keeps fairseq positions (which skip pad
+        // tokens) equal to HF's.
+        let src = PaddedSources::new("BART", sources, self.spec.pad_token_id)?;
+        let (b, s) = (src.rows, src.len);
         if s > self.max_positions {
             return Err(invalid(format!(
                 "source of {s} tokens is longer than the {} positions of the model \
@@ -1190,36 +1112,22 @@ impl Seq2SeqModel for BartModel {
             )));
         }
         let (d, ff) = (self.d_model, self.encoder_ffn);
-
-        // Pad with pad_token_id, as HF tokenizers do: the states at pad positions
-        // (and fairseq positions, which skip pad tokens) then equal HF's too.
-        let mut ids = vec![self.spec.pad_token_id; b * s];
-        let mut mask = vec![f32::MIN; b * s];
-        for (r, src) in sources.iter().enumerate() {
-            ids[r * s..r * s + src.len()].copy_from_slice(src);
-            mask[r * s..r * s + src.len()].fill(0.0);
-        }
         let mut pos = vec![0u32; b * s];
         for r in 0..b {
             position_ids(
                 self.arch.positions,
-                &ids[r * s..(r + 1) * s],
+                &src.ids[r * s..(r + 1) * s],
                 0,
                 &mut pos[r * s..(r + 1) * s],
             );
         }
-        let ids = be.upload(&Tensor::from_u32(ids, [b * s])?)?;
+        let ids = be.upload(&Tensor::from_u32(src.ids, [b * s])?)?;
         let pos = be.upload(&Tensor::from_u32(pos, [b * s])?)?;
-        let key_mask = be.upload(&Tensor::from_f32(mask, [b, s])?)?;
+        let key_mask = be.upload(&Tensor::from_f32(src.key_mask, [b, s])?)?;
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
         let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
-        let (mut q, mut k, mut v, mut a) = (
-            z(&[b, s, d])?,
-            z(&[b, s, d])?,
-            z(&[b, s, d])?,
-            z(&[b, s, d])?,
-        );
+        let mut attn = AttentionBuffers::zeros(be, &[b, s, d])?;
         let mut f = z(&[b, s, ff])?;
 
         let first = self
@@ -1240,11 +1148,7 @@ impl Seq2SeqModel for BartModel {
         let mut params = self.params(self.encoder_heads, 0, s, /*causal=*/ false);
         params.key_mask = Some(&key_mask);
         for (i, l) in self.encoder.iter().enumerate() {
-            l.self_attn.q.forward(be, &x, &mut q)?;
-            l.self_attn.k.forward(be, &x, &mut k)?;
-            l.self_attn.v.forward(be, &x, &mut v)?;
-            be.attention(&q, &k, &v, &params, &mut a)?;
-            l.self_attn.o.forward(be, &a, &mut y)?;
+            l.self_attn.forward(be, &x, &params, &mut attn, &mut y)?;
             self.close(&y, &mut h, &mut x, &l.self_norm, Some(&l.ffn_norm))?;
 
             l.ffn
@@ -1257,26 +1161,10 @@ impl Seq2SeqModel for BartModel {
             self.close(&y, &mut h, &mut x, &l.ffn_norm, next)?;
         }
         self.finish_post(self.encoder_norm.as_ref(), &mut h, &mut x)?;
-        drop((h, y, q, k, v, a, f));
+        drop((h, y, attn, f));
 
-        // Cross-attention K/V of every decoder layer, once per source.
-        let (cross_k, cross_v) = project_cross_kv(
-            be,
-            &x,
-            self.decoder
-                .iter()
-                .map(|l| (&l.cross_attn.k, &l.cross_attn.v)),
-            &[b, s, d],
-        )?;
-        Ok(EncoderOutput {
-            sources: b,
-            src_len: s,
-            hidden: x,
-            key_mask,
-            lengths,
-            cross_k,
-            cross_v,
-        })
+        let cross = self.decoder.iter().map(|l| &l.cross_attn);
+        encoder_output(be, x, key_mask, src.lengths, cross)
     }
 
     fn start(
@@ -1285,7 +1173,6 @@ impl Seq2SeqModel for BartModel {
         source_of_row: &[u32],
         capacity: usize,
     ) -> encdec_core::Result<DecoderState> {
-        let be: &dyn Backend = &*self.backend;
         check_start("BART", enc, source_of_row, self.decoder.len())?;
         if capacity > self.max_positions {
             return Err(invalid(format!(
@@ -1294,13 +1181,12 @@ impl Seq2SeqModel for BartModel {
                 self.max_positions
             )));
         }
-        new_decoder_state(
-            be,
+        new_decoder_state::<StepBuffers>(
+            &*self.backend,
             source_of_row,
             capacity,
             self.decoder.len(),
             self.d_model,
-            Box::new(StepScratch::new(self.decoder.len())),
         )
     }
 
@@ -1311,42 +1197,18 @@ impl Seq2SeqModel for BartModel {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        let r = tokens.len();
-        if r != state.rows {
-            return Err(invalid(format!(
-                "BART step: {r} tokens for a decoder state of {} rows",
-                state.rows
-            )));
-        }
-        if state.len >= state.capacity {
-            return Err(invalid(format!(
-                "BART step: the KV cache is full ({} tokens)",
-                state.capacity
-            )));
-        }
-        let v_size = self.spec.vocab_size;
-        if logits.dims() != [r, v_size] {
-            return Err(invalid(format!(
-                "BART step: logits buffer has shape {:?}, expected [{r}, {v_size}]",
-                logits.dims()
-            )));
-        }
-        let mut sc = take_scratch(state, self.decoder.len());
-        let res = self.step_with(enc, state, tokens, logits, &mut sc);
-        state.scratch = Some(sc);
-        res?;
-        state.len += 1;
-        Ok(())
+        decode_step(
+            "BART",
+            state,
+            tokens,
+            logits,
+            self.spec.vocab_size,
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc),
+        )
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
-        if rows_unchanged(state, rows, "BART")? {
-            return Ok(());
-        }
-        let mut sc = take_scratch(state, self.decoder.len());
-        let res = sc.reorder.apply(&*self.backend, state, rows, self.d_model);
-        state.scratch = Some(sc);
-        res
+        select_rows::<StepBuffers>("BART", &*self.backend, state, rows, self.d_model)
     }
 
     fn cross_attention(
@@ -1364,7 +1226,7 @@ impl Seq2SeqModel for BartModel {
                 scale: p.scale,
             }
         };
-        teacher_forced_cross_attention(self, &shape, capture_slot, source, target, layer)
+        teacher_forced_cross_attention::<StepBuffers>(self, &shape, source, target, layer)
     }
 }
 
@@ -1376,29 +1238,25 @@ impl BartModel {
         state: &mut DecoderState,
         tokens: &[u32],
         logits: &mut Tensor,
-        sc: &mut StepScratch,
+        sc: &mut StepScratch<StepBuffers>,
     ) -> encdec_core::Result<()> {
         let be: &dyn Backend = &*self.backend;
         let r = tokens.len();
         let (d, ff) = (self.d_model, self.decoder_ffn);
         let len = state.len;
 
-        for t in [
-            &mut sc.h, &mut sc.x, &mut sc.y, &mut sc.p, &mut sc.q, &mut sc.k, &mut sc.v, &mut sc.a,
-        ] {
-            ensure_f32(be, t, &[r, 1, d])?;
-        }
-        ensure_f32(be, &mut sc.f, &[r, 1, ff])?;
+        sc.ensure(be, r, d, d)?;
+        ensure_f32(be, &mut sc.extra.p, &[r, 1, d])?;
+        ensure_f32(be, &mut sc.extra.f, &[r, 1, ff])?;
 
-        host_u32(&mut sc.ids, r)?.copy_from_slice(tokens);
+        let ids = sc.upload_ids(be, tokens)?;
         {
-            let pos = host_u32(&mut sc.pos, r)?;
+            let pos = host_u32(&mut sc.extra.pos, r)?;
             for (i, &t) in tokens.iter().enumerate() {
                 position_ids(self.arch.positions, &[t], len, &mut pos[i..i + 1]);
             }
         }
-        let ids = be.upload(&sc.ids)?;
-        let pos = be.upload(&sc.pos)?;
+        let pos = be.upload(&sc.extra.pos)?;
         let first = self
             .decoder
             .first()
@@ -1411,7 +1269,7 @@ impl BartModel {
             first,
             &mut sc.h,
             &mut sc.x,
-            &mut sc.p,
+            &mut sc.extra.p,
         )?;
         drop((ids, pos));
 
@@ -1422,20 +1280,8 @@ impl BartModel {
         cross_params.kv_index = Some(&state.kv_index);
 
         for (i, l) in self.decoder.iter().enumerate() {
-            // self-attention over the cache
-            l.self_attn.q.forward(be, &sc.x, &mut sc.q)?;
-            l.self_attn.k.forward(be, &sc.x, &mut sc.k)?;
-            l.self_attn.v.forward(be, &sc.x, &mut sc.v)?;
-            be.write_rows(&sc.k, &mut state.self_k[i], len)?;
-            be.write_rows(&sc.v, &mut state.self_v[i], len)?;
-            be.attention(
-                &sc.q,
-                &state.self_k[i],
-                &state.self_v[i],
-                &self_params,
-                &mut sc.a,
-            )?;
-            l.self_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            let (cache_k, cache_v) = (&mut state.self_k[i], &mut state.self_v[i]);
+            sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params)?;
             self.close(
                 &sc.y,
                 &mut sc.h,
@@ -1444,19 +1290,7 @@ impl BartModel {
                 Some(&l.cross_norm),
             )?;
 
-            // cross-attention over the cached encoder K/V
-            l.cross_attn.q.forward(be, &sc.x, &mut sc.q)?;
-            if let Some(c) = sc.capture.as_mut() {
-                c.record(be, i, &sc.q)?;
-            }
-            be.attention(
-                &sc.q,
-                &enc.cross_k[i],
-                &enc.cross_v[i],
-                &cross_params,
-                &mut sc.a,
-            )?;
-            l.cross_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            sc.cross_attention(be, &l.cross_attn, enc, i, &cross_params)?;
             self.close(
                 &sc.y,
                 &mut sc.h,
@@ -1466,7 +1300,7 @@ impl BartModel {
             )?;
 
             l.ffn
-                .forward(be, self.arch.activation, &sc.x, &mut sc.f, &mut sc.y)?;
+                .forward(be, self.arch.activation, &sc.x, &mut sc.extra.f, &mut sc.y)?;
             let next = self
                 .decoder
                 .get(i + 1)
@@ -1475,16 +1309,7 @@ impl BartModel {
             self.close(&sc.y, &mut sc.h, &mut sc.x, &l.ffn_norm, next)?;
         }
         self.finish_post(self.decoder_norm.as_ref(), &mut sc.h, &mut sc.x)?;
-
-        if be.device() == Device::Cpu {
-            self.lm_head.forward(be, &sc.x, logits)
-        } else {
-            ensure_f32(be, &mut sc.logits, &[r, self.spec.vocab_size])?;
-            self.lm_head.forward(be, &sc.x, &mut sc.logits)?;
-            let host = be.download(&sc.logits)?;
-            logits.as_f32_mut()?.copy_from_slice(host.as_f32()?);
-            Ok(())
-        }
+        sc.project_logits(be, &self.lm_head, logits)
     }
 }
 

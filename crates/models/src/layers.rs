@@ -1,10 +1,13 @@
 //! Building blocks shared by the architecture files: weights loaded by HF name onto
-//! a backend, and scratch buffers that are reallocated only when their shape changes.
+//! a backend, scratch buffers that are reallocated only when their shape changes,
+//! and the plumbing of `Seq2SeqModel` that does not depend on the architecture
+//! (source padding, cross-attention K/V, decoder state, step scratch, beam
+//! reordering). What differs per family (norms, positions, FFN) stays in its file.
 
-use encdec_core::{Backend, DType, HostStorage, Tensor};
+use encdec_core::{AttentionParams, Backend, DType, Device, HostStorage, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, Seq2SeqModel};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::var_builder::VarBuilder;
 
 /// `y = x W^T + b` with W in HF's `[out, in]` layout.
@@ -78,6 +81,157 @@ pub fn load_f32(
     backend: &dyn Backend,
 ) -> Result<Tensor> {
     load_weight(vb, name, shape, DType::F32, backend)
+}
+
+/// Rejects a weight dtype no model loads into (`what` names the weights).
+pub fn check_weight_dtype(what: &str, dtype: DType) -> Result<()> {
+    if dtype == DType::U32 {
+        return Err(ModelError::UnsupportedTarget {
+            tensor: what.into(),
+            dtype,
+            reason: "weights load as f32, f16, bf16 or int8".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The dtype of token-embedding tables for weights in `dtype`: int8 is for
+/// matmuls, the embedding gather keeps a float table.
+pub fn embedding_dtype(dtype: DType) -> DType {
+    if dtype == DType::I8 {
+        DType::F16
+    } else {
+        dtype
+    }
+}
+
+/// The `lm_head` weight `shape` (`[vocab, d]`): `lm_head.weight` when the
+/// checkpoint's own is to be used (`untied`), else the token embedding `embedding`,
+/// reloaded from `tied_name` in `dtype` when that is not the embedding's dtype (int8).
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head_weight(
+    vb: &VarBuilder,
+    untied: bool,
+    embedding: &Tensor,
+    tied_name: &str,
+    shape: &[usize],
+    dtype: DType,
+    backend: &dyn Backend,
+) -> Result<Tensor> {
+    if untied {
+        load_weight(vb, "lm_head.weight", shape, dtype, backend)
+    } else if embedding_dtype(dtype) == dtype {
+        Ok(embedding.clone())
+    } else {
+        load_weight(vb, tied_name, shape, dtype, backend)
+    }
+}
+
+/// q/k/v/o projections of one attention block; q/k/v map `d_model` to `inner`
+/// (heads x head_dim, not always `d_model`: T5), o maps back.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+}
+
+impl Attention {
+    /// Loads the projections named `[q, k, v, o]` under `vb`.
+    pub fn load(
+        vb: &VarBuilder,
+        [q, k, v, o]: [&str; 4],
+        d: usize,
+        inner: usize,
+        with_bias: bool,
+        dtype: DType,
+        be: &dyn Backend,
+    ) -> Result<Self> {
+        Ok(Attention {
+            q: Linear::load(vb, q, inner, d, with_bias, dtype, be)?,
+            k: Linear::load(vb, k, inner, d, with_bias, dtype, be)?,
+            v: Linear::load(vb, v, inner, d, with_bias, dtype, be)?,
+            o: Linear::load(vb, o, d, inner, with_bias, dtype, be)?,
+        })
+    }
+
+    /// Self-attention of `x` over itself (the encoder): `out = o(attend(q x, k x, v x))`.
+    pub fn forward(
+        &self,
+        be: &dyn Backend,
+        x: &Tensor,
+        params: &AttentionParams,
+        buf: &mut AttentionBuffers,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        self.q.forward(be, x, &mut buf.q)?;
+        self.k.forward(be, x, &mut buf.k)?;
+        self.v.forward(be, x, &mut buf.v)?;
+        be.attention(&buf.q, &buf.k, &buf.v, params, &mut buf.a)?;
+        self.o.forward(be, &buf.a, out)
+    }
+}
+
+/// The q/k/v projections and attention output of x's rows (`[.., inner]` each).
+#[derive(Debug)]
+pub struct AttentionBuffers {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub a: Tensor,
+}
+
+impl AttentionBuffers {
+    /// Buffers of `shape` on `backend` (the encoder, sized once per call).
+    pub fn zeros(backend: &dyn Backend, shape: &[usize]) -> encdec_core::Result<Self> {
+        let z = || backend.zeros(shape, DType::F32);
+        Ok(AttentionBuffers {
+            q: z()?,
+            k: z()?,
+            v: z()?,
+            a: z()?,
+        })
+    }
+
+    fn empty() -> Self {
+        AttentionBuffers {
+            q: empty_f32(),
+            k: empty_f32(),
+            v: empty_f32(),
+            a: empty_f32(),
+        }
+    }
+
+    fn ensure(&mut self, backend: &dyn Backend, shape: &[usize]) -> encdec_core::Result<()> {
+        for t in [&mut self.q, &mut self.k, &mut self.v, &mut self.a] {
+            ensure_f32(backend, t, shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// Attention over `kv_len` keys with heads of `head_dim`, queries from `q_offset`;
+/// no mask, bias or kv_index (the caller sets those it needs).
+pub fn attention_params<'a>(
+    num_heads: usize,
+    head_dim: usize,
+    scale: f32,
+    q_offset: usize,
+    kv_len: usize,
+    causal: bool,
+) -> AttentionParams<'a> {
+    AttentionParams {
+        num_heads,
+        head_dim,
+        scale,
+        causal,
+        q_offset,
+        kv_len,
+        key_mask: None,
+        position_bias: None,
+        kv_index: None,
+    }
 }
 
 /// Makes `buf` an f32 tensor of `shape` on `backend`, reallocating only when the
@@ -155,15 +309,85 @@ pub fn check_start(
     Ok(())
 }
 
+/// Sources right-padded to the longest one (at least one position, so that an
+/// all-empty batch still runs) with an additive key mask.
+#[derive(Debug)]
+pub struct PaddedSources {
+    /// `[rows * len]`, padded with the pad token as HF tokenizers pad, so that
+    /// even the states at pad positions equal HF's.
+    pub ids: Vec<u32>,
+    /// `[rows * len]`: 0 on tokens, `f32::MIN` on padding.
+    pub key_mask: Vec<f32>,
+    pub lengths: Vec<usize>,
+    pub rows: usize,
+    pub len: usize,
+}
+
+impl PaddedSources {
+    pub fn new(model: &str, sources: &[Vec<u32>], pad: u32) -> encdec_core::Result<Self> {
+        let rows = sources.len();
+        if rows == 0 {
+            return Err(invalid(format!("{model} encode: no sources")));
+        }
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+        let len = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let mut ids = vec![pad; rows * len];
+        let mut key_mask = vec![f32::MIN; rows * len];
+        for (r, src) in sources.iter().enumerate() {
+            ids[r * len..r * len + src.len()].copy_from_slice(src);
+            key_mask[r * len..r * len + src.len()].fill(0.0);
+        }
+        Ok(PaddedSources {
+            ids,
+            key_mask,
+            lengths,
+            rows,
+            len,
+        })
+    }
+}
+
+/// The encoder output over `hidden` `[sources, src_len, d]`, with the
+/// cross-attention K/V of every decoder layer (`cross`) projected here, once per
+/// source: the beams of a source share them through `kv_index`.
+pub fn encoder_output<'a>(
+    backend: &dyn Backend,
+    hidden: Tensor,
+    key_mask: Tensor,
+    lengths: Vec<usize>,
+    cross: impl ExactSizeIterator<Item = &'a Attention>,
+) -> encdec_core::Result<EncoderOutput> {
+    let (sources, src_len) = (hidden.dim(0), hidden.dim(1));
+    let mut cross_k = Vec::with_capacity(cross.len());
+    let mut cross_v = Vec::with_capacity(cross.len());
+    for attn in cross {
+        let shape = [sources, src_len, attn.k.out_features()];
+        let mut ck = backend.zeros(&shape, DType::F32)?;
+        let mut cv = backend.zeros(&shape, DType::F32)?;
+        attn.k.forward(backend, &hidden, &mut ck)?;
+        attn.v.forward(backend, &hidden, &mut cv)?;
+        cross_k.push(ck);
+        cross_v.push(cv);
+    }
+    Ok(EncoderOutput {
+        sources,
+        src_len,
+        hidden,
+        key_mask,
+        lengths,
+        cross_k,
+        cross_v,
+    })
+}
+
 /// A decoder state whose self-attention caches (`[rows, capacity, width]` per
-/// layer) are allocated once, here.
-pub fn new_decoder_state(
+/// layer) are allocated once, here, with an empty [`StepScratch<X>`].
+pub fn new_decoder_state<X: Default + Send + Sync + 'static>(
     backend: &dyn Backend,
     source_of_row: &[u32],
     capacity: usize,
     layers: usize,
     width: usize,
-    scratch: Box<dyn std::any::Any + Send + Sync>,
 ) -> encdec_core::Result<DecoderState> {
     let rows = source_of_row.len();
     let shape = [rows, capacity, width];
@@ -181,37 +405,203 @@ pub fn new_decoder_state(
         self_k,
         self_v,
         kv_index,
-        scratch: Some(scratch),
+        scratch: Some(Box::new(StepScratch::<X>::new(layers))),
     })
 }
 
-/// Cross-attention K/V of every decoder layer over the encoder output `x`
-/// `[sources, src_len, d]`, projected once per source.
-pub fn project_cross_kv<'a>(
-    backend: &dyn Backend,
-    x: &Tensor,
-    projections: impl ExactSizeIterator<Item = (&'a Linear, &'a Linear)>,
-    shape: &[usize],
-) -> encdec_core::Result<(Vec<Tensor>, Vec<Tensor>)> {
-    let mut cross_k = Vec::with_capacity(projections.len());
-    let mut cross_v = Vec::with_capacity(projections.len());
-    for (k, v) in projections {
-        let mut ck = backend.zeros(shape, DType::F32)?;
-        let mut cv = backend.zeros(shape, DType::F32)?;
-        k.forward(backend, x, &mut ck)?;
-        v.forward(backend, x, &mut cv)?;
-        cross_k.push(ck);
-        cross_v.push(cv);
+/// Decode-step buffers, kept in `DecoderState::scratch` and reused while the
+/// number of rows stays the same; `X` holds what one architecture adds (its
+/// FFN buffers, position ids or bias row).
+#[derive(Debug)]
+pub struct StepScratch<X> {
+    /// u32 `[rows]`: the tokens of the step (host).
+    ids: Tensor,
+    /// `[rows, 1, d]`: residual stream, sublayer input, sublayer output.
+    pub h: Tensor,
+    pub x: Tensor,
+    pub y: Tensor,
+    attn: AttentionBuffers,
+    /// Logits on the device (non-CPU backends only).
+    logits: Tensor,
+    reorder: CacheReorder,
+    /// Set only while computing a cross-attention map.
+    capture: Option<CrossCapture>,
+    pub extra: X,
+}
+
+impl<X: Default + Send + Sync + 'static> StepScratch<X> {
+    fn new(layers: usize) -> Self {
+        StepScratch {
+            ids: Tensor::zeros([0], DType::U32),
+            h: empty_f32(),
+            x: empty_f32(),
+            y: empty_f32(),
+            attn: AttentionBuffers::empty(),
+            logits: empty_f32(),
+            reorder: CacheReorder::new(layers),
+            capture: None,
+            extra: X::default(),
+        }
     }
-    Ok((cross_k, cross_v))
+
+    /// The scratch `start` left in `state`, or a fresh one for a state made elsewhere.
+    fn take(state: &mut DecoderState) -> Box<Self> {
+        match state.scratch.take().map(|b| b.downcast::<Self>()) {
+            Some(Ok(s)) => s,
+            _ => Box::new(Self::new(state.self_k.len())),
+        }
+    }
+
+    /// Where the scratch in `state` keeps its [`CrossCapture`].
+    fn capture_slot(state: &mut DecoderState) -> Option<&mut Option<CrossCapture>> {
+        let sc = state.scratch.as_mut()?.downcast_mut::<Self>()?;
+        Some(&mut sc.capture)
+    }
+}
+
+impl<X> StepScratch<X> {
+    /// Sizes the shared buffers for `rows` rows of width `d` (attention: `inner`).
+    pub fn ensure(
+        &mut self,
+        be: &dyn Backend,
+        rows: usize,
+        d: usize,
+        inner: usize,
+    ) -> encdec_core::Result<()> {
+        for t in [&mut self.h, &mut self.x, &mut self.y] {
+            ensure_f32(be, t, &[rows, 1, d])?;
+        }
+        self.attn.ensure(be, &[rows, 1, inner])
+    }
+
+    /// The step's token ids on the backend.
+    pub fn upload_ids(&mut self, be: &dyn Backend, tokens: &[u32]) -> encdec_core::Result<Tensor> {
+        host_u32(&mut self.ids, tokens.len())?.copy_from_slice(tokens);
+        be.upload(&self.ids)
+    }
+
+    /// Decoder self-attention sublayer, `y = o(attend(q x, cache))`: the step's K/V
+    /// go into row `params.q_offset` (the step's position) of the layer's cache.
+    pub fn self_attention(
+        &mut self,
+        be: &dyn Backend,
+        attn: &Attention,
+        cache_k: &mut Tensor,
+        cache_v: &mut Tensor,
+        params: &AttentionParams,
+    ) -> encdec_core::Result<()> {
+        let b = &mut self.attn;
+        attn.q.forward(be, &self.x, &mut b.q)?;
+        attn.k.forward(be, &self.x, &mut b.k)?;
+        attn.v.forward(be, &self.x, &mut b.v)?;
+        be.write_rows(&b.k, cache_k, params.q_offset)?;
+        be.write_rows(&b.v, cache_v, params.q_offset)?;
+        be.attention(&b.q, cache_k, cache_v, params, &mut b.a)?;
+        attn.o.forward(be, &b.a, &mut self.y)
+    }
+
+    /// Decoder cross-attention sublayer of `layer`, `y = o(attend(q x, encoder K/V))`
+    /// over the K/V [`encoder_output`] projected; the queries go to a capture, if set.
+    pub fn cross_attention(
+        &mut self,
+        be: &dyn Backend,
+        attn: &Attention,
+        enc: &EncoderOutput,
+        layer: usize,
+        params: &AttentionParams,
+    ) -> encdec_core::Result<()> {
+        let b = &mut self.attn;
+        attn.q.forward(be, &self.x, &mut b.q)?;
+        if let Some(c) = self.capture.as_mut() {
+            c.record(be, layer, &b.q)?;
+        }
+        be.attention(
+            &b.q,
+            &enc.cross_k[layer],
+            &enc.cross_v[layer],
+            params,
+            &mut b.a,
+        )?;
+        attn.o.forward(be, &b.a, &mut self.y)
+    }
+
+    /// `logits = lm_head(x)`, through a device buffer on non-CPU backends.
+    pub fn project_logits(
+        &mut self,
+        be: &dyn Backend,
+        lm_head: &Linear,
+        logits: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        if be.device() == Device::Cpu {
+            lm_head.forward(be, &self.x, logits)
+        } else {
+            ensure_f32(be, &mut self.logits, logits.dims())?;
+            lm_head.forward(be, &self.x, &mut self.logits)?;
+            let host = be.download(&self.logits)?;
+            logits.as_f32_mut()?.copy_from_slice(host.as_f32()?);
+            Ok(())
+        }
+    }
+}
+
+/// [`Seq2SeqModel::step`] around a model's own step `f`: checks the tokens, the
+/// room left in the cache and the logits shape, lends `f` the step scratch, and
+/// counts the token once `f` succeeds.
+pub fn decode_step<X: Default + Send + Sync + 'static>(
+    model: &str,
+    state: &mut DecoderState,
+    tokens: &[u32],
+    logits: &mut Tensor,
+    vocab_size: usize,
+    f: impl FnOnce(&mut DecoderState, &mut StepScratch<X>, &mut Tensor) -> encdec_core::Result<()>,
+) -> encdec_core::Result<()> {
+    let r = tokens.len();
+    if r != state.rows {
+        return Err(invalid(format!(
+            "{model} step: {r} tokens for a decoder state of {} rows",
+            state.rows
+        )));
+    }
+    if state.len >= state.capacity {
+        return Err(invalid(format!(
+            "{model} step: the KV cache is full ({} tokens)",
+            state.capacity
+        )));
+    }
+    if logits.dims() != [r, vocab_size] {
+        return Err(invalid(format!(
+            "{model} step: logits buffer has shape {:?}, expected [{r}, {vocab_size}]",
+            logits.dims()
+        )));
+    }
+    let mut sc = StepScratch::<X>::take(state);
+    let res = f(state, &mut sc, logits);
+    state.scratch = Some(sc);
+    res?;
+    state.len += 1;
+    Ok(())
+}
+
+/// [`Seq2SeqModel::select_rows`]: keeps decoder rows `rows` of every cache of
+/// `state` (`width` = per-row K/V width) with the spare buffers of its scratch.
+pub fn select_rows<X: Default + Send + Sync + 'static>(
+    model: &str,
+    backend: &dyn Backend,
+    state: &mut DecoderState,
+    rows: &[u32],
+    width: usize,
+) -> encdec_core::Result<()> {
+    if rows_unchanged(state, rows, model)? {
+        return Ok(());
+    }
+    let mut sc = StepScratch::<X>::take(state);
+    let res = sc.reorder.apply(backend, state, rows, width);
+    state.scratch = Some(sc);
+    res
 }
 
 /// Whether `rows` keeps every row of `state` in place (nothing to reorder).
-pub fn rows_unchanged(
-    state: &DecoderState,
-    rows: &[u32],
-    model: &str,
-) -> encdec_core::Result<bool> {
+fn rows_unchanged(state: &DecoderState, rows: &[u32], model: &str) -> encdec_core::Result<bool> {
     if let Some(&bad) = rows.iter().find(|&&i| i as usize >= state.rows) {
         return Err(invalid(format!(
             "{model} select_rows: row {bad} is out of range for {} rows",
@@ -225,7 +615,7 @@ pub fn rows_unchanged(
 /// then swaps with the live ones, so beam reordering allocates nothing while the
 /// number of rows stays the same.
 #[derive(Debug)]
-pub struct CacheReorder {
+struct CacheReorder {
     /// u32 `[rows]`: the kept rows (host).
     select: Tensor,
     spare_k: Vec<Tensor>,
@@ -234,7 +624,7 @@ pub struct CacheReorder {
 }
 
 impl CacheReorder {
-    pub fn new(layers: usize) -> Self {
+    fn new(layers: usize) -> Self {
         CacheReorder {
             select: Tensor::zeros([0], DType::U32),
             spare_k: vec![empty_f32(); layers],
@@ -245,7 +635,7 @@ impl CacheReorder {
 
     /// Keeps decoder rows `rows` (validated by [`rows_unchanged`]) of every cache
     /// of `state` (`width` = per-row K/V width) and of its kv_index.
-    pub fn apply(
+    fn apply(
         &mut self,
         backend: &dyn Backend,
         state: &mut DecoderState,
@@ -317,9 +707,6 @@ impl CrossCapture {
     }
 }
 
-/// Where a model keeps its [`CrossCapture`]: a slot in its step scratch.
-pub type CaptureSlot = fn(&mut DecoderState) -> Option<&mut Option<CrossCapture>>;
-
 /// Shape of the attention a model computes: what `cross_attention` needs.
 pub struct AttentionShape {
     pub layers: usize,
@@ -330,12 +717,12 @@ pub struct AttentionShape {
 }
 
 /// [`Seq2SeqModel::cross_attention`] for the models of this crate: teacher-force
-/// `target` one step at a time with a capture in the step scratch, then
+/// `target` one step at a time with a capture in the step scratch
+/// (`StepScratch<X>`), then
 /// `softmax(scale q·k + mask)` per head against the cached encoder K.
-pub fn teacher_forced_cross_attention(
+pub fn teacher_forced_cross_attention<X: Default + Send + Sync + 'static>(
     model: &dyn Seq2SeqModel,
     shape: &AttentionShape,
-    slot: CaptureSlot,
     source: &[u32],
     target: &[u32],
     layer: Option<usize>,
@@ -357,6 +744,7 @@ pub fn teacher_forced_cross_attention(
     let be = model.backend();
     let enc = model.encode(&[source.to_vec()])?;
     let mut state = model.start(&enc, &[0], target.len())?;
+    let slot = StepScratch::<X>::capture_slot;
     let Some(capture) = slot(&mut state) else {
         return Err(invalid("the decoder state has no step scratch".into()));
     };

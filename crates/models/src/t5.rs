@@ -37,7 +37,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use encdec_core::{Activation, AttentionParams, Backend, DType, Device, NormKind, Tensor};
+use encdec_core::{Activation, AttentionParams, Backend, DType, NormKind, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -45,11 +45,12 @@ use serde_json::{json, Map, Value};
 use crate::config::{
     require_positive, set_default, unsupported, FamilyConfig, TensorKind, TensorSpec, TokenIds,
 };
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::layers::{
-    check_start, empty_f32, ensure_f32, host_u32, invalid, load_f32, load_weight,
-    new_decoder_state, project_cross_kv, rows_unchanged, teacher_forced_cross_attention,
-    AttentionShape, CacheReorder, CrossCapture, Linear,
+    attention_params, check_start, check_weight_dtype, decode_step, embedding_dtype, empty_f32,
+    encoder_output, ensure_f32, lm_head_weight, load_f32, load_weight, new_decoder_state,
+    select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape,
+    Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -524,30 +525,15 @@ impl RelativeBias {
     }
 }
 
-/// q/k/v/o projections of one attention block (no biases in T5).
-#[derive(Debug, Clone)]
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-}
-
-impl Attention {
-    fn load(
-        vb: &VarBuilder,
-        d: usize,
-        inner: usize,
-        dtype: DType,
-        be: &dyn Backend,
-    ) -> Result<Self> {
-        Ok(Attention {
-            q: Linear::load(vb, "q", inner, d, false, dtype, be)?,
-            k: Linear::load(vb, "k", inner, d, false, dtype, be)?,
-            v: Linear::load(vb, "v", inner, d, false, dtype, be)?,
-            o: Linear::load(vb, "o", d, inner, false, dtype, be)?,
-        })
-    }
+/// An attention block's `q`/`k`/`v`/`o` (no biases in T5).
+fn load_attention(
+    vb: &VarBuilder,
+    d: usize,
+    inner: usize,
+    dtype: DType,
+    be: &dyn Backend,
+) -> Result<Attention> {
+    Attention::load(vb, ["q", "k", "v", "o"], d, inner, false, dtype, be)
 }
 
 /// `DenseReluDense`: `wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)`.
@@ -680,24 +666,13 @@ impl T5Model {
         backend: Arc<dyn Backend>,
         dtype: DType,
     ) -> Result<Self> {
-        if dtype == DType::U32 {
-            return Err(ModelError::UnsupportedTarget {
-                tensor: "T5 weights".into(),
-                dtype,
-                reason: "weights load as f32, f16, bf16 or int8".into(),
-            });
-        }
+        check_weight_dtype("T5 weights", dtype)?;
         let be: &dyn Backend = &*backend;
         let arch = cfg.arch();
         let (d, inner) = (cfg.d_model, arch.inner_dim);
         let vb = VarBuilder::new(ckpt);
 
-        // int8 is for matmuls; the embedding gather keeps a float table.
-        let embed_dtype = if dtype == DType::I8 {
-            DType::F16
-        } else {
-            dtype
-        };
+        let embed_dtype = embedding_dtype(dtype);
         let embed = load_weight(&vb, "shared.weight", &[cfg.vocab_size, d], embed_dtype, be)?;
 
         let evb = vb.pp("encoder");
@@ -706,7 +681,7 @@ impl T5Model {
             let b = evb.pp("block").pp(i).pp("layer");
             encoder.push(EncoderLayer {
                 attn_norm: load_f32(&b, "0.layer_norm.weight", &[d], be)?,
-                attn: Attention::load(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
+                attn: load_attention(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
                 ffn_norm: load_f32(&b, "1.layer_norm.weight", &[d], be)?,
                 ffn: FeedForward::load(&b.pp("1.DenseReluDense"), cfg, &arch, dtype, be)?,
             });
@@ -720,9 +695,9 @@ impl T5Model {
             let b = dvb.pp("block").pp(i).pp("layer");
             decoder.push(DecoderLayer {
                 self_norm: load_f32(&b, "0.layer_norm.weight", &[d], be)?,
-                self_attn: Attention::load(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
+                self_attn: load_attention(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
                 cross_norm: load_f32(&b, "1.layer_norm.weight", &[d], be)?,
-                cross_attn: Attention::load(&b.pp("1.EncDecAttention"), d, inner, dtype, be)?,
+                cross_attn: load_attention(&b.pp("1.EncDecAttention"), d, inner, dtype, be)?,
                 ffn_norm: load_f32(&b, "2.layer_norm.weight", &[d], be)?,
                 ffn: FeedForward::load(&b.pp("2.DenseReluDense"), cfg, &arch, dtype, be)?,
             });
@@ -731,14 +706,19 @@ impl T5Model {
         let decoder_norm = load_f32(&dvb, "final_layer_norm.weight", &[d], be)?;
 
         // A stored lm_head.weight wins (HF unties when both are stored); else tied.
-        let lm_head = if vb.has("lm_head.weight") || !arch.tied_lm_head {
-            Linear::load(&vb, "lm_head", cfg.vocab_size, d, false, dtype, be)?
-        } else if embed_dtype == dtype {
-            Linear::from_weight(embed.clone(), None)
-        } else {
-            let w = load_weight(&vb, "shared.weight", &[cfg.vocab_size, d], dtype, be)?;
-            Linear::from_weight(w, None)
-        };
+        let untied = vb.has("lm_head.weight") || !arch.tied_lm_head;
+        let lm_head = Linear::from_weight(
+            lm_head_weight(
+                &vb,
+                untied,
+                &embed,
+                "shared.weight",
+                &[cfg.vocab_size, d],
+                dtype,
+                be,
+            )?,
+            None,
+        );
 
         let pad = cfg.pad_token_id.unwrap_or(0);
         let spec = ModelSpec {
@@ -776,18 +756,9 @@ impl T5Model {
         })
     }
 
+    /// T5 does not scale `q·k` (its weights absorb `1/sqrt(d_kv)`).
     fn params<'a>(&self, q_offset: usize, kv_len: usize, causal: bool) -> AttentionParams<'a> {
-        AttentionParams {
-            num_heads: self.num_heads,
-            head_dim: self.d_kv,
-            scale: 1.0,
-            causal,
-            q_offset,
-            kv_len,
-            key_mask: None,
-            position_bias: None,
-            kv_index: None,
-        }
+        attention_params(self.num_heads, self.d_kv, 1.0, q_offset, kv_len, causal)
     }
 
     fn rms(&self, x: &Tensor, w: &Tensor, out: &mut Tensor) -> encdec_core::Result<()> {
@@ -807,57 +778,26 @@ impl T5Model {
     }
 }
 
-/// Decode-step buffers, kept in `DecoderState::scratch` and reused while the
-/// number of rows stays the same.
+/// What a T5 decode step adds to [`StepScratch`].
 #[derive(Debug)]
-struct StepScratch {
-    /// u32 `[rows]`: the tokens of the step (host).
-    ids: Tensor,
+struct StepBuffers {
     /// `[heads * capacity]` host buffer for the step's position-bias row.
     bias: Tensor,
-    h: Tensor,
-    x: Tensor,
-    y: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    a: Tensor,
+    /// `[rows, 1, d_ff]`: FFN input projections and gated product.
     f1: Tensor,
     f2: Tensor,
     f3: Tensor,
-    /// Logits on the device (non-CPU backends only).
-    logits: Tensor,
-    reorder: CacheReorder,
-    /// Set only while computing a cross-attention map.
-    capture: Option<CrossCapture>,
 }
 
-impl StepScratch {
-    fn new(heads: usize, capacity: usize, layers: usize) -> Self {
-        StepScratch {
-            ids: Tensor::zeros([0], DType::U32),
-            bias: Tensor::zeros([heads * capacity], DType::F32),
-            h: empty_f32(),
-            x: empty_f32(),
-            y: empty_f32(),
-            q: empty_f32(),
-            k: empty_f32(),
-            v: empty_f32(),
-            a: empty_f32(),
+impl Default for StepBuffers {
+    fn default() -> Self {
+        StepBuffers {
+            bias: empty_f32(),
             f1: empty_f32(),
             f2: empty_f32(),
             f3: empty_f32(),
-            logits: empty_f32(),
-            reorder: CacheReorder::new(layers),
-            capture: None,
         }
     }
-}
-
-/// The capture slot of this model's step scratch.
-fn capture_slot(state: &mut DecoderState) -> Option<&mut Option<CrossCapture>> {
-    let sc = state.scratch.as_mut()?.downcast_mut::<StepScratch>()?;
-    Some(&mut sc.capture)
 }
 
 impl Seq2SeqModel for T5Model {
@@ -871,35 +811,16 @@ impl Seq2SeqModel for T5Model {
 
     fn encode(&self, sources: &[Vec<u32>]) -> encdec_core::Result<EncoderOutput> {
         let be: &dyn Backend = &*self.backend;
-        let b = sources.len();
-        if b == 0 {
-            return Err(invalid("T5 encode: no sources".into()));
-        }
-        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
-        // An all-empty batch still gets one (masked) position.
-        let s = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let src = PaddedSources::new("T5", sources, self.spec.pad_token_id)?;
+        let (b, s) = (src.rows, src.len);
         let (d, inner, ff) = (self.d_model, self.inner, self.d_ff);
-
-        // Pad with pad_token_id, as HF tokenizers do: the states at pad positions
-        // then equal HF's too.
-        let mut ids = vec![self.spec.pad_token_id; b * s];
-        let mut mask = vec![f32::MIN; b * s];
-        for (r, src) in sources.iter().enumerate() {
-            ids[r * s..r * s + src.len()].copy_from_slice(src);
-            mask[r * s..r * s + src.len()].fill(0.0);
-        }
-        let ids = be.upload(&Tensor::from_u32(ids, [b * s])?)?;
-        let key_mask = be.upload(&Tensor::from_f32(mask, [b, s])?)?;
+        let ids = be.upload(&Tensor::from_u32(src.ids, [b * s])?)?;
+        let key_mask = be.upload(&Tensor::from_f32(src.key_mask, [b, s])?)?;
         let bias = be.upload(&self.encoder_bias.matrix(0, s, s)?)?;
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
         let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
-        let (mut q, mut k, mut v, mut a) = (
-            z(&[b, s, inner])?,
-            z(&[b, s, inner])?,
-            z(&[b, s, inner])?,
-            z(&[b, s, inner])?,
-        );
+        let mut attn = AttentionBuffers::zeros(be, &[b, s, inner])?;
         let (mut f1, mut f2, mut f3) = (z(&[b, s, ff])?, z(&[b, s, ff])?, z(&[b, s, ff])?);
 
         be.embedding(&ids, &self.embed, 1.0, &mut h)?;
@@ -912,11 +833,7 @@ impl Seq2SeqModel for T5Model {
         params.key_mask = Some(&key_mask);
         params.position_bias = Some(&bias);
         for (i, l) in self.encoder.iter().enumerate() {
-            l.attn.q.forward(be, &x, &mut q)?;
-            l.attn.k.forward(be, &x, &mut k)?;
-            l.attn.v.forward(be, &x, &mut v)?;
-            be.attention(&q, &k, &v, &params, &mut a)?;
-            l.attn.o.forward(be, &a, &mut y)?;
+            l.attn.forward(be, &x, &params, &mut attn, &mut y)?;
             self.add_rms(&y, &mut h, &l.ffn_norm, &mut x)?;
             l.ffn.forward(be, &x, &mut f1, &mut f2, &mut f3, &mut y)?;
             let next = self
@@ -925,25 +842,8 @@ impl Seq2SeqModel for T5Model {
                 .map_or(&self.encoder_norm, |n| &n.attn_norm);
             self.add_rms(&y, &mut h, next, &mut x)?;
         }
-
-        // Cross-attention K/V of every decoder layer, once per source.
-        let (cross_k, cross_v) = project_cross_kv(
-            be,
-            &x,
-            self.decoder
-                .iter()
-                .map(|l| (&l.cross_attn.k, &l.cross_attn.v)),
-            &[b, s, inner],
-        )?;
-        Ok(EncoderOutput {
-            sources: b,
-            src_len: s,
-            hidden: x,
-            key_mask,
-            lengths,
-            cross_k,
-            cross_v,
-        })
+        let cross = self.decoder.iter().map(|l| &l.cross_attn);
+        encoder_output(be, x, key_mask, src.lengths, cross)
     }
 
     fn start(
@@ -952,19 +852,13 @@ impl Seq2SeqModel for T5Model {
         source_of_row: &[u32],
         capacity: usize,
     ) -> encdec_core::Result<DecoderState> {
-        let be: &dyn Backend = &*self.backend;
         check_start("T5", enc, source_of_row, self.decoder.len())?;
-        new_decoder_state(
-            be,
+        new_decoder_state::<StepBuffers>(
+            &*self.backend,
             source_of_row,
             capacity,
             self.decoder.len(),
             self.inner,
-            Box::new(StepScratch::new(
-                self.num_heads,
-                capacity,
-                self.decoder.len(),
-            )),
         )
     }
 
@@ -975,56 +869,18 @@ impl Seq2SeqModel for T5Model {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        let r = tokens.len();
-        if r != state.rows {
-            return Err(invalid(format!(
-                "T5 step: {r} tokens for a decoder state of {} rows",
-                state.rows
-            )));
-        }
-        if state.len >= state.capacity {
-            return Err(invalid(format!(
-                "T5 step: the KV cache is full ({} tokens)",
-                state.capacity
-            )));
-        }
-        let v_size = self.spec.vocab_size;
-        if logits.dims() != [r, v_size] {
-            return Err(invalid(format!(
-                "T5 step: logits buffer has shape {:?}, expected [{r}, {v_size}]",
-                logits.dims()
-            )));
-        }
-        let mut sc = match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
-            Some(Ok(s)) => s,
-            _ => Box::new(StepScratch::new(
-                self.num_heads,
-                state.capacity,
-                self.decoder.len(),
-            )),
-        };
-        let res = self.step_with(enc, state, tokens, logits, &mut sc);
-        state.scratch = Some(sc);
-        res?;
-        state.len += 1;
-        Ok(())
+        decode_step(
+            "T5",
+            state,
+            tokens,
+            logits,
+            self.spec.vocab_size,
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc),
+        )
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
-        if rows_unchanged(state, rows, "T5")? {
-            return Ok(());
-        }
-        let mut sc = match state.scratch.take().map(|b| b.downcast::<StepScratch>()) {
-            Some(Ok(s)) => s,
-            _ => Box::new(StepScratch::new(
-                self.num_heads,
-                state.capacity,
-                self.decoder.len(),
-            )),
-        };
-        let res = sc.reorder.apply(&*self.backend, state, rows, self.inner);
-        state.scratch = Some(sc);
-        res
+        select_rows::<StepBuffers>("T5", &*self.backend, state, rows, self.inner)
     }
 
     fn cross_attention(
@@ -1039,7 +895,7 @@ impl Seq2SeqModel for T5Model {
             head_dim: self.d_kv,
             scale: self.params(0, 0, false).scale,
         };
-        teacher_forced_cross_attention(self, &shape, capture_slot, source, target, layer)
+        teacher_forced_cross_attention::<StepBuffers>(self, &shape, source, target, layer)
     }
 }
 
@@ -1051,7 +907,7 @@ impl T5Model {
         state: &mut DecoderState,
         tokens: &[u32],
         logits: &mut Tensor,
-        sc: &mut StepScratch,
+        sc: &mut StepScratch<StepBuffers>,
     ) -> encdec_core::Result<()> {
         let be: &dyn Backend = &*self.backend;
         let r = tokens.len();
@@ -1059,33 +915,30 @@ impl T5Model {
         let pos = state.len;
         let kv_len = pos + 1;
 
-        ensure_f32(be, &mut sc.h, &[r, 1, d])?;
-        ensure_f32(be, &mut sc.x, &[r, 1, d])?;
-        ensure_f32(be, &mut sc.y, &[r, 1, d])?;
-        for t in [&mut sc.q, &mut sc.k, &mut sc.v, &mut sc.a] {
-            ensure_f32(be, t, &[r, 1, inner])?;
-        }
-        for t in [&mut sc.f1, &mut sc.f2, &mut sc.f3] {
+        sc.ensure(be, r, d, inner)?;
+        let ffn = &mut sc.extra;
+        for t in [&mut ffn.f1, &mut ffn.f2, &mut ffn.f3] {
             ensure_f32(be, t, &[r, 1, ff])?;
         }
 
-        host_u32(&mut sc.ids, tokens.len())?.copy_from_slice(tokens);
-        let ids = be.upload(&sc.ids)?;
+        let ids = sc.upload_ids(be, tokens)?;
         be.embedding(&ids, &self.embed, 1.0, &mut sc.h)?;
         drop(ids);
 
         // The causal relative bias of query position `pos` over keys 0..=pos.
         let hk = self.num_heads * kv_len;
-        if sc.bias.dims() != [self.num_heads * state.capacity] {
-            sc.bias = Tensor::zeros([self.num_heads * state.capacity], DType::F32);
+        let bias_row = &mut sc.extra.bias;
+        if bias_row.dims() != [self.num_heads * state.capacity] {
+            *bias_row = Tensor::zeros([self.num_heads * state.capacity], DType::F32);
         }
         self.decoder_bias
-            .fill(pos, 1, kv_len, &mut sc.bias.as_f32_mut()?[..hk]);
-        let bias = be.upload(
-            &sc.bias
-                .narrow(0, 0, hk)?
-                .reshape([self.num_heads, 1, kv_len])?,
-        )?;
+            .fill(pos, 1, kv_len, &mut bias_row.as_f32_mut()?[..hk]);
+        let bias =
+            be.upload(
+                &bias_row
+                    .narrow(0, 0, hk)?
+                    .reshape([self.num_heads, 1, kv_len])?,
+            )?;
 
         let mut self_params = self.params(pos, kv_len, /*causal=*/ true);
         self_params.position_bias = Some(&bias);
@@ -1099,39 +952,16 @@ impl T5Model {
             .map_or(&self.decoder_norm, |l| &l.self_norm);
         self.rms(&sc.h, first_norm, &mut sc.x)?;
         for (i, l) in self.decoder.iter().enumerate() {
-            // self-attention over the cache
-            l.self_attn.q.forward(be, &sc.x, &mut sc.q)?;
-            l.self_attn.k.forward(be, &sc.x, &mut sc.k)?;
-            l.self_attn.v.forward(be, &sc.x, &mut sc.v)?;
-            be.write_rows(&sc.k, &mut state.self_k[i], pos)?;
-            be.write_rows(&sc.v, &mut state.self_v[i], pos)?;
-            be.attention(
-                &sc.q,
-                &state.self_k[i],
-                &state.self_v[i],
-                &self_params,
-                &mut sc.a,
-            )?;
-            l.self_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            let (cache_k, cache_v) = (&mut state.self_k[i], &mut state.self_v[i]);
+            sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params)?;
             self.add_rms(&sc.y, &mut sc.h, &l.cross_norm, &mut sc.x)?;
 
-            // cross-attention over the cached encoder K/V
-            l.cross_attn.q.forward(be, &sc.x, &mut sc.q)?;
-            if let Some(c) = sc.capture.as_mut() {
-                c.record(be, i, &sc.q)?;
-            }
-            be.attention(
-                &sc.q,
-                &enc.cross_k[i],
-                &enc.cross_v[i],
-                &cross_params,
-                &mut sc.a,
-            )?;
-            l.cross_attn.o.forward(be, &sc.a, &mut sc.y)?;
+            sc.cross_attention(be, &l.cross_attn, enc, i, &cross_params)?;
             self.add_rms(&sc.y, &mut sc.h, &l.ffn_norm, &mut sc.x)?;
 
+            let f = &mut sc.extra;
             l.ffn
-                .forward(be, &sc.x, &mut sc.f1, &mut sc.f2, &mut sc.f3, &mut sc.y)?;
+                .forward(be, &sc.x, &mut f.f1, &mut f.f2, &mut f.f3, &mut sc.y)?;
             let next = self
                 .decoder
                 .get(i + 1)
@@ -1143,15 +973,7 @@ impl T5Model {
         if let Some(s) = self.output_scale {
             be.scale(&mut sc.x, s)?;
         }
-        if be.device() == Device::Cpu {
-            self.lm_head.forward(be, &sc.x, logits)
-        } else {
-            ensure_f32(be, &mut sc.logits, &[r, self.spec.vocab_size])?;
-            self.lm_head.forward(be, &sc.x, &mut sc.logits)?;
-            let host = be.download(&sc.logits)?;
-            logits.as_f32_mut()?.copy_from_slice(host.as_f32()?);
-            Ok(())
-        }
+        sc.project_logits(be, &self.lm_head, logits)
     }
 }
 
