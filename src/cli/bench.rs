@@ -996,7 +996,13 @@ fn report_text(report: &Value) -> String {
                 opt_ms(r, "step_p90_ms", 1.0),
                 opt_ms(r, "step_p99_ms", 1.0)
             ),
-            f(r, "peak_rss_mb").map_or("-".to_string(), |x| format!("{x:.0}")),
+            match f(r, "peak_device_mb") {
+                Some(dev) => format!(
+                    "{} (device {dev:.1})",
+                    f(r, "peak_rss_mb").map_or("-".to_string(), |x| format!("{x:.0}"))
+                ),
+                None => f(r, "peak_rss_mb").map_or("-".to_string(), |x| format!("{x:.0}")),
+            },
         ));
     }
     if let Some(note) = report.get("note").and_then(Value::as_str) {
@@ -1141,6 +1147,7 @@ fn measure(
         let cfg = generation_config(&bm.config, w)?;
         let sources = source_ids(w.batch, w.src_len, vocab);
         let rss_reset = reset_peak_rss();
+        model.backend().reset_peak_device_memory();
         for i in 0..warmup {
             bar.set_message(format!("{} warm-up {}/{warmup}", w.name, i + 1));
             run_once(&timed, &cfg, &sources, w)?;
@@ -1155,6 +1162,11 @@ fn measure(
         let mut r = result_json(w, &timings, peak_rss_mb());
         if !rss_reset {
             r["peak_rss_note"] = json!("process peak so far (clear_refs unavailable)");
+        }
+        if let Some(mem) = model.backend().device_memory() {
+            // Tensors only (weights, caches, activations), as the caching allocator
+            // hands them out; the driver's own context memory is not counted.
+            r["peak_device_mb"] = json!(mem.peak_in_use_bytes as f64 / (1 << 20) as f64);
         }
         results.push(r);
     }

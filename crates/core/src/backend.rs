@@ -72,6 +72,17 @@ pub struct AttentionParams<'a> {
     pub kv_index: Option<&'a Tensor>,
 }
 
+/// Device memory held by a backend ([`Backend::device_memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Bytes in live tensors now.
+    pub in_use_bytes: usize,
+    /// Most bytes in live tensors at once since the last reset.
+    pub peak_in_use_bytes: usize,
+    /// Bytes held from the driver (in use, or cached for reuse).
+    pub reserved_bytes: usize,
+}
+
 pub trait Backend: Send + Sync + std::fmt::Debug {
     fn device(&self) -> Device;
     /// Human-readable description (ISA or GPU name).
@@ -96,6 +107,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn range_push(&self, _name: &str) {}
     /// Closes the innermost range [`Backend::range_push`] opened on this thread.
     fn range_pop(&self) {}
+    /// The device memory this backend holds for tensors; None where tensors
+    /// live in host memory (the process's resident size tells there).
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+    /// Starts a new peak for [`DeviceMemory::peak_in_use_bytes`].
+    fn reset_peak_device_memory(&self) {}
 
     // ---- memory -------------------------------------------------------------
     /// A zero-filled tensor on this backend.

@@ -693,6 +693,12 @@ impl Backend for ProfiledBackend {
     fn range_pop(&self) {
         self.inner.range_pop()
     }
+    fn device_memory(&self) -> Option<crate::DeviceMemory> {
+        self.inner.device_memory()
+    }
+    fn reset_peak_device_memory(&self) {
+        self.inner.reset_peak_device_memory()
+    }
 
     fn describe(&self) -> String {
         format!("{} (profiled)", self.inner.describe())

@@ -428,6 +428,19 @@ impl Backend for CudaBackend {
         crate::nvtx::range_pop();
     }
 
+    fn device_memory(&self) -> Option<encdec_core::DeviceMemory> {
+        let s = self.dev.pool.stats();
+        Some(encdec_core::DeviceMemory {
+            in_use_bytes: s.in_use_bytes,
+            peak_in_use_bytes: s.peak_in_use_bytes,
+            reserved_bytes: s.reserved_bytes,
+        })
+    }
+
+    fn reset_peak_device_memory(&self) {
+        self.dev.pool.reset_peak();
+    }
+
     fn describe(&self) -> String {
         let i = &self.dev.info;
         format!(

@@ -45,6 +45,10 @@ pub struct MemoryStats {
     pub reserved_bytes: usize,
     /// Bytes sitting in the free list.
     pub cached_bytes: usize,
+    /// Bytes in blocks handed out and not yet returned (size classes, not requests).
+    pub in_use_bytes: usize,
+    /// Most `in_use_bytes` at once since the pool was made or `reset_peak`.
+    pub peak_in_use_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +106,7 @@ impl Pool {
                 }
                 st.stats.reuses += 1;
                 st.stats.cached_bytes -= s;
+                st.stats.take(s);
                 return Ok(Block {
                     ptr,
                     size: s,
@@ -124,6 +129,7 @@ impl Pool {
         let mut st = self.lock();
         st.stats.driver_allocs += 1;
         st.stats.reserved_bytes += size;
+        st.stats.take(size);
         Ok(Block {
             ptr,
             size,
@@ -161,6 +167,21 @@ impl Pool {
         let mut st = self.lock();
         st.free.entry(size).or_default().push(ptr);
         st.stats.cached_bytes += size;
+        st.stats.in_use_bytes -= size;
+    }
+
+    /// Starts a new peak of bytes in use from what is in use now.
+    pub(crate) fn reset_peak(&self) {
+        let mut st = self.lock();
+        st.stats.peak_in_use_bytes = st.stats.in_use_bytes;
+    }
+}
+
+impl MemoryStats {
+    /// A block of `size` bytes handed out.
+    fn take(&mut self, size: usize) {
+        self.in_use_bytes += size;
+        self.peak_in_use_bytes = self.peak_in_use_bytes.max(self.in_use_bytes);
     }
 }
 

@@ -210,3 +210,33 @@ fn a_repeated_step_allocates_nothing_new() {
     );
     assert!(after.reuses > before.reuses);
 }
+
+/// `encdec bench` reports peak device memory from `Backend::device_memory`.
+#[test]
+fn device_memory_counts_live_tensors_and_their_peak() {
+    let _ = gpu_or_skip!("device_memory_counts_live_tensors_and_their_peak");
+    let Some(be) = common::private_gpu() else {
+        return; // the CPU stand-in has no device allocator
+    };
+    let m0 = be
+        .device_memory()
+        .expect("a CUDA backend reports device memory");
+    be.reset_peak_device_memory();
+    let big = be.zeros(&[1 << 18], DType::F32).unwrap(); // 1 MiB
+    let m1 = be.device_memory().unwrap();
+    assert!(
+        m1.in_use_bytes >= m0.in_use_bytes + (1 << 20),
+        "{m0:?} -> {m1:?}"
+    );
+    assert_eq!(m1.peak_in_use_bytes, m1.in_use_bytes);
+    assert!(m1.reserved_bytes >= m1.in_use_bytes);
+    drop(big);
+    let m2 = be.device_memory().unwrap();
+    assert_eq!(m2.in_use_bytes, m0.in_use_bytes, "the block went back");
+    assert_eq!(m2.peak_in_use_bytes, m1.peak_in_use_bytes, "the peak stays");
+    be.reset_peak_device_memory();
+    assert_eq!(
+        be.device_memory().unwrap().peak_in_use_bytes,
+        m0.in_use_bytes
+    );
+}
