@@ -8,10 +8,10 @@
 //! f16 / bf16 weights: looser bounds measured on these fixtures (see
 //! `half_precision_weights_stay_close`). int8: a smoke test.
 
+#[macro_use]
 mod common;
 
 use encdec_core::DType;
-use encdec_generate::Seq2SeqModel;
 use encdec_models::t5::T5Model;
 use encdec_models::ModelError;
 
@@ -25,48 +25,6 @@ fn load(name: &str, dtype: DType) -> T5Model {
         .clone();
     T5Model::load(&cfg, &ckpt, common::cpu(), dtype)
         .unwrap_or_else(|e| panic!("{name}: load as {dtype}: {e}"))
-}
-
-macro_rules! parity_tests {
-    ($($fixture:literal => $m:ident),* $(,)?) => {$(
-        mod $m {
-            use super::*;
-
-            #[test]
-            fn encoder_matches_hf() {
-                common::check_encoder($fixture, &load($fixture, DType::F32));
-            }
-
-            #[test]
-            fn first_step_logits_match_hf() {
-                common::check_first_step_logits($fixture, &load($fixture, DType::F32));
-            }
-
-            #[test]
-            fn greedy_cases_match_hf() {
-                common::check_greedy_cases($fixture, &load($fixture, DType::F32));
-            }
-
-            #[test]
-            fn padded_batch_matches_hf() {
-                common::check_batch($fixture, &load($fixture, DType::F32));
-            }
-
-            #[test]
-            fn padded_positions_of_the_batch_match_hf() {
-                common::check_batch_pad_positions(
-                    $fixture,
-                    &load($fixture, DType::F32),
-                    common::REL_F32,
-                );
-            }
-
-            #[test]
-            fn generation_settings_match_hf() {
-                common::check_generation_settings($fixture, &load($fixture, DType::F32));
-            }
-        }
-    )*};
 }
 
 parity_tests! {
@@ -94,90 +52,25 @@ parity_tests! {
 #[test]
 fn half_precision_weights_stay_close() {
     // (dtype, encoder max rel, logits max rel, logits rel L2)
-    const BOUNDS: [(DType, f32, f32, f32); 2] = [
+    const BOUNDS: [common::PrecisionBounds; 2] = [
         (DType::F16, 3e-3, 2.5e-2, 2e-3),
         (DType::BF16, 2e-2, 0.3, 2e-2),
     ];
-    let mut fails = Vec::new();
-    for name in FIXTURES {
-        for (dtype, enc_bound, logit_bound, l2_bound) in BOUNDS {
-            let m = load(name, dtype);
-            let e = common::measure_encoder(name, &m);
-            let l = common::measure_first_step_logits(name, &m);
-            let (ok, total) = common::count_greedy_matches(name, &m);
-            println!(
-                "{name} {dtype}: encoder max rel {:.3e} (abs {:.3e}, rel L2 {:.3e}); first-step \
-                 logits max rel {:.3e} (abs {:.3e}, rel L2 {:.3e}); greedy ids equal to HF in \
-                 {ok}/{total} cases",
-                e.max_rel, e.max_abs, e.rel_l2, l.max_rel, l.max_abs, l.rel_l2
-            );
-            if e.max_rel.is_nan() || e.max_rel > enc_bound {
-                fails.push(format!("{name} {dtype}: encoder {e:?} > {enc_bound}"));
-            }
-            if l.max_rel.is_nan() || l.max_rel > logit_bound || l.rel_l2 > l2_bound {
-                fails.push(format!(
-                    "{name} {dtype}: logits {l:?} > {logit_bound} (rel L2 bound {l2_bound})"
-                ));
-            }
-            if dtype == DType::F16 && ok != total {
-                fails.push(format!(
-                    "{name} f16: greedy ids equal to HF in only {ok}/{total} cases"
-                ));
-            }
-        }
-    }
-    common::finish("half-precision weights", fails);
+    common::check_half_precision(&FIXTURES, &BOUNDS, load);
 }
 
 /// int8 weights (per-row absmax): the model runs, logits stay finite, and greedy
 /// output lengths are sane.
 #[test]
 fn int8_weights_smoke() {
-    for name in FIXTURES {
-        let m = load(name, DType::I8);
-        let g = common::golden(name);
-        let l = common::measure_first_step_logits(name, &m);
-        assert!(l.max_rel.is_finite(), "{name} int8: non-finite logits");
-        let (ok, total) = common::count_greedy_matches(name, &m);
-        println!(
-            "{name} int8: first-step logits max rel {:.3e}, greedy ids equal to HF in {ok}/{total} cases",
-            l.max_rel
-        );
-        for c in common::cases(&g) {
-            let gr = common::field(c, "greedy");
-            let kwargs = common::field(gr, "generate_kwargs");
-            let max_new = kwargs
-                .get("max_new_tokens")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(20) as usize;
-            let hyps = common::generate(
-                name,
-                &m,
-                kwargs,
-                &[common::ids(common::field(c, "input_ids"))],
-            )
-            .unwrap_or_else(|e| panic!("{name} int8 {}: {e}", common::case_name(c)));
-            let n = hyps[0][0].ids.len();
-            assert!(
-                (1..=max_new).contains(&n),
-                "{name} int8 {}: {n} ids generated (max_new_tokens {max_new})",
-                common::case_name(c)
-            );
-        }
-    }
+    common::check_int8_smoke(&FIXTURES, load);
 }
 
 /// Loading twice and running twice gives bit-identical logits (no state leaks
 /// between calls, scratch reuse is clean).
 #[test]
 fn reruns_are_deterministic() {
-    let m = load("t5-v1_1", DType::F32);
-    let g = common::golden("t5-v1_1");
-    let c = &common::cases(&g)[3];
-    let ids = common::ids(common::field(c, "input_ids"));
-    let a = common::logits_after(&m, &ids, &[0, 4, 375]).unwrap();
-    let b = common::logits_after(&m, &ids, &[0, 4, 375]).unwrap();
-    assert_eq!(a, b);
+    common::check_reruns_are_deterministic("t5-v1_1", &load("t5-v1_1", DType::F32), 3, &[4, 375]);
 }
 
 /// Beam rows that share a source read its encoder K/V through kv_index, and
@@ -185,27 +78,7 @@ fn reruns_are_deterministic() {
 /// gives the logits of the rows it now holds.
 #[test]
 fn select_rows_reorders_the_cache() {
-    use encdec_core::Tensor;
-    let m = load("t5", DType::F32);
-    let g = common::golden("t5");
-    let a = common::ids(common::field(&common::cases(&g)[0], "input_ids"));
-    let b = common::ids(common::field(&common::cases(&g)[3], "input_ids"));
-    let enc = m.encode(&[a.clone(), b.clone()]).unwrap();
-    let v = m.spec().vocab_size;
-    // rows: (source 0, prefix [0, 3]), (source 1, prefix [0, 4]), (source 1, prefix [0, 5])
-    let mut st = m.start(&enc, &[0, 1, 1], 4).unwrap();
-    let mut logits = Tensor::zeros([3, v], DType::F32);
-    m.step(&enc, &mut st, &[0, 0, 0], &mut logits).unwrap();
-    m.step(&enc, &mut st, &[3, 4, 5], &mut logits).unwrap();
-    // keep rows 2 and 0, in that order, then feed one more token
-    m.select_rows(&mut st, &[2, 0]).unwrap();
-    let mut logits2 = Tensor::zeros([2, v], DType::F32);
-    m.step(&enc, &mut st, &[7, 8], &mut logits2).unwrap();
-    let got = logits2.to_f32_vec().unwrap();
-    let want_row0 = common::logits_after(&m, &b, &[0, 5, 7]).unwrap();
-    let want_row1 = common::logits_after(&m, &a, &[0, 3, 8]).unwrap();
-    common::compare("row 0", &got[..v], &want_row0, &[v], 1e-5).unwrap();
-    common::compare("row 1", &got[v..], &want_row1, &[v], 1e-5).unwrap();
+    common::check_select_rows_reorders_the_cache("t5", &load("t5", DType::F32));
 }
 
 /// A checkpoint whose tensor shapes do not fit its config.json (d_ff changed) is a
@@ -280,44 +153,10 @@ fn missing_lm_head_is_named() {
 /// over a batch, with finished rows leaving and beams reordering.
 #[test]
 fn flan_t5_small_shapes_run_with_random_weights() {
-    use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
     let cfg = encdec_models::catalogue::get("flan-t5-small").unwrap();
     let ckpt = encdec_models::Checkpoint::random(&cfg, 7);
     let t = std::time::Instant::now();
     let m = T5Model::load(cfg.as_t5().unwrap(), &ckpt, common::cpu(), DType::F32).unwrap();
     let load_s = t.elapsed().as_secs_f64();
-    let sources: Vec<Vec<u32>> = (0..3u32)
-        .map(|s| {
-            (0..(20 + 7 * s))
-                .map(|i| 5 + (i * 37 + s) % 30000)
-                .collect()
-        })
-        .collect();
-    for beams in [1usize, 3] {
-        let over = GenerationOverrides {
-            num_beams: Some(beams),
-            max_new_tokens: Some(6),
-            eos_token_id: Some(vec![]),
-            ..Default::default()
-        };
-        let gc = GenerationConfig::from_values(
-            &serde_json::json!({"decoder_start_token_id": 0, "pad_token_id": 0}),
-            &over,
-        )
-        .unwrap();
-        let t = std::time::Instant::now();
-        let out = Generator::new(&m, gc)
-            .unwrap()
-            .generate(&sources, None)
-            .unwrap();
-        println!(
-            "flan-t5-small random weights: load {load_s:.2}s, {beams} beam(s), 3 sources x 6 tokens in {:.3}s",
-            t.elapsed().as_secs_f64()
-        );
-        assert_eq!(out.len(), 3);
-        for h in &out {
-            assert_eq!(h[0].ids.len(), 6);
-            assert!(h[0].score.is_finite());
-        }
-    }
+    common::check_random_weights_generate("flan-t5-small", &m, load_s, 30000);
 }

@@ -821,3 +821,204 @@ pub fn check_generation_settings_except(name: &str, model: &dyn Seq2SeqModel, sk
 pub fn check_generation_settings(name: &str, model: &dyn Seq2SeqModel) {
     check_generation_settings_except(name, model, &[]);
 }
+
+// ---------------------------------------------------------------------------------
+// tests every architecture file runs on its own fixtures
+// ---------------------------------------------------------------------------------
+
+/// One test module per fixture, `fixture => module`, each running the f32 checks
+/// (encoder, first-step logits, greedy cases, padded batch and its pad positions,
+/// generation settings) on the model that `load(fixture, DType::F32)` of the
+/// calling file gives.
+#[allow(unused_macros)]
+macro_rules! parity_tests {
+    ($($fixture:literal => $m:ident),* $(,)?) => {$(
+        mod $m {
+            use super::*;
+
+            parity_tests!(@checks $fixture:
+                encoder_matches_hf => check_encoder,
+                first_step_logits_match_hf => check_first_step_logits,
+                greedy_cases_match_hf => check_greedy_cases,
+                padded_batch_matches_hf => check_batch,
+                padded_positions_of_the_batch_match_hf => check_batch_pad_positions_f32,
+                generation_settings_match_hf => check_generation_settings,
+            );
+        }
+    )*};
+    (@checks $fixture:literal: $($test:ident => $check:ident),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            common::$check($fixture, &load($fixture, encdec_core::DType::F32));
+        }
+    )*};
+}
+
+/// [`check_batch_pad_positions`] at the f32 tolerance.
+pub fn check_batch_pad_positions_f32(name: &str, model: &dyn Seq2SeqModel) {
+    check_batch_pad_positions(name, model, REL_F32);
+}
+
+/// Bounds of a reduced-precision weight run: `(dtype, encoder max rel, first-step
+/// logits max rel, logits rel L2)`.
+pub type PrecisionBounds = (DType, f32, f32, f32);
+
+/// f16 / bf16 weights (activations stay f32) against the f32 goldens of every
+/// fixture, within `bounds`; f16 must also keep every greedy case equal to HF
+/// (bf16 greedy agreement is printed, not asserted).
+pub fn check_half_precision<M: Seq2SeqModel>(
+    fixtures: &[&str],
+    bounds: &[PrecisionBounds],
+    load: impl Fn(&str, DType) -> M,
+) {
+    let mut fails = Vec::new();
+    for &name in fixtures {
+        for &(dtype, enc_bound, logit_bound, l2_bound) in bounds {
+            let m = load(name, dtype);
+            let e = measure_encoder(name, &m);
+            let l = measure_first_step_logits(name, &m);
+            let (ok, total) = count_greedy_matches(name, &m);
+            println!(
+                "{name} {dtype}: encoder max rel {:.3e} (abs {:.3e}, rel L2 {:.3e}); first-step \
+                 logits max rel {:.3e} (abs {:.3e}, rel L2 {:.3e}); greedy ids equal to HF in \
+                 {ok}/{total} cases",
+                e.max_rel, e.max_abs, e.rel_l2, l.max_rel, l.max_abs, l.rel_l2
+            );
+            if e.max_rel.is_nan() || e.max_rel > enc_bound {
+                fails.push(format!("{name} {dtype}: encoder {e:?} > {enc_bound}"));
+            }
+            if l.max_rel.is_nan() || l.max_rel > logit_bound || l.rel_l2 > l2_bound {
+                fails.push(format!(
+                    "{name} {dtype}: logits {l:?} > {logit_bound} (rel L2 bound {l2_bound})"
+                ));
+            }
+            if dtype == DType::F16 && ok != total {
+                fails.push(format!(
+                    "{name} f16: greedy ids equal to HF in only {ok}/{total} cases"
+                ));
+            }
+        }
+    }
+    finish("half-precision weights", fails);
+}
+
+/// int8 weights (per-row absmax) of every fixture: the model runs, logits stay
+/// finite, and every greedy case generates between 1 and `max_new_tokens` ids.
+pub fn check_int8_smoke<M: Seq2SeqModel>(fixtures: &[&str], load: impl Fn(&str, DType) -> M) {
+    for &name in fixtures {
+        let m = load(name, DType::I8);
+        let g = golden(name);
+        let l = measure_first_step_logits(name, &m);
+        assert!(l.max_rel.is_finite(), "{name} int8: non-finite logits");
+        let (ok, total) = count_greedy_matches(name, &m);
+        println!(
+            "{name} int8: first-step logits max rel {:.3e} (rel L2 {:.3e}), greedy ids equal to \
+             HF in {ok}/{total} cases",
+            l.max_rel, l.rel_l2
+        );
+        for c in cases(&g) {
+            let gr = field(c, "greedy");
+            let kwargs = field(gr, "generate_kwargs");
+            let max_new = kwargs
+                .get("max_new_tokens")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(20) as usize;
+            let hyps = generate(name, &m, kwargs, &[ids(field(c, "input_ids"))])
+                .unwrap_or_else(|e| panic!("{name} int8 {}: {e}", case_name(c)));
+            let n = hyps[0][0].ids.len();
+            assert!(
+                (1..=max_new).contains(&n),
+                "{name} int8 {}: {n} ids generated (max_new_tokens {max_new})",
+                case_name(c)
+            );
+        }
+    }
+}
+
+/// Running twice gives bit-identical logits (no state leaks between calls, scratch
+/// reuse is clean): case `case` of fixture `name` after `[decoder start, tokens..]`.
+pub fn check_reruns_are_deterministic(
+    name: &str,
+    model: &dyn Seq2SeqModel,
+    case: usize,
+    tokens: &[u32],
+) {
+    let g = golden(name);
+    let ids = ids(field(&cases(&g)[case], "input_ids"));
+    let mut prefix = vec![model.spec().decoder_start_token_id];
+    prefix.extend_from_slice(tokens);
+    let a = logits_after(model, &ids, &prefix).unwrap();
+    let b = logits_after(model, &ids, &prefix).unwrap();
+    assert_eq!(a, b, "{name}");
+}
+
+/// Beam rows that share a source read its encoder K/V through kv_index, and
+/// select_rows reorders the self-attention cache: a step after reordering rows
+/// gives the logits of the rows it now holds (cases 0 and 3 of fixture `name`).
+pub fn check_select_rows_reorders_the_cache(name: &str, m: &dyn Seq2SeqModel) {
+    let g = golden(name);
+    let a = ids(field(&cases(&g)[0], "input_ids"));
+    let b = ids(field(&cases(&g)[3], "input_ids"));
+    let s0 = m.spec().decoder_start_token_id;
+    let enc = m.encode(&[a.clone(), b.clone()]).unwrap();
+    let v = m.spec().vocab_size;
+    // rows: (source 0, prefix [s0, 3]), (source 1, [s0, 4]), (source 1, [s0, 5])
+    let mut st = m.start(&enc, &[0, 1, 1], 4).unwrap();
+    let mut logits = Tensor::zeros([3, v], DType::F32);
+    m.step(&enc, &mut st, &[s0, s0, s0], &mut logits).unwrap();
+    m.step(&enc, &mut st, &[3, 4, 5], &mut logits).unwrap();
+    // keep rows 2 and 0, in that order, then feed one more token
+    m.select_rows(&mut st, &[2, 0]).unwrap();
+    let mut logits2 = Tensor::zeros([2, v], DType::F32);
+    m.step(&enc, &mut st, &[7, 8], &mut logits2).unwrap();
+    let got = logits2.to_f32_vec().unwrap();
+    let want_row0 = logits_after(m, &b, &[s0, 5, 7]).unwrap();
+    let want_row1 = logits_after(m, &a, &[s0, 3, 8]).unwrap();
+    compare(&format!("{name} row 0"), &got[..v], &want_row0, &[v], 1e-5).unwrap();
+    compare(&format!("{name} row 1"), &got[v..], &want_row1, &[v], 1e-5).unwrap();
+}
+
+/// A model with a real checkpoint's shapes and random weights (`label`, loaded in
+/// `load_s` seconds) runs greedy and beam search over a batch of 3 sources with
+/// ids below `5 + id_span`: 6 tokens each (EOS off), finite scores, beams reordering.
+pub fn check_random_weights_generate(label: &str, m: &dyn Seq2SeqModel, load_s: f64, id_span: u32) {
+    let sources: Vec<Vec<u32>> = (0..3u32)
+        .map(|s| {
+            (0..(20 + 7 * s))
+                .map(|i| 5 + (i * 37 + s) % id_span)
+                .collect()
+        })
+        .collect();
+    let spec = m.spec();
+    for beams in [1usize, 3] {
+        let over = GenerationOverrides {
+            num_beams: Some(beams),
+            max_new_tokens: Some(6),
+            eos_token_id: Some(vec![]),
+            ..Default::default()
+        };
+        let gc = GenerationConfig::from_values(
+            &serde_json::json!({
+                "decoder_start_token_id": spec.decoder_start_token_id,
+                "pad_token_id": spec.pad_token_id,
+            }),
+            &over,
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let out = Generator::new(m, gc)
+            .unwrap()
+            .generate(&sources, None)
+            .unwrap();
+        println!(
+            "{label} random weights: load {load_s:.2}s, {beams} beam(s), 3 sources x 6 tokens \
+             in {:.3}s",
+            t.elapsed().as_secs_f64()
+        );
+        assert_eq!(out.len(), 3);
+        for h in &out {
+            assert_eq!(h[0].ids.len(), 6);
+            assert!(h[0].score.is_finite());
+        }
+    }
+}
