@@ -69,7 +69,7 @@ use crate::layers::{
     attention_params, check_start, check_weight_dtype, decode_step, embedding_dtype, empty_f32,
     encoder_output, ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight,
     new_decoder_state, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
-    AttentionShape, Linear, PaddedSources, StepScratch,
+    AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -737,6 +737,7 @@ fn position_ids(kind: PositionKind, tokens: &[u32], past: usize, out: &mut [u32]
 /// `final_logits_bias` in f32, token embeddings in `dtype` (f16 when `dtype` is int8).
 pub struct BartModel {
     backend: Arc<dyn Backend>,
+    layer_ranges: LayerRanges,
     spec: ModelSpec,
     arch: BartArch,
     d_model: usize,
@@ -944,6 +945,7 @@ impl BartModel {
             max_source_positions: Some(max),
         };
         Ok(BartModel {
+            layer_ranges: LayerRanges::new(encoder.len(), decoder.len()),
             spec,
             arch,
             d_model: d,
@@ -1148,6 +1150,7 @@ impl Seq2SeqModel for BartModel {
         let mut params = self.params(self.encoder_heads, 0, s, /*causal=*/ false);
         params.key_mask = Some(&key_mask);
         for (i, l) in self.encoder.iter().enumerate() {
+            let _range = self.layer_ranges.encoder(be, i);
             l.self_attn.forward(be, &x, &params, &mut attn, &mut y)?;
             self.close(&y, &mut h, &mut x, &l.self_norm, Some(&l.ffn_norm))?;
 
@@ -1280,6 +1283,7 @@ impl BartModel {
         cross_params.kv_index = Some(&state.kv_index);
 
         for (i, l) in self.decoder.iter().enumerate() {
+            let _range = self.layer_ranges.decoder(be, i);
             let (cache_k, cache_v) = (&mut state.self_k[i], &mut state.self_v[i]);
             sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params)?;
             self.close(

@@ -801,3 +801,54 @@ fn attention_probs(q: &[f32], k: &[f32], mask: &[f32], shape: &AttentionShape) -
     }
     out
 }
+
+/// Names of the per-layer profiler ranges (`encoder.layer.N`, `decoder.layer.N`),
+/// made once at load so that opening a range in the decode loop allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerRanges {
+    encoder: Vec<String>,
+    decoder: Vec<String>,
+}
+
+impl LayerRanges {
+    pub(crate) fn new(encoder_layers: usize, decoder_layers: usize) -> Self {
+        let names = |side: &str, n: usize| (0..n).map(|i| format!("{side}.layer.{i}")).collect();
+        LayerRanges {
+            encoder: names("encoder", encoder_layers),
+            decoder: names("decoder", decoder_layers),
+        }
+    }
+
+    /// Opens encoder layer `i`'s range until the guard drops.
+    pub(crate) fn encoder<'a>(&'a self, be: &'a dyn Backend, i: usize) -> RangeGuard<'a> {
+        RangeGuard::open(
+            be,
+            self.encoder.get(i).map_or("encoder.layer", String::as_str),
+        )
+    }
+
+    /// Opens decoder layer `i`'s range until the guard drops.
+    pub(crate) fn decoder<'a>(&'a self, be: &'a dyn Backend, i: usize) -> RangeGuard<'a> {
+        RangeGuard::open(
+            be,
+            self.decoder.get(i).map_or("decoder.layer", String::as_str),
+        )
+    }
+}
+
+/// A profiler range ([`Backend::range_push`]) closed when dropped, also on an
+/// early return through `?`.
+pub(crate) struct RangeGuard<'a>(&'a dyn Backend);
+
+impl<'a> RangeGuard<'a> {
+    fn open(be: &'a dyn Backend, name: &str) -> Self {
+        be.range_push(name);
+        RangeGuard(be)
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.range_pop();
+    }
+}

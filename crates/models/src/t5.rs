@@ -50,7 +50,7 @@ use crate::layers::{
     attention_params, check_start, check_weight_dtype, decode_step, embedding_dtype, empty_f32,
     encoder_output, ensure_f32, lm_head_weight, load_f32, load_weight, new_decoder_state,
     select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape,
-    Linear, PaddedSources, StepScratch,
+    LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -622,6 +622,7 @@ struct DecoderLayer {
 /// f32, the shared embedding in `dtype` (f16 when `dtype` is int8).
 pub struct T5Model {
     backend: Arc<dyn Backend>,
+    layer_ranges: LayerRanges,
     spec: ModelSpec,
     d_model: usize,
     num_heads: usize,
@@ -734,6 +735,7 @@ impl T5Model {
             max_source_positions: None,
         };
         Ok(T5Model {
+            layer_ranges: LayerRanges::new(encoder.len(), decoder.len()),
             spec,
             d_model: d,
             num_heads: cfg.num_heads,
@@ -833,6 +835,7 @@ impl Seq2SeqModel for T5Model {
         params.key_mask = Some(&key_mask);
         params.position_bias = Some(&bias);
         for (i, l) in self.encoder.iter().enumerate() {
+            let _range = self.layer_ranges.encoder(be, i);
             l.attn.forward(be, &x, &params, &mut attn, &mut y)?;
             self.add_rms(&y, &mut h, &l.ffn_norm, &mut x)?;
             l.ffn.forward(be, &x, &mut f1, &mut f2, &mut f3, &mut y)?;
@@ -952,6 +955,7 @@ impl T5Model {
             .map_or(&self.decoder_norm, |l| &l.self_norm);
         self.rms(&sc.h, first_norm, &mut sc.x)?;
         for (i, l) in self.decoder.iter().enumerate() {
+            let _range = self.layer_ranges.decoder(be, i);
             let (cache_k, cache_v) = (&mut state.self_k[i], &mut state.self_v[i]);
             sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params)?;
             self.add_rms(&sc.y, &mut sc.h, &l.cross_norm, &mut sc.x)?;

@@ -1,0 +1,189 @@
+//! The models open a profiler range per layer (NVTX on CUDA, via
+//! `Backend::range_push`), nested inside the generator's `encode` / `decode step`
+//! ranges and balanced: checked with a backend that records the ranges and
+//! forwards every op to the CPU backend.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use encdec_core::{Activation, AttentionParams, Backend, DType, Device, NormKind, Result, Tensor};
+use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
+use encdec_models::build_model;
+
+#[derive(Debug)]
+struct Recording {
+    cpu: encdec_cpu::CpuBackend,
+    log: Mutex<Vec<String>>,
+}
+
+impl Backend for Recording {
+    fn device(&self) -> Device {
+        self.cpu.device()
+    }
+    fn describe(&self) -> String {
+        "recording".into()
+    }
+    fn range_push(&self, name: &str) {
+        self.log.lock().unwrap().push(format!("+{name}"));
+    }
+    fn range_pop(&self) {
+        self.log.lock().unwrap().push("-".into());
+    }
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.cpu.zeros(shape, dtype)
+    }
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        self.cpu.upload(t)
+    }
+    fn download(&self, t: &Tensor) -> Result<Tensor> {
+        self.cpu.download(t)
+    }
+    fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        self.cpu.cast(t, dtype)
+    }
+    fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
+        self.cpu.write_rows(src, dst, start)
+    }
+    fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
+        self.cpu.index_select(src, index, dst)
+    }
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
+        self.cpu.linear(x, w, b, out)
+    }
+    fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
+        self.cpu.batched_matmul(a, b, out)
+    }
+    fn norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.cpu.norm(kind, x, w, b, eps, out)
+    }
+    fn add_norm(
+        &self,
+        kind: NormKind,
+        x: &Tensor,
+        residual: &mut Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        eps: f32,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.cpu.add_norm(kind, x, residual, w, b, eps, out)
+    }
+    fn activation(&self, x: &mut Tensor, act: Activation) -> Result<()> {
+        self.cpu.activation(x, act)
+    }
+    fn gated_activation(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.cpu.gated_activation(gate, up, act, out)
+    }
+    fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        self.cpu.add_assign(x, y)
+    }
+    fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        self.cpu.mul_assign(x, y)
+    }
+    fn scale(&self, x: &mut Tensor, s: f32) -> Result<()> {
+        self.cpu.scale(x, s)
+    }
+    fn embedding(&self, ids: &Tensor, table: &Tensor, s: f32, out: &mut Tensor) -> Result<()> {
+        self.cpu.embedding(ids, table, s, out)
+    }
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.cpu.attention(q, k, v, params, out)
+    }
+    fn softmax(&self, x: &mut Tensor) -> Result<()> {
+        self.cpu.softmax(x)
+    }
+    fn log_softmax(&self, x: &mut Tensor) -> Result<()> {
+        self.cpu.log_softmax(x)
+    }
+    fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        self.cpu.topk(x, k)
+    }
+}
+
+/// The range tree of one generation as `(depth, name)` in opening order; panics
+/// on a pop without a push, and checks every range is closed.
+fn tree(log: &[String]) -> Vec<(usize, String)> {
+    let mut depth = 0usize;
+    let mut out = Vec::new();
+    for e in log {
+        if let Some(name) = e.strip_prefix('+') {
+            out.push((depth, name.to_string()));
+            depth += 1;
+        } else {
+            depth = depth
+                .checked_sub(1)
+                .expect("a range closed that was never opened");
+        }
+    }
+    assert_eq!(depth, 0, "ranges left open: {log:?}");
+    out
+}
+
+#[test]
+fn layers_open_balanced_ranges_inside_encode_and_decode_steps() {
+    for name in ["t5", "bart"] {
+        let rec = Arc::new(Recording {
+            cpu: encdec_cpu::CpuBackend::with_threads(1),
+            log: Mutex::new(Vec::new()),
+        });
+        let (cfg, ckpt) = common::open_fixture(name);
+        let (model, _) = build_model(&cfg, &ckpt, rec.clone(), DType::F32).expect(name);
+        let spec = model.spec();
+        let over = GenerationOverrides {
+            max_new_tokens: Some(3),
+            min_new_tokens: Some(3),
+            decoder_start_token_id: Some(spec.decoder_start_token_id),
+            eos_token_id: Some(spec.eos_token_id.clone()),
+            pad_token_id: Some(spec.pad_token_id),
+            ..Default::default()
+        };
+        let gc = GenerationConfig::from_values(&serde_json::json!({}), &over).expect("config");
+        let mut gen = Generator::new(model.as_ref(), gc).expect("generator");
+        gen.generate(&[vec![5, 6, 7, 2]], None).expect("generate");
+
+        let t = tree(&rec.log.lock().unwrap());
+        let (enc, dec) = (cfg_layers(&t, "encoder"), cfg_layers(&t, "decoder"));
+        assert!(enc > 0 && dec > 0, "{name}: {t:?}");
+        let mut want = vec![(0, "encode".to_string())];
+        want.extend((0..enc).map(|i| (1, format!("encoder.layer.{i}"))));
+        for _ in 0..3 {
+            want.push((0, "decode step".into()));
+            want.extend((0..dec).map(|i| (1, format!("decoder.layer.{i}"))));
+        }
+        assert_eq!(t, want, "{name}");
+    }
+}
+
+/// How many distinct `SIDE.layer.N` ranges were opened.
+fn cfg_layers(t: &[(usize, String)], side: &str) -> usize {
+    let mut names: Vec<&str> = t
+        .iter()
+        .map(|(_, n)| n.as_str())
+        .filter(|n| n.starts_with(&format!("{side}.layer.")))
+        .collect();
+    names.sort();
+    names.dedup();
+    names.len()
+}
