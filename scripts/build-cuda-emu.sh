@@ -24,7 +24,7 @@ names = []
 for f in files:
     text = open(f).read()
     names += re.findall(r'extern "C" __global__ void\s+(?:__launch_bounds__\(\w+\)\s*)?(\w+)\s*\(', text)
-    names += re.findall(r'^(?:LINEAR|GEMV|SPLIT)\((\w+),', text, re.M)
+    names += re.findall(r'^(?:LINEAR|LINEAR_TC|GEMV|SPLIT)\((\w+),', text, re.M)
 # The macro definitions themselves (`... __launch_bounds__(N) \ NAME(`) are not kernels.
 names = [n for n in names if n not in ("__launch_bounds__", "NAME")]
 with open(os.path.join(src, "kernels_all.inc"), "w") as o:
@@ -35,7 +35,7 @@ with open(os.path.join(src, "kernels_table.inc"), "w") as o:
         o.write(f"K({n}),\n")
 print(f"{len(names)} kernels from {len(files)} files")
 PY
-g++ -std=c++17 -O2 -g -fPIC -shared -Wall -Wno-unused-function -Wno-unused-variable -Wno-unknown-pragmas \
+g++ -std=c++17 -O2 -g -fno-strict-aliasing -fPIC -shared -Wall -Wno-unused-function -Wno-unused-variable -Wno-unknown-pragmas \
   -include crates/cuda/emu/cuda_emu.h -I "$out/src" -I crates/cuda/emu \
   crates/cuda/emu/emu.cpp -o "$out/libencdec_cuda_emu.so"
 echo "built $out/libencdec_cuda_emu.so"

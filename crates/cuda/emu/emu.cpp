@@ -9,12 +9,15 @@
 // does not depend on the order threads run in between barriers (fibers run one
 // after another, so a missing barrier shows only when that order matters),
 // divergent warp shuffles and deadlocks (reported as errors), kernel
-// signatures against the Rust argument lists (mismatches read garbage).
+// signatures against the Rust argument lists (mismatches read garbage), the
+// fragment layouts of ldmatrix / mma.sync m16n8k16 and cp.async groups (see
+// cuda_emu.h: a wait_group left out reads stale shared memory).
 // What it does not: real concurrency and the memory model, shared-memory and
-// register limits, timing.
+// register limits, tensor-core internal rounding, timing.
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <deque>
 #include <functional>
 #include <string>
 #include <type_traits>
@@ -62,17 +65,29 @@ namespace {
 
 enum State { RUNNABLE, AT_SYNC, AT_WARP, DONE };
 
+// One cp.async copy in flight: the 16 source bytes (read at issue) and where
+// they land when a wait_group retires their group.
+struct AsyncCopy {
+    void* dst;
+    unsigned char data[16];
+};
+
 struct Fiber {
     void* sp;
     std::vector<char> stack;
     State state;
     unsigned tid;
+    std::vector<AsyncCopy> open;                   // issued, not yet committed
+    std::deque<std::vector<AsyncCopy>> committed;  // oldest first
 };
 
 void* sched_sp;
 std::vector<Fiber> fibers;
 Fiber* cur = nullptr;
 unsigned slots[32][32];  // [warp][lane] shuffle values
+unsigned char xslots[32][32][32];  // [warp][lane] emu_warp_exchange deposits
+int xop[32][32];                   // [warp][lane] the warp operation a lane is at
+std::string launch_error;          // first emu_error of the current launch
 std::function<void()> body;
 
 void set_thread(const Fiber& f) {
@@ -116,6 +131,8 @@ std::string run_block(unsigned nthreads) {
         f.sp = fresh_stack(f.stack);
         f.state = RUNNABLE;
         f.tid = t;
+        f.open.clear();
+        f.committed.clear();
     }
     const unsigned nwarps = (nthreads + 31) / 32;
     // ENCDEC_CUDA_EMU_ORDER=reverse runs warps and lanes last to first: a
@@ -192,15 +209,93 @@ const Entry table[] = {
 
 }  // namespace
 
+void emu_error(const char* what) {
+    if (launch_error.empty()) launch_error = what;
+}
+
+// Every lane of warp `w` must be at operation `op` (called after the deposit barrier).
+static void check_same_op(unsigned w, int op) {
+    for (unsigned l = 0; l < 32; ++l)
+        if (xop[w][l] != op) {
+            emu_error("lanes of one warp at different warp-wide operations (divergent shuffle/ldmatrix/mma)");
+            return;
+        }
+}
+
 // Called by shuffles: deposit, wait for the warp, read, wait again.
 unsigned emu_shfl(unsigned bits, int lane_arg, bool xor_mode) {
     const unsigned t = cur->tid, w = t / 32, lane = t % 32;
     slots[w][lane] = bits;
+    xop[w][lane] = EMU_WARP_SHFL;
     yield_as(AT_WARP);
+    check_same_op(w, EMU_WARP_SHFL);
     const unsigned src = xor_mode ? (lane ^ (unsigned)lane_arg) & 31u : (unsigned)lane_arg & 31u;
     const unsigned r = slots[w][src];
     yield_as(AT_WARP);
     return r;
+}
+
+void emu_warp_exchange(int op, const void* mine, unsigned bytes, void* all) {
+    const unsigned t = cur->tid, w = t / 32, lane = t % 32;
+    memcpy(xslots[w][lane], mine, bytes);
+    xop[w][lane] = op;
+    yield_as(AT_WARP);
+    check_same_op(w, op);
+    for (unsigned l = 0; l < 32; ++l) memcpy((unsigned char*)all + l * bytes, xslots[w][l], bytes);
+    yield_as(AT_WARP);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.f32 with the PTX ISA's
+// fragment layouts; lane L = 4 g + t (g = groupID, t = thread in group):
+//   a[0] = A[g][2t..2t+1]   a[1] = A[g+8][2t..]   a[2] = A[g][2t+8..]   a[3] = A[g+8][2t+8..]
+//   b[0] = B[2t..2t+1][g]   b[1] = B[2t+8..2t+9][g]       (lower k in the low 16 bits)
+//   d[0..1] = D[g][2t..2t+1]   d[2..3] = D[g+8][2t..2t+1]
+void emu_mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2], bool bf16) {
+    const unsigned mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    unsigned all[32][6];
+    emu_warp_exchange(bf16 ? EMU_WARP_MMA_BF16 : EMU_WARP_MMA_F16, mine, sizeof(mine), all);
+    auto cvt = [bf16](unsigned bits) { return bf16 ? bf16_to_f32((u16)bits) : f16_to_f32((u16)bits); };
+    float A[16][16], B[16][8];
+    for (unsigned L = 0; L < 32; ++L) {
+        const unsigned g = L / 4, t = L % 4;
+        const unsigned* r = all[L];
+        for (unsigned e = 0; e < 2; ++e) {
+            A[g][2 * t + e] = cvt(r[0] >> (16 * e));
+            A[g + 8][2 * t + e] = cvt(r[1] >> (16 * e));
+            A[g][2 * t + 8 + e] = cvt(r[2] >> (16 * e));
+            A[g + 8][2 * t + 8 + e] = cvt(r[3] >> (16 * e));
+            B[2 * t + e][g] = cvt(r[4] >> (16 * e));
+            B[2 * t + 8 + e][g] = cvt(r[5] >> (16 * e));
+        }
+    }
+    const unsigned lane = cur->tid % 32, g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float s = d[i];
+        for (unsigned k = 0; k < 16; ++k) s = fmaf(A[row][k], B[k][col], s);
+        d[i] = s;
+    }
+}
+
+void emu_cp_async_16(void* dst, const void* src) {
+    if (((uintptr_t)dst | (uintptr_t)src) & 15) emu_error("cp.async: 16 B copy with an unaligned address");
+    AsyncCopy c;
+    c.dst = dst;
+    memcpy(c.data, src, 16);
+    cur->open.push_back(c);
+}
+
+void emu_cp_async_commit() {
+    cur->committed.push_back(std::move(cur->open));
+    cur->open.clear();
+}
+
+// Retires (writes) all but the newest n committed groups of this thread.
+void emu_cp_async_wait(int n) {
+    while (cur->committed.size() > (size_t)std::max(n, 0)) {
+        for (const AsyncCopy& c : cur->committed.front()) memcpy(c.dst, c.data, 16);
+        cur->committed.pop_front();
+    }
 }
 
 void __syncthreads() { yield_as(AT_SYNC); }
@@ -219,6 +314,7 @@ extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned g
     if (smem_bytes > sizeof(smem)) return fail("dynamic shared memory " + std::to_string(smem_bytes));
     gridDim = {gx, gy, gz};
     blockDim = {block, 1, 1};
+    launch_error.clear();
     for (unsigned z = 0; z < gz; ++z)
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x) {
@@ -228,6 +324,7 @@ extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned g
                 std::fill(smem, smem + smem_bytes / 4, nan);
                 body = [&] { e->invoke(args); };
                 std::string m = run_block(block);
+                if (m.empty() && !launch_error.empty()) m = launch_error;
                 if (!m.empty())
                     return fail("block (" + std::to_string(x) + "," + std::to_string(y) + "," +
                                 std::to_string(z) + "): " + m);

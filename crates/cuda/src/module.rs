@@ -41,12 +41,13 @@ pub enum Family {
     Softmax,
     Topk,
     Gemm,
+    GemmTc,
     Attention,
     DecodeAttention,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Elementwise,
         Family::Copy,
         Family::Embedding,
@@ -54,6 +55,7 @@ impl Family {
         Family::Softmax,
         Family::Topk,
         Family::Gemm,
+        Family::GemmTc,
         Family::Attention,
         Family::DecodeAttention,
     ];
@@ -72,6 +74,7 @@ impl Family {
             Family::Softmax => "softmax.cu",
             Family::Topk => "topk.cu",
             Family::Gemm => "gemm.cu",
+            Family::GemmTc => "gemm_tc.cu",
             Family::Attention => "attention.cu",
             Family::DecodeAttention => "decode_attention.cu",
         }
@@ -87,6 +90,7 @@ impl Family {
             Family::Softmax => include_str!("../../../kernels/softmax.cu"),
             Family::Topk => include_str!("../../../kernels/topk.cu"),
             Family::Gemm => include_str!("../../../kernels/gemm.cu"),
+            Family::GemmTc => include_str!("../../../kernels/gemm_tc.cu"),
             Family::Attention => include_str!("../../../kernels/attention.cu"),
             Family::DecodeAttention => include_str!("../../../kernels/decode_attention.cu"),
         }
@@ -149,6 +153,7 @@ impl Family {
                 "gemv_i8",
                 "batched_matmul_f32",
             ],
+            Family::GemmTc => &["linear_tc_f16", "linear_tc_bf16"],
             Family::Attention => &[
                 "attention_f32_d32",
                 "attention_f32_d64",
@@ -295,7 +300,7 @@ struct Loaded {
 pub(crate) struct Kernels {
     ctx: Arc<CudaContext>,
     cc: (i32, i32),
-    slots: [OnceLock<std::result::Result<Loaded, String>>; 9],
+    slots: [OnceLock<std::result::Result<Loaded, String>>; 10],
 }
 
 impl std::fmt::Debug for Kernels {

@@ -1,4 +1,8 @@
-//! Launchers of `kernels/gemm.cu`.
+//! Launchers of `kernels/gemm.cu` and `kernels/gemm_tc.cu`.
+//!
+//! `linear` picks, for [`GemmPath::Auto`]: the GEMV for M <= 8; above it the
+//! tensor-core kernel (`linear_tc_*`, activations rounded to the weight type)
+//! for f16/bf16 weights, the FP32-FMA tiled kernel for f32 and int8 weights.
 
 use encdec_core::{Error, Result};
 
@@ -19,14 +23,20 @@ pub(crate) enum WeightPtr {
 /// Which kernel `linear` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
-    /// GEMV for M <= 8, tiled GEMM above.
+    /// GEMV for M <= 8; above it tensor cores (sm_80+) for f16/bf16 weights, the
+    /// tiled GEMM otherwise.
     Auto,
-    /// Always the tiled GEMM.
+    /// Always the FP32-FMA tiled GEMM (f32 products of the widened weights).
     Tiled,
 }
 
 /// Most rows the GEMV kernel serves (`GEMV_MAX_M`).
 pub(crate) const GEMV_MAX_M: usize = 8;
+
+/// Block tile of `linear_tc_*` (`TC_BM` x `TC_BN`) and its threads.
+const TC_BM: usize = 64;
+const TC_BN: usize = 128;
+const TC_THREADS: u32 = 256;
 
 fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
     if dims.iter().any(|&d| d > i32::MAX as usize) {
@@ -55,6 +65,27 @@ pub(crate) fn linear(
     }
     dims_i32("linear", &[m, n, k])?;
     let gemv = path == GemmPath::Auto && m <= GEMV_MAX_M;
+    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+    // mma.sync bf16 and cp.async need sm_80 (the emulator reports (0, 0)).
+    let tensor_cores = dev.kernels.is_none() || dev.info.compute_capability.0 >= 8;
+    if path == GemmPath::Auto && !gemv && tensor_cores {
+        let tc = match w {
+            WeightPtr::F16(p) => Some((p, "linear_tc_f16")),
+            WeightPtr::BF16(p) => Some((p, "linear_tc_bf16")),
+            _ => None,
+        };
+        if let Some((wp, name)) = tc {
+            let grid = (n.div_ceil(TC_BN) as u32, m.div_ceil(TC_BM) as u32, 1);
+            return dev.launch(
+                Family::GemmTc,
+                name,
+                grid,
+                TC_THREADS,
+                0,
+                &mut kargs![x, wp, bias, out, mi, ni, ki],
+            );
+        }
+    }
     let (wp, scales, suffix) = match w {
         WeightPtr::F32(p) => (p, 0u64, "f32"),
         WeightPtr::F16(p) => (p, 0, "f16"),
@@ -71,7 +102,6 @@ pub(crate) fn linear(
         (false, "bf16") => "linear_bf16",
         (false, _) => "linear_i8",
     };
-    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
     let grid = if gemv {
         (n.div_ceil(8) as u32, 1, 1)
     } else {

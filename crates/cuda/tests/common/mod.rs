@@ -370,3 +370,15 @@ pub fn tol_dot(k: usize) -> Tol {
         rel: 1e-4,
     }
 }
+
+/// `linear` on tensor cores (kernels/gemm_tc.cu) against the CPU's f32 op:
+/// the kernel rounds the activations to f16/bf16, so rel L2 1e-2 (issue 5's
+/// bound for rounded operands; measured 2e-4 f16, 1.7e-3 bf16 at K = 520) and per
+/// element 0.01 * sqrt(K) + 2e-2 * |ref| (for unit-scale inputs).
+pub fn tol_tc(k: usize) -> Tol {
+    Tol {
+        rel_l2: 1e-2,
+        abs: 0.01 * (k.max(1) as f64).sqrt(),
+        rel: 2e-2,
+    }
+}

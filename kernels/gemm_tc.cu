@@ -1,0 +1,287 @@
+// gemm_tc.cu: `linear` with f16/bf16 weights on tensor cores (sm_80+).
+//
+// What it computes (reference: crates/cpu/src/ops/gemm.rs)
+//   linear_tc_<w>  out[m, n] = sum_k h(x[m, k]) * w[n, k] + bias[n]
+//                  x f32 [M, K] row-major; w [N, K] row-major (HF's [out, in]) as
+//                  f16 or bf16 bits; bias f32 [N] or null; out f32 [M, N] row-major.
+//                  h() rounds the activation to the weight's type (f16 or bf16,
+//                  round to nearest even) when it is staged into shared memory;
+//                  products and sums are f32 (tensor-core accumulation). So the
+//                  result differs from the FP32-FMA `linear_<w>` of gemm.cu by the
+//                  rounding of x: rel L2 2e-4 (f16) / 1.7e-3 (bf16) on random data (emulator).
+//                  |x| > 65504 becomes inf in the f16 kernel (as in an all-f16 run).
+//                  Any M, N, K (also odd K): out-of-range rows, columns and k are
+//                  zero-filled in shared memory; the bias add is the fused epilogue.
+//
+// Instructions (inline PTX, no CUDA headers: NVRTC as the backend runs it has no
+// include path, so <mma.h> and <cuda_pipeline.h> cannot be included; see
+// kernels/README.md):
+//   mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}  warp-wide 16x8x16 product,
+//   ldmatrix.sync.aligned.m8n8.x4.shared.b16          fragments from shared memory,
+//   cp.async.cg.shared.global (16 B) + commit_group / wait_group  weight tiles.
+// The emulator (crates/cuda/emu/cuda_emu.h) implements the same five operations
+// with the PTX ISA's fragment layouts, so the index arithmetic below is tested.
+//
+// Tiling: block tile BM x BN = 64 x 128 outputs, K step BK = 32, 256 threads =
+// 8 warps as 2 (m) x 4 (n), each warp a 32 x 32 tile = 2 x 4 mma tiles of
+// 16 x 8 (32 f32 accumulators per thread). Per BK step a warp issues 2 x 2
+// ldmatrix.x4 and 2 x (2 x 4) mma.
+// Pipeline: STAGES = 3 shared-memory stages. Weight tiles go global -> shared
+// with cp.async (no registers); activation tiles are loaded as float4 into
+// registers before the mma work of the current stage and rounded + stored to
+// shared memory after it, so both loads overlap the math. One __syncthreads per
+// K step: after it, the stage consumed in the previous step is free.
+// Shared layout: rows of BK halves padded to LDS = 40 halves (80 B): 16 B
+// aligned for cp.async/ldmatrix, and the 8 row addresses of one ldmatrix phase
+// fall into 8 different 16 B bank groups (no conflicts).
+// Launch shape: grid (ceil(N / 128), ceil(M / 64)), block 256, static shared
+// memory 3 * (64 + 128) * 40 * 2 B = 45 KiB (under the 48 KiB static limit).
+// Fast paths: 16 B vector copies need K % 8 == 0 (weights) / K % 4 == 0
+// (activations) and 16 B aligned base pointers; otherwise, and in edge chunks,
+// elements are loaded one by one (same results).
+//
+// Napkin math (H100 SXM: ~990 dense f16/bf16 TFLOP/s, 3.35 TB/s): a block does
+// 2 * 64 * 128 * 32 = 524k flop per K step and reads 64*32*4 + 128*32*2 = 16 KiB,
+// 32 flop/B from L2/HBM; t5-large FFN (M = 1024, K = 1024, N = 4096) is 8.6 GFLOP
+// and 17 MB: ~9 us at peak math, ~5 us of HBM. Never timed: no GPU has run it.
+#include "common.cuh"
+
+#define TC_BM 64
+#define TC_BN 128
+#define TC_BK 32
+#define TC_STAGES 3
+#define TC_THREADS 256
+#define TC_LDS (TC_BK + 8)  // shared row stride in halves (80 B)
+
+// cp.async and the bf16 mma need sm_80. Below it (a preload on a T4) the kernels
+// compile to a trap; the launcher only picks them on compute capability >= 8.0.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define TC_ARCH_OK 0
+#else
+#define TC_ARCH_OK 1
+#endif
+#if TC_ARCH_OK
+
+// ---- PTX wrappers (the emulator defines the same functions in cuda_emu.h) ----
+#ifndef ENCDEC_CUDA_EMU
+__device__ __forceinline__ u32 shared_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// Four 8x8 b16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, and
+// lane l receives in r[j] the two elements (l / 4, 2 (l % 4) + {0, 1}) of matrix j.
+__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_addr(p)));
+}
+
+// d += A (16x16, row) . B (16x8, col); f16 or bf16 operands, f32 accumulators.
+__device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// 16 bytes global -> shared, asynchronous (L1 bypassed); both addresses 16 B aligned.
+__device__ __forceinline__ void cp_async_16(void* dst_shared, const void* src_global) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_addr(dst_shared)), "l"(src_global)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+#endif
+
+template <bool BF16>
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    const u32 a = BF16 ? f32_to_bf16(lo) : f32_to_f16(lo);
+    const u32 b = BF16 ? f32_to_bf16(hi) : f32_to_f16(hi);
+    return a | (b << 16);
+}
+
+template <bool BF16>
+__device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,
+                                          const float* __restrict__ bias, float* __restrict__ out, int M, int N,
+                                          int K) {
+    __shared__ __align__(16) u16 As[TC_STAGES][TC_BM * TC_LDS];
+    __shared__ __align__(16) u16 Bs[TC_STAGES][TC_BN * TC_LDS];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 2, wn = warp & 3;  // warp tile origin: (32 wm, 32 wn)
+    const int m0 = blockIdx.y * TC_BM, n0 = blockIdx.x * TC_BN;
+    const int KT = (K + TC_BK - 1) / TC_BK;
+    // Uniform over the block: may whole 16 B chunks be copied?
+    const bool a_vec = (K & 3) == 0 && ((u64)x & 15) == 0;
+    const bool b_vec = (K & 7) == 0 && ((u64)w & 15) == 0;
+
+    // Activation chunks: 64 rows x 8 float4 = 512 chunks, 2 per thread.
+    float areg[2][4];
+    auto load_a = [&](int kt) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int c = tid + TC_THREADS * i, row = c >> 3, kc = (c & 7) * 4;
+            const int m = m0 + row, k = kt * TC_BK + kc;
+            const float* src = x + (i64)m * K + k;
+            if (a_vec && m < M && k < K) {
+                const float4 v = *reinterpret_cast<const float4*>(src);
+                areg[i][0] = v.x;
+                areg[i][1] = v.y;
+                areg[i][2] = v.z;
+                areg[i][3] = v.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) areg[i][e] = (m < M && k + e < K) ? src[e] : 0.0f;
+            }
+        }
+    };
+    auto store_a = [&](int stage) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int c = tid + TC_THREADS * i, row = c >> 3, kc = (c & 7) * 4;
+            uint2 v;
+            v.x = pack2<BF16>(areg[i][0], areg[i][1]);
+            v.y = pack2<BF16>(areg[i][2], areg[i][3]);
+            *reinterpret_cast<uint2*>(&As[stage][row * TC_LDS + kc]) = v;
+        }
+    };
+    // Weight chunks: 128 rows x 4 chunks of 8 halves = 512 chunks, 2 per thread.
+    auto load_b = [&](int kt, int stage) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int c = tid + TC_THREADS * i, row = c >> 2, kc = (c & 3) * 8;
+            const int n = n0 + row, k = kt * TC_BK + kc;
+            u16* dst = &Bs[stage][row * TC_LDS + kc];
+            const u16* src = w + (i64)n * K + k;
+            if (b_vec && n < N && k < K) {
+                cp_async_16(dst, src);
+            } else {
+                u32 h[8];
+#pragma unroll
+                for (int e = 0; e < 8; ++e) h[e] = (n < N && k + e < K) ? src[e] : 0u;
+                uint4 v;
+                v.x = h[0] | (h[1] << 16);
+                v.y = h[2] | (h[3] << 16);
+                v.z = h[4] | (h[5] << 16);
+                v.w = h[6] | (h[7] << 16);
+                *reinterpret_cast<uint4*>(dst) = v;
+            }
+        }
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    // Prologue: tiles 0..STAGES-2, one commit group each (empty groups keep the
+    // count uniform when K has fewer tiles).
+#pragma unroll
+    for (int s = 0; s < TC_STAGES - 1; ++s) {
+        if (s < KT) {
+            load_b(s, s);
+            load_a(s);
+            store_a(s);
+        }
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < KT; ++kt) {
+        // Tile kt's group is complete (STAGES - 2 newer ones may be in flight);
+        // the barrier publishes it and the activation stores to every warp, and
+        // ends all reads of the stage consumed in step kt - 1, refilled below.
+        cp_async_wait<TC_STAGES - 2>();
+        __syncthreads();
+        const int nk = kt + TC_STAGES - 1, ns = nk % TC_STAGES;
+        if (nk < KT) {
+            load_b(nk, ns);
+            load_a(nk);  // into registers; stored after the math
+        }
+        cp_async_commit();
+
+        const u16* as = As[kt % TC_STAGES];
+        const u16* bs = Bs[kt % TC_STAGES];
+#pragma unroll
+        for (int kk = 0; kk < TC_BK; kk += 16) {
+            u32 af[2][4], bf[4][2];
+            // A 16x16: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) -> a0a1, a2a3, a4a5, a6a7.
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+                ldmatrix_x4(af[i], as + (wm * 32 + i * 16 + (lane & 15)) * TC_LDS + kk + (lane >> 4) * 8);
+            // B: smem holds w rows ([n][k]), i.e. B col-major: the non-transposed
+            // ldmatrix of rows n gives b0b1 (k 0-7) and b2b3 (k 8-15) directly.
+            // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                u32 r[4];
+                ldmatrix_x4(r,
+                            bs + (wn * 32 + j * 16 + (lane >> 4) * 8 + (lane & 7)) * TC_LDS + kk + ((lane >> 3) & 1) * 8);
+                bf[2 * j][0] = r[0];
+                bf[2 * j][1] = r[1];
+                bf[2 * j + 1][0] = r[2];
+                bf[2 * j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    if (BF16)
+                        mma_m16n8k16_bf16(acc[i][j], af[i], bf[j]);
+                    else
+                        mma_m16n8k16_f16(acc[i][j], af[i], bf[j]);
+                }
+        }
+        if (nk < KT) store_a(ns);
+    }
+
+    // Epilogue: lane (g, t) = (lane / 4, lane % 4) holds rows g, g + 8 and
+    // columns 2t, 2t + 1 of each 16 x 8 tile; bias fused, f32 out.
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + wn * 32 + j * 8 + 2 * t;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+                if (m >= M) continue;
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    if (n + e >= N) continue;
+                    float v = acc[i][j][2 * h + e];
+                    if (bias) v += bias[n + e];
+                    out[(i64)m * N + n + e] = v;
+                }
+            }
+        }
+}
+
+#define LINEAR_TC_BODY(BF16) linear_tc<BF16>(x, w, bias, out, M, N, K)
+#else
+#define LINEAR_TC_BODY(BF16) __trap()
+#endif  // TC_ARCH_OK
+
+#define LINEAR_TC(NAME, BF16)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
+        NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K) {              \
+        LINEAR_TC_BODY(BF16);                                                                                 \
+    }
+LINEAR_TC(linear_tc_f16, false)
+LINEAR_TC(linear_tc_bf16, true)
