@@ -8,6 +8,7 @@
 # tests/fixtures relative to the current directory, or $ENCDEC_FIXTURES):
 #         DIR/run.sh            all CUDA tests (prints SKIP lines if no GPU)
 #         DIR/run.sh bench      the criterion kernel benches too
+#         scripts/gpu-check.sh --bundle DIR   tests, benches, end-to-end table
 # Results: test logs under $OUT (if set) or DIR/logs.
 # The executables are x86-64 Linux builds linked against this machine's glibc;
 # they load libcuda and libnvrtc at run time (see crates/cuda/src/nvrtc.rs for
@@ -36,7 +37,10 @@ for line in sys.stdin:
 
 cargo test -p encdec-cuda --tests --no-run --message-format=json 2>/dev/null | copy_execs test
 cargo bench -p encdec-cuda --bench cuda_kernels --no-run --message-format=json 2>/dev/null | copy_execs bench
-strip "$out"/*.test "$out"/*.bench 2>/dev/null || true
+# The command line too, for scripts/gpu-check.sh's end-to-end runs.
+cargo build --release --bin encdec 2>/dev/null
+cp target/release/encdec "$out/encdec"
+strip "$out"/*.test "$out"/*.bench "$out/encdec" 2>/dev/null || true
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# gpu-check.sh: everything a GPU session checks, in one run, ending in a Markdown
+# report (device, date, commit; tests; kernel benches; end-to-end table) for
+# docs/gpu-results.md.
+#
+#   1. every CUDA test (crates/cuda/tests): on a GPU a test that prints SKIP fails;
+#   2. the criterion kernel benches (crates/cuda/benches/cuda_kernels.rs: device
+#      synchronise around each timed batch, 0.5 s warm-up, 2 s of samples, median);
+#   3. end to end: every fixture of tests/fixtures generated on cuda and on cpu
+#      (greedy and beam 4; ids must be identical), and `encdec bench` of
+#      random-weight bart-large-cnn, t5-base and opus-mt-en-de shapes on W1-W4
+#      in f32 and bf16, as one table of tokens/s, step p50, encoder time, peak
+#      device memory.
+#
+# Usage:
+#   scripts/gpu-check.sh [--bundle DIR] [--report FILE] [--quick]
+#     --bundle DIR  run the executables of scripts/cuda-bundle.sh DIR (for a GPU
+#                   machine without a Rust toolchain); default: build them here into
+#                   .gpu-bundle when cargo exists, else use .gpu-bundle as it is.
+#     --report FILE where the Markdown goes (default $OUT/gpu-results.md if $OUT
+#                   is set, else target/gpu-results.md); logs go beside it.
+#     --quick       tiny end-to-end workloads and no kernel benches (a smoke run
+#                   of this script, e.g. on the CPU emulator: ENCDEC_CUDA_EMU=lib).
+# Exit: 0 all checks passed; 1 a check failed; 3 no GPU (and no emulator).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bundle="" report="" quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bundle) bundle=$2; shift 2 ;;
+    --report) report=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+report=${report:-${OUT:+$OUT/gpu-results.md}}
+report=${report:-target/gpu-results.md}
+logs="$(dirname "$report")/gpu-check-logs"
+mkdir -p "$logs"
+
+# --- the device ------------------------------------------------------------
+if [ -n "${ENCDEC_CUDA_EMU:-}" ]; then
+  device="CPU emulator of the kernels ($ENCDEC_CUDA_EMU): logic only, timings meaningless"
+elif gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null) && [ -n "$gpu" ]; then
+  device=$(echo "$gpu" | head -n 1)
+else
+  echo "gpu-check: no GPU (nvidia-smi lists none) and ENCDEC_CUDA_EMU is not set: nothing to check" >&2
+  exit 3
+fi
+
+# --- the executables --------------------------------------------------------
+if [ -z "$bundle" ]; then
+  bundle=.gpu-bundle
+  if command -v cargo >/dev/null; then
+    echo "== building the bundle ($bundle)"
+    scripts/cuda-bundle.sh "$bundle" >"$logs/build.log" 2>&1 || { tail -n 30 "$logs/build.log"; exit 1; }
+  fi
+fi
+[ -x "$bundle/encdec" ] || { echo "gpu-check: $bundle/encdec missing (run scripts/cuda-bundle.sh $bundle)" >&2; exit 1; }
+encdec="$bundle/encdec"
+
+fail=0
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+  echo "# GPU check"
+  echo
+  echo "- device: $device"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $commit; $(uname -m)"
+  echo
+} >"$report"
+
+# --- 1. tests ---------------------------------------------------------------
+echo "== tests"
+{
+  echo "## Tests (crates/cuda/tests)"
+  echo
+  echo "| test binary | result | skipped |"
+  echo "|---|---|---|"
+} >>"$report"
+for t in "$bundle"/*.test; do
+  name=$(basename "$t" .test)
+  "$t" --nocapture >"$logs/$name.log" 2>&1
+  rc=$?
+  result=$(grep -E '^test result' "$logs/$name.log" | tail -n 1 | sed 's/^test result: //; s/; finished.*//')
+  skips=$(grep -c '^SKIP' "$logs/$name.log")
+  status=ok
+  if [ $rc -ne 0 ]; then status="FAILED"; fail=1; fi
+  # On a GPU (or the emulator) nothing may skip: a skip means the device was not used.
+  if [ "$skips" -gt 0 ]; then status="$status, SKIPPED"; fail=1; fi
+  echo "| $name | $status: ${result:-no result line} | $skips |" >>"$report"
+  echo "   $name: $status ($result)"
+done
+echo >>"$report"
+
+# --- 2. kernel benches ------------------------------------------------------
+if [ $quick -eq 0 ] && [ -x "$bundle/cuda_kernels.bench" ]; then
+  echo "== kernel benches"
+  "$bundle/cuda_kernels.bench" --bench --output-format bencher >"$logs/kernels.log" 2>&1 || fail=1
+  {
+    echo "## Kernel benches (median per call, launch included)"
+    echo
+    echo "| bench | ns/call |"
+    echo "|---|---|"
+    grep '^test ' "$logs/kernels.log" | awk '{print "| " $2 " | " $5 " |"}'
+    echo
+  } >>"$report"
+fi
+
+# --- 3. end to end ----------------------------------------------------------
+echo "== fixtures: cuda vs cpu"
+{
+  echo "## Fixtures: cuda vs cpu (same ids)"
+  echo
+  echo "| fixture | greedy | beam 4 |"
+  echo "|---|---|---|"
+} >>"$report"
+input="$logs/sentences.txt"
+printf '%s\n' "the small house" "a cat sat on the mat with a hat" "" "tomorrow we will see" >"$input"
+for dir in tests/fixtures/*/; do
+  [ -f "$dir/config.json" ] || continue
+  fx=$(basename "$dir")
+  row="| $fx"
+  for beams in 1 4; do
+    for dev in cpu cuda; do
+      "$encdec" generate --model "$dir" --device "$dev" --num-beams $beams --max-new-tokens 12 \
+        --format jsonl --input "$input" >"$logs/$fx-b$beams-$dev.jsonl" 2>"$logs/$fx-b$beams-$dev.err"
+    done
+    if cmp -s "$logs/$fx-b$beams-cpu.jsonl" "$logs/$fx-b$beams-cuda.jsonl"; then
+      row="$row | same"
+    elif python3 - "$logs/$fx-b$beams-cpu.jsonl" "$logs/$fx-b$beams-cuda.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l)["ids"] for l in open(f) if l.strip()] for f in sys.argv[1:3])
+sys.exit(0 if a == b and a else 1)
+PY
+    then
+      row="$row | same ids (scores differ)"
+    else
+      row="$row | **DIFFERENT** (see $logs/$fx-b$beams-*.jsonl)"; fail=1
+    fi
+  done
+  echo "$row |" >>"$report"
+done
+echo >>"$report"
+
+echo "== bench shapes"
+{
+  echo "## End to end: random-weight shapes (\`encdec bench\`, EOS off)"
+  echo
+  echo "| model | dtype | workload | tokens/s | step p50 ms | encoder ms | peak device MB |"
+  echo "|---|---|---|---|---|---|---|"
+} >>"$report"
+if [ $quick -eq 1 ]; then
+  runs=(--model tests/fixtures/t5 --batch 2 --src-len 8 --new-tokens 4 --runs 1 --warmup 0)
+  models=(t5-fixture)
+  dtypes=(f32)
+else
+  models=(bart-large-cnn t5-base opus-mt-en-de)
+  dtypes=(f32 bf16)
+fi
+for m in "${models[@]}"; do
+  for dt in "${dtypes[@]}"; do
+    json="$logs/bench-$m-$dt.json"
+    if [ $quick -eq 1 ]; then args=("${runs[@]}"); else args=(--arch "$m" --random-weights --runs 3 --warmup 1); fi
+    if "$encdec" bench "${args[@]}" --device cuda --dtype "$dt" --format json >"$json" 2>"$logs/bench-$m-$dt.err"; then
+      python3 - "$json" "$m" "$dt" >>"$report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+def f(x, scale=1.0, nd=1):
+    return "-" if x is None else f"{x * scale:.{nd}f}"
+for w in r["results"]:
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | {w['workload']} | {f(w.get('tokens_per_s'))} | "
+          f"{f(w.get('step_p50_ms'), 1, 2)} | {f(w.get('encoder_s'), 1e3, 2)} | {f(w.get('peak_device_mb'), 1, 1)} |")
+PY
+    else
+      echo "| $m | $dt | - | failed: $(tail -n 1 "$logs/bench-$m-$dt.err") | | | |" >>"$report"; fail=1
+    fi
+  done
+done
+echo >>"$report"
+
+echo
+cat "$report"
+echo
+if [ $fail -eq 0 ]; then echo "gpu-check: all checks passed"; else echo "gpu-check: FAILED (logs: $logs)"; fi
+exit $fail
