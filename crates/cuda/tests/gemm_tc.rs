@@ -149,3 +149,42 @@ fn linear_tc_keeps_a_nan_in_its_row() {
         }
     }
 }
+
+/// The known f16 failure of T5-family models: an activation past f16's 65504
+/// (T5 v1.1 / mT5 FFN outputs reach 1e5) becomes inf when the tensor-core path
+/// rounds x to f16, while bf16 keeps f32's range. This is why
+/// `encdec_models::weight_dtype_for` loads T5 models as bf16 on a GPU.
+#[test]
+fn an_activation_past_f16_range_overflows_with_f16_weights_only() {
+    let g = gpu_or_skip!("an_activation_past_f16_range_overflows_with_f16_weights_only");
+    g.set_gemm_path(GemmPath::Auto);
+    let (m, k, n) = (16, 64, 32);
+    let mut x = random_normal(31, m * k, 1.0);
+    x[3 * k + 10] = 1.0e5;
+    let xh = host(x, &[m, k]);
+    let w = random_normal(32, n * k, 0.2);
+    for wdt in [DType::F16, DType::BF16] {
+        let wh = host_as(w.clone(), &[n, k], wdt);
+        let mut got = poisoned(&g, &[m, n]);
+        g.linear(&up(&g, &xh), &up(&g, &wh), None, &mut got)
+            .unwrap();
+        let got = down(&g, &got);
+        let row3_finite = got[3 * n..4 * n].iter().all(|v| v.is_finite());
+        let others_finite = got
+            .iter()
+            .enumerate()
+            .all(|(i, v)| i / n == 3 || v.is_finite());
+        assert!(
+            others_finite,
+            "w={wdt}: rows without the large value stay finite"
+        );
+        match wdt {
+            DType::F16 => assert!(!row3_finite, "f16: 1e5 should overflow to inf"),
+            _ => assert!(
+                row3_finite,
+                "bf16: 1e5 is in range: {:?}",
+                &got[3 * n..4 * n]
+            ),
+        }
+    }
+}

@@ -29,4 +29,4 @@ pub use safetensors::{Checkpoint, StoredDType, TensorInfo};
 pub use t5::{T5Arch, T5Config};
 pub use var_builder::VarBuilder;
 pub mod load;
-pub use load::{build_model, load_model, random_model, LoadedModel};
+pub use load::{build_model, load_model, random_model, weight_dtype_for, LoadedModel};
