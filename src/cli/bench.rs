@@ -593,6 +593,10 @@ pub fn machine_json(backend: &dyn Backend) -> Value {
         "isa": isa.name(),
         "isa_features": features,
         "backend": backend.describe(),
+        "cuda_driver": match backend.device() {
+            encdec_core::Device::Cuda(_) => encdec_cuda::driver_version().map_or(Value::Null, Value::from),
+            encdec_core::Device::Cpu => Value::Null,
+        },
         "os": std::env::consts::OS,
     })
 }
@@ -958,6 +962,9 @@ fn report_text(report: &Value) -> String {
             .unwrap_or_default(),
         m["backend"].as_str().unwrap_or("?"),
     );
+    if let Some(v) = m["cuda_driver"].as_str() {
+        s.push_str(&format!("CUDA driver: {v}\n"));
+    }
     s.push_str(&format!(
         "{} warm-up + {} timed runs per workload; EOS disabled (fixed-length generation)\n\n",
         report["warmup"], report["runs_per_workload"]

@@ -56,6 +56,18 @@ pub fn driver_present() -> bool {
     std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
 }
 
+/// The CUDA version the installed driver supports, as `13.0`; None without a driver.
+pub fn driver_version() -> Option<String> {
+    if !driver_present() {
+        return None;
+    }
+    let mut v: std::ffi::c_int = 0;
+    // SAFETY: the driver library is present (checked above); the call writes one int.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS && v > 0)
+        .then(|| format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
 /// Open device `ordinal` and describe it.
 pub fn probe(ordinal: usize) -> Result<DeviceInfo> {
     if !driver_present() {
@@ -100,5 +112,6 @@ mod tests {
         assert!(err.contains("libcuda"), "{err}");
         let err = CudaBackend::new(0).unwrap_err().to_string();
         assert!(err.contains("libcuda"), "{err}");
+        assert_eq!(driver_version(), None);
     }
 }
