@@ -23,7 +23,7 @@ files = sorted(glob.glob(os.path.join(src, "*.cu")))
 names = []
 for f in files:
     text = open(f).read()
-    names += re.findall(r'extern "C" __global__ void\s+(?:__launch_bounds__\(\w+\)\s*)?(\w+)\s*\(', text)
+    names += re.findall(r'extern "C" __global__ void\s+(?:__launch_bounds__\([\w, ]+\)\s*)?(\w+)\s*\(', text)
     names += re.findall(r'^(?:LINEAR|LINEAR_TC|GEMV|SPLIT)\((\w+),', text, re.M)
 # The macro definitions themselves (`... __launch_bounds__(N) \ NAME(`) are not kernels.
 names = [n for n in names if n not in ("__launch_bounds__", "NAME")]

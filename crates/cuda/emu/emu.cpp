@@ -10,7 +10,8 @@
 // after another, so a missing barrier shows only when that order matters),
 // divergent warp shuffles and deadlocks (reported as errors), kernel
 // signatures against the Rust argument lists (mismatches read garbage), the
-// fragment layouts of ldmatrix / mma.sync m16n8k16 and cp.async groups (see
+// fragment layouts of ldmatrix / mma.sync m16n8k16 (f16/bf16) and m16n8k32
+// (s8) and cp.async groups (see
 // cuda_emu.h: a wait_group left out reads stale shared memory).
 // What it does not: real concurrency and the memory model, shared-memory and
 // register limits, tensor-core internal rounding, timing.
@@ -274,6 +275,39 @@ void emu_mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2], bool
         float s = d[i];
         for (unsigned k = 0; k < 16; ++k) s = fmaf(A[row][k], B[k][col], s);
         d[i] = s;
+    }
+}
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 with the PTX ISA's fragment
+// layouts; lane L = 4 g + t, each register 4 int8 with the lowest k in the low byte:
+//   a[0] = A[g][4t..4t+3]   a[1] = A[g+8][4t..]   a[2] = A[g][4t+16..]   a[3] = A[g+8][4t+16..]
+//   b[0] = B[4t..4t+3][g]   b[1] = B[4t+16..4t+19][g]
+//   d[0..1] = D[g][2t..2t+1]   d[2..3] = D[g+8][2t..2t+1]   (s32)
+// Products and sums are exact integers; the accumulator wraps modulo 2^32.
+void emu_mma_m16n8k32_s8(int d[4], const unsigned a[4], const unsigned b[2]) {
+    const unsigned mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    unsigned all[32][6];
+    emu_warp_exchange(EMU_WARP_MMA_S8, mine, sizeof(mine), all);
+    auto s8 = [](unsigned bits, unsigned e) { return (int)(signed char)(unsigned char)(bits >> (8 * e)); };
+    int A[16][32], B[32][8];
+    for (unsigned L = 0; L < 32; ++L) {
+        const unsigned g = L / 4, t = L % 4;
+        const unsigned* r = all[L];
+        for (unsigned e = 0; e < 4; ++e) {
+            A[g][4 * t + e] = s8(r[0], e);
+            A[g + 8][4 * t + e] = s8(r[1], e);
+            A[g][4 * t + 16 + e] = s8(r[2], e);
+            A[g + 8][4 * t + 16 + e] = s8(r[3], e);
+            B[4 * t + e][g] = s8(r[4], e);
+            B[4 * t + 16 + e][g] = s8(r[5], e);
+        }
+    }
+    const unsigned lane = cur->tid % 32, g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        long long s = 0;
+        for (unsigned k = 0; k < 32; ++k) s += (long long)A[row][k] * B[k][col];
+        d[i] = (int)(unsigned)((unsigned long long)(unsigned)d[i] + (unsigned long long)s);
     }
 }
 

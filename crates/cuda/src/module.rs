@@ -42,12 +42,13 @@ pub enum Family {
     Topk,
     Gemm,
     GemmTc,
+    GemmI8Tc,
     Attention,
     DecodeAttention,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Elementwise,
         Family::Copy,
         Family::Embedding,
@@ -56,6 +57,7 @@ impl Family {
         Family::Topk,
         Family::Gemm,
         Family::GemmTc,
+        Family::GemmI8Tc,
         Family::Attention,
         Family::DecodeAttention,
     ];
@@ -75,6 +77,7 @@ impl Family {
             Family::Topk => "topk.cu",
             Family::Gemm => "gemm.cu",
             Family::GemmTc => "gemm_tc.cu",
+            Family::GemmI8Tc => "gemm_i8_tc.cu",
             Family::Attention => "attention.cu",
             Family::DecodeAttention => "decode_attention.cu",
         }
@@ -91,6 +94,7 @@ impl Family {
             Family::Topk => include_str!("../../../kernels/topk.cu"),
             Family::Gemm => include_str!("../../../kernels/gemm.cu"),
             Family::GemmTc => include_str!("../../../kernels/gemm_tc.cu"),
+            Family::GemmI8Tc => include_str!("../../../kernels/gemm_i8_tc.cu"),
             Family::Attention => include_str!("../../../kernels/attention.cu"),
             Family::DecodeAttention => include_str!("../../../kernels/decode_attention.cu"),
         }
@@ -154,6 +158,7 @@ impl Family {
                 "batched_matmul_f32",
             ],
             Family::GemmTc => &["linear_tc_f16", "linear_tc_bf16"],
+            Family::GemmI8Tc => &["linear_i8_tc"],
             Family::Attention => &[
                 "attention_f32_d32",
                 "attention_f32_d64",

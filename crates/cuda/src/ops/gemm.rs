@@ -1,10 +1,13 @@
-//! Launchers of `kernels/gemm.cu` and `kernels/gemm_tc.cu`.
+//! Launchers of `kernels/gemm.cu`, `kernels/gemm_tc.cu` and `kernels/gemm_i8_tc.cu`.
 //!
-//! `linear` picks, for [`GemmPath::Auto`]: the GEMV for M <= 8; above it the
-//! tensor-core kernel (`linear_tc_*`, activations rounded to the weight type)
-//! for f16/bf16 weights, the FP32-FMA tiled kernel for f32 and int8 weights.
+//! `linear` picks, for [`GemmPath::Auto`]: the GEMV for M <= 8 (int8 weights
+//! stay weight-only there); above it, on compute capability >= 8.0, the
+//! tensor-core kernels: `linear_tc_*` for f16/bf16 weights (activations rounded
+//! to the weight type) and `linear_i8_tc` for int8 weights (W8A8: activations
+//! quantised per row by `quantize_i8_f32` into a scratch buffer first); the
+//! FP32-FMA tiled kernel for f32 weights and below sm_80.
 
-use encdec_core::{Error, Result};
+use encdec_core::{DType, Error, Result};
 
 use crate::launch::{kargs, Dev};
 use crate::module::Family;
@@ -23,10 +26,11 @@ pub(crate) enum WeightPtr {
 /// Which kernel `linear` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
-    /// GEMV for M <= 8; above it tensor cores (sm_80+) for f16/bf16 weights, the
-    /// tiled GEMM otherwise.
+    /// GEMV for M <= 8; above it tensor cores (sm_80+) for f16/bf16 weights and
+    /// for int8 weights (W8A8: per-row int8 activations), the tiled GEMM otherwise.
     Auto,
-    /// Always the FP32-FMA tiled GEMM (f32 products of the widened weights).
+    /// Always the FP32-FMA tiled GEMM (f32 products of the widened weights;
+    /// int8 weight-only, activations stay f32).
     Tiled,
 }
 
@@ -37,6 +41,9 @@ pub(crate) const GEMV_MAX_M: usize = 8;
 const TC_BM: usize = 64;
 const TC_BN: usize = 128;
 const TC_THREADS: u32 = 256;
+/// Block tile of `linear_i8_tc` (`I8TC_BM` x `I8TC_BN`), 256 threads.
+const I8TC_BM: usize = 64;
+const I8TC_BN: usize = 128;
 
 fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
     if dims.iter().any(|&d| d > i32::MAX as usize) {
@@ -83,6 +90,25 @@ pub(crate) fn linear(
                 TC_THREADS,
                 0,
                 &mut kargs![x, wp, bias, out, mi, ni, ki],
+            );
+        }
+        if let WeightPtr::I8 { data, scales } = w {
+            // W8A8: x -> per-row int8 + f32 scales (kernels/elementwise.cu), then
+            // the int8 tensor-core GEMM with both scales and the bias fused. The
+            // scratch blocks go back to the pool after the launches are queued
+            // (one stream: later users run after these kernels).
+            let qx = dev.alloc(m * k)?;
+            let sx = dev.alloc(m * 4)?;
+            super::elementwise::quantize(dev, DType::F32, x, qx.ptr, sx.ptr, m, k)?;
+            let grid = (n.div_ceil(I8TC_BN) as u32, m.div_ceil(I8TC_BM) as u32, 1);
+            let (qp, sp) = (qx.ptr, sx.ptr);
+            return dev.launch(
+                Family::GemmI8Tc,
+                "linear_i8_tc",
+                grid,
+                TC_THREADS,
+                0,
+                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki],
             );
         }
     }
