@@ -257,6 +257,7 @@ fn attention(c: &mut Criterion) {
             kv_len: cs.tk,
             key_mask: Some(&mask),
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         };
         // q·k and p·v: 2 FLOP per multiply-add each.

@@ -7,6 +7,9 @@
 //   qs   = q[b, i, h] * scale                           (rounded to f32, as BART)
 //   s[j] = qs . k[r, j, h] + (bias[h, i, j] + mask[r, j])   for j < limit(i)
 //   out[b, i, h] = sum_j softmax(s)[j] v[r, j, h]
+// bias[h, i, j] is pos_bias, or with rel_table T5's relative bias
+// rel_table[bucket(j - (q_offset + i)), h], the bucket computed per (query, key)
+// by attn_rel_bucket (common.cuh), the table read through the cache.
 // limit(i) = kv_len, or with causal min(kv_len, q_offset + i + 1). Keys past the
 // limit have weight 0, except in a fully masked row (every allowed score is
 // f32::MIN), which is uniform over all kv_len keys, as HF's eager attention.
@@ -80,7 +83,7 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
             const float* qr = qs + warp * D;
             float dot = 0.0f;
             for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
-            s = attn_score(dot, bias_row, mask_row, j);
+            s = attn_score(a, dot, bias_row, mask_row, h, i, j);
         }
         const float tmax = warp_max(s);
         if (tmax == NEG_INF) continue;  // no usable key in this tile (warp-uniform)

@@ -149,6 +149,10 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // is contiguous; batch/time strides in elements); out [B, Tq, H*D] contiguous;
 // key_mask f32 [Bkv, Tcap] or null; pos_bias f32 [H, Tq, kv_len] or null;
 // kv_index u32 [B] or null (row b reads kv row b).
+// rel_table f32 [rel_buckets, H] or null: T5's relative position bias, looked up
+// per (query, key) (attn_rel_bias); rel_log_ratio is the f32
+// ln(rel_max_distance / max_exact) of the host (encdec_core::backend::
+// RelativeBiasSpec::log_ratio). Never together with pos_bias.
 struct AttnArgs {
     const float* q;
     const float* k;
@@ -157,10 +161,41 @@ struct AttnArgs {
     const float* key_mask;
     const float* pos_bias;
     const u32* kv_index;
+    const float* rel_table;
     i64 q_sb, q_st, k_sb, k_st, v_sb, v_st;
     int batch, tq, heads, head_dim, tcap, kv_len, causal, q_offset;
     float scale;
+    int rel_buckets, rel_max_distance, rel_bidirectional;
+    float rel_log_ratio;
 };
+
+// HF T5Attention._relative_position_bucket of rel = key - query position, the
+// steps of encdec_core::backend::relative_position_bucket: exact offsets below
+// max_exact, then trunc(logf(n / max_exact) / log_ratio * (nb - max_exact)) in f32
+// (IEEE division and logf: no fast math), clamped to the last bucket.
+__device__ __forceinline__ int attn_rel_bucket(const AttnArgs& a, int rel) {
+    int nb = a.rel_buckets, bucket = 0, n;
+    if (a.rel_bidirectional) {
+        nb /= 2;
+        if (rel > 0) bucket += nb;
+        n = rel < 0 ? -rel : rel;
+    } else {
+        n = rel < 0 ? -rel : 0;
+    }
+    const int max_exact = nb / 2;
+    if (n < max_exact) return bucket + n;
+    float x = logf((float)n / (float)max_exact) / a.rel_log_ratio * (float)(nb - max_exact);
+    // Rust's `as` saturates (NaN -> 0); the result is clamped to [0, nb - 1] anyway.
+    x = (x != x) ? 0.0f : fminf(fmaxf(x, -1073741824.0f), 1073741824.0f);
+    int large = max_exact + (int)x;
+    large = max(0, min(large, nb - 1));
+    return bucket + large;
+}
+
+// The relative bias of query row i (position q_offset + i), key j, head h.
+__device__ __forceinline__ float attn_rel_bias(const AttnArgs& a, int h, int i, int j) {
+    return a.rel_table[(i64)attn_rel_bucket(a, j - (a.q_offset + i)) * a.heads + h];
+}
 
 // Keys query row i may attend to: kv_len, or with causal min(kv_len, q_offset + i + 1).
 __device__ __forceinline__ int attn_limit(const AttnArgs& a, int i) {
@@ -168,10 +203,15 @@ __device__ __forceinline__ int attn_limit(const AttnArgs& a, int i) {
 }
 
 // scale * q.k is computed by the caller; this adds (bias + mask) in the CPU
-// op's order: bias + mask first, then added to the dot product.
-__device__ __forceinline__ float attn_score(float dot, const float* bias_row, const float* mask_row, int j) {
-    if (bias_row && mask_row) return dot + (bias_row[j] + mask_row[j]);
-    if (bias_row) return dot + bias_row[j];
+// op's order: bias + mask first, then added to the dot product. The bias of
+// (row i, key j, head h) is bias_row[j] (pos_bias), or with a.rel_table the
+// table entry of its bucket (the same f32 value).
+__device__ __forceinline__ float attn_score(const AttnArgs& a, float dot, const float* bias_row,
+                                            const float* mask_row, int h, int i, int j) {
+    const bool has_bias = bias_row != nullptr || a.rel_table != nullptr;
+    const float bias = bias_row ? bias_row[j] : (a.rel_table ? attn_rel_bias(a, h, i, j) : 0.0f);
+    if (has_bias && mask_row) return dot + (bias + mask_row[j]);
+    if (has_bias) return dot + bias;
     if (mask_row) return dot + mask_row[j];
     return dot;
 }

@@ -5,7 +5,8 @@
 //
 // What it computes: exactly what attention.cu computes (same AttentionParams
 // semantics: scale, causal + q_offset, kv_len < Tcap, key_mask per kv row,
-// position_bias [H, Tq, kv_len], kv_index so beams share encoder K/V, the
+// position_bias [H, Tq, kv_len] or T5's relative bias from its bucket table
+// (attn_rel_bias, per (query, key)), kv_index so beams share encoder K/V, the
 // uniform row when fully masked), in two kernels:
 //   attention_split_f32_d*  block (split s, head h, query row (b, i)) runs an
 //       online softmax over keys [s * keys_per_split, (s + 1) * keys_per_split)
@@ -64,7 +65,7 @@ __device__ __forceinline__ void attention_split(const AttnArgs& a, int keys_per_
             const float* kr = kb + (i64)j * a.k_st;
             float dot = 0.0f;
             for (int d = 0; d < D; ++d) dot = fmaf(qs[d], kr[d], dot);
-            s = attn_score(dot, bias_row, mask_row, j);
+            s = attn_score(a, dot, bias_row, mask_row, h, i, j);
         }
         const float tmax = warp_max(s);
         if (tmax == NEG_INF) continue;  // warp-uniform

@@ -51,7 +51,9 @@ pub enum NormKind {
 /// Heads are interleaved in the last dimension exactly as the q/k/v projections
 /// produce them, so no transpose is needed. Scores are
 /// `scale * q·k + position_bias[h, i, j] + key_mask[kv_row, j]`, with `j < kv_len`
-/// and, if `causal`, `j <= q_offset + i`.
+/// and, if `causal`, `j <= q_offset + i`. With `relative_bias` instead of
+/// `position_bias`, `position_bias[h, i, j]` is `table[bucket(j - (q_offset + i)), h]`
+/// ([`relative_position_bucket`]), computed by the backend.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionParams<'a> {
     pub num_heads: usize,
@@ -67,9 +69,85 @@ pub struct AttentionParams<'a> {
     pub key_mask: Option<&'a Tensor>,
     /// Additive f32 bias `[H, Tq, kv_len]` shared by the batch (T5 relative positions).
     pub position_bias: Option<&'a Tensor>,
+    /// T5's relative position bias, looked up in its bucket table by the backend
+    /// (no `[H, Tq, kv_len]` tensor). Mutually exclusive with `position_bias`.
+    pub relative_bias: Option<RelativeBiasSpec<'a>>,
     /// u32 `[B]`: kv row each query row reads. Beams of one source share that
     /// source's encoder K/V through it. None means row b reads row b.
     pub kv_index: Option<&'a Tensor>,
+}
+
+/// T5's relative position bias as its bucket table: the bias of query position
+/// `qp = q_offset + i` and key `j` in head `h` is
+/// `table[relative_position_bucket(j - qp, bidirectional, num_buckets, max_distance), h]`,
+/// HF's `T5Attention.compute_bias`.
+#[derive(Debug, Clone, Copy)]
+pub struct RelativeBiasSpec<'a> {
+    /// f32 `[num_buckets, H]` (HF's `relative_attention_bias.weight`), on the backend.
+    pub table: &'a Tensor,
+    pub num_buckets: usize,
+    pub max_distance: usize,
+    /// true for the encoder (keys on both sides), false for the decoder (causal).
+    pub bidirectional: bool,
+}
+
+impl RelativeBiasSpec<'_> {
+    /// Exact offsets below this distance (per direction), log-spaced buckets above.
+    pub fn max_exact(&self) -> usize {
+        relative_max_exact(self.bidirectional, self.num_buckets)
+    }
+    /// The f32 `ln(max_distance / max_exact)` [`relative_position_bucket`] divides by.
+    pub fn log_ratio(&self) -> f32 {
+        relative_log_ratio(self.max_distance, self.max_exact())
+    }
+}
+
+fn relative_max_exact(bidirectional: bool, num_buckets: usize) -> usize {
+    if bidirectional {
+        num_buckets / 2 / 2
+    } else {
+        num_buckets / 2
+    }
+}
+
+fn relative_log_ratio(max_distance: usize, max_exact: usize) -> f32 {
+    (max_distance as f64 / max_exact as f64).ln() as f32
+}
+
+/// The bucket of a relative position `key - query`, exactly as HF
+/// `T5Attention._relative_position_bucket` computes it: half the buckets (per
+/// direction when bidirectional) are exact offsets, the rest log-spaced up to
+/// `max_distance`. The log branch is evaluated in f32 with the same op order as
+/// torch (`log(n / max_exact) / ln(max_distance / max_exact) * (buckets - max_exact)`,
+/// truncated), so bucket boundaries land where HF's do. The CUDA kernels
+/// (`attn_rel_bucket` in `kernels/common.cuh`) compute the same steps.
+pub fn relative_position_bucket(
+    relative_position: i64,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> usize {
+    let mut nb = num_buckets as i64;
+    let mut bucket = 0i64;
+    let n = if bidirectional {
+        nb /= 2;
+        if relative_position > 0 {
+            bucket += nb;
+        }
+        relative_position.abs()
+    } else {
+        (-relative_position).max(0)
+    };
+    let max_exact = relative_max_exact(bidirectional, num_buckets) as i64;
+    if n < max_exact {
+        return (bucket + n) as usize;
+    }
+    let denom = relative_log_ratio(max_distance, max_exact as usize);
+    let x = (n as f32 / max_exact as f32).ln() / denom * (nb - max_exact) as f32;
+    // (`as` saturates; the clamp keeps odd configs such as max_distance < max_exact in range)
+    let x = (x as i64).clamp(-(1 << 30), 1 << 30);
+    let large = (max_exact + x).min(nb - 1).max(0);
+    (bucket + large) as usize
 }
 
 /// Device memory held by a backend ([`Backend::device_memory`]).

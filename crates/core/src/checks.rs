@@ -7,6 +7,7 @@
 //! message, for the same bad call. Nothing here allocates unless it returns an
 //! error: these run on every op of a decode step.
 
+use crate::backend::RelativeBiasSpec;
 use crate::{AttentionParams, DType, Error, NormKind, Result, Shape, Tensor};
 
 /// `op`'s [`Error::ShapeMismatch`] between `lhs` and `rhs`.
@@ -320,6 +321,33 @@ impl AttentionShape {
             Some(b) if b.dims() != want => Err(shape_mismatch(ATTN, b.dims(), &want)),
             _ => Ok(()),
         }
+    }
+
+    /// The relative bias table is `[num_buckets, H]` with `num_buckets >= 2` and
+    /// `max_distance >= 1`, and comes without a `position_bias`.
+    pub fn check_relative_bias(
+        &self,
+        rel: Option<&RelativeBiasSpec>,
+        position_bias: Option<&Tensor>,
+    ) -> Result<()> {
+        let Some(r) = rel else { return Ok(()) };
+        if position_bias.is_some() {
+            return Err(Error::Invalid(
+                "attention: position_bias and relative_bias are mutually exclusive (give one)"
+                    .to_string(),
+            ));
+        }
+        if r.num_buckets < 2 || r.max_distance == 0 {
+            return Err(Error::Invalid(format!(
+                "attention: relative_bias needs num_buckets >= 2 and max_distance >= 1 (got {} and {})",
+                r.num_buckets, r.max_distance
+            )));
+        }
+        let want = [r.num_buckets, self.heads];
+        if r.table.dims() != want {
+            return Err(shape_mismatch(ATTN, r.table.dims(), &want));
+        }
+        Ok(())
     }
 
     /// `kv_index` (the tensor and its ids) names one kv row per query row;

@@ -973,7 +973,8 @@ impl Backend for ProfiledBackend {
                 + params
                     .key_mask
                     .map_or(0, |m| (kv_rows * m.cols() * 4) as u64)
-                + params.position_bias.map_or(0, tbytes);
+                + params.position_bias.map_or(0, tbytes)
+                + params.relative_bias.map_or(0, |r| tbytes(r.table));
             Cost {
                 op: "attention",
                 role: attention_role(qd, k.dims(), params),
@@ -1191,6 +1192,7 @@ mod tests {
             kv_len,
             key_mask: None,
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         }
     }

@@ -11,7 +11,13 @@
 //! ones are converted to f32 once per call, so models should keep them f32).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::Arc;
+
+thread_local! {
+    /// The relative-bias rows of the last attention call on this thread.
+    static REL_BIAS_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
 
 use encdec_core::checks::{self, same_count};
 use encdec_core::{
@@ -615,6 +621,8 @@ impl Backend for CpuBackend {
         shape.check_key_mask(p.key_mask)?;
         let position_bias = p.position_bias.map(|b| f32_in(b, OP)).transpose()?;
         shape.check_position_bias(p.position_bias)?;
+        let rel_table = p.relative_bias.map(|r| f32_in(r.table, OP)).transpose()?;
+        shape.check_relative_bias(p.relative_bias.as_ref(), p.position_bias)?;
         let kv_index = p.kv_index.map(|ix| u32_in(ix, OP)).transpose()?;
         shape.check_kv_index(p.kv_index.zip(kv_index))?;
         shape.check_out(out)?;
@@ -633,11 +641,35 @@ impl Backend for CpuBackend {
             v: vv,
             key_mask,
             position_bias,
+            relative_bias: None,
             kv_index,
         };
         let o = f32_out(out, OP)?;
         let isa = isa::active();
+        let (Some(r), Some(table)) = (p.relative_bias, rel_table) else {
+            self.run(attention::par_size(&a), || attention::attention(isa, &a, o));
+            return Ok(());
+        };
+        // The bias rows by relative position, in this thread's reused buffer (a
+        // decode step allocates nothing once it has grown).
+        let mut rows = REL_BIAS_ROWS.with(|c| c.take());
+        attention::relative_bias_rows(
+            table,
+            p.num_heads,
+            r.num_buckets,
+            r.max_distance,
+            r.bidirectional,
+            p.q_offset,
+            shape.tq,
+            p.kv_len,
+            &mut rows,
+        );
+        let a = Attn {
+            relative_bias: Some(&rows),
+            ..a
+        };
         self.run(attention::par_size(&a), || attention::attention(isa, &a, o));
+        REL_BIAS_ROWS.with(|c| c.set(rows));
         Ok(())
     }
 
@@ -863,6 +895,82 @@ mod tests {
     }
 
     #[test]
+    fn relative_bias_through_the_backend() {
+        use encdec_core::backend::{relative_position_bucket, RelativeBiasSpec};
+        let be = CpuBackend::with_threads(3);
+        let (b, tq, tk, h, d, nb, md) = (2, 5, 11, 3, 8, 16, 20);
+        let q = t(random_vec(1, b * tq * h * d), &[b, tq, h * d]);
+        let k = t(random_vec(2, b * tk * h * d), &[b, tk, h * d]);
+        let v = t(random_vec(3, b * tk * h * d), &[b, tk, h * d]);
+        let table = t(random_normal(4, nb * h, 1.0), &[nb, h]);
+        let tv = table.as_f32().unwrap().to_vec();
+        for (causal, q_offset, bi) in [(false, 0, true), (true, 6, false), (true, 0, true)] {
+            let mut dense = vec![0.0; h * tq * tk];
+            for i in 0..tq {
+                for j in 0..tk {
+                    let bk = relative_position_bucket(j as i64 - (q_offset + i) as i64, bi, nb, md);
+                    for hh in 0..h {
+                        dense[(hh * tq + i) * tk + j] = tv[bk * h + hh];
+                    }
+                }
+            }
+            let pb = t(dense, &[h, tq, tk]);
+            let spec = RelativeBiasSpec {
+                table: &table,
+                num_buckets: nb,
+                max_distance: md,
+                bidirectional: bi,
+            };
+            let base = AttentionParams {
+                num_heads: h,
+                head_dim: d,
+                scale: 1.0,
+                causal,
+                q_offset,
+                kv_len: tk,
+                key_mask: None,
+                position_bias: Some(&pb),
+                relative_bias: None,
+                kv_index: None,
+            };
+            let mut want = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+            be.attention(&q, &k, &v, &base, &mut want).unwrap();
+            let rel = AttentionParams {
+                position_bias: None,
+                relative_bias: Some(spec),
+                ..base
+            };
+            let mut got = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+            be.attention(&q, &k, &v, &rel, &mut got).unwrap();
+            assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
+            // Both at once, a table of the wrong shape, too few buckets: errors.
+            let both = AttentionParams {
+                relative_bias: Some(spec),
+                ..base
+            };
+            let e = be.attention(&q, &k, &v, &both, &mut got).unwrap_err();
+            assert!(e.to_string().contains("mutually exclusive"), "{e}");
+            let bad_table = t(vec![0.0; nb * (h + 1)], &[nb, h + 1]);
+            let bad = AttentionParams {
+                relative_bias: Some(RelativeBiasSpec {
+                    table: &bad_table,
+                    ..spec
+                }),
+                ..rel
+            };
+            assert!(be.attention(&q, &k, &v, &bad, &mut got).is_err());
+            let bad = AttentionParams {
+                relative_bias: Some(RelativeBiasSpec {
+                    num_buckets: 1,
+                    ..spec
+                }),
+                ..rel
+            };
+            assert!(be.attention(&q, &k, &v, &bad, &mut got).is_err());
+        }
+    }
+
+    #[test]
     fn attention_checks_its_arguments() {
         let be = CpuBackend::with_threads(1);
         let (b, tq, tk, h, d) = (2, 3, 5, 2, 4);
@@ -879,6 +987,7 @@ mod tests {
             kv_len: tk,
             key_mask: None,
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         };
         be.attention(&q, &k, &v, &ok, &mut out).unwrap();

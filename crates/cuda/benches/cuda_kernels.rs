@@ -256,6 +256,7 @@ fn attention(b: &mut B) {
             kv_len: t,
             key_mask: Some(&mask),
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         };
         let g = b.g.clone();
@@ -281,6 +282,7 @@ fn attention(b: &mut B) {
             kv_len: len,
             key_mask: None,
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         };
         for path in [AttentionPath::SplitKv, AttentionPath::Tiled] {

@@ -869,6 +869,11 @@ impl Backend for CudaBackend {
         shape.check_key_mask(p.key_mask)?;
         let position_bias = p.position_bias.map(|b| self.f32_in(b, OP)).transpose()?;
         shape.check_position_bias(p.position_bias)?;
+        let rel_table = p
+            .relative_bias
+            .map(|r| self.f32_in(r.table, OP))
+            .transpose()?;
+        shape.check_relative_bias(p.relative_bias.as_ref(), p.position_bias)?;
         let kv_index = p.kv_index.map(|ix| self.u32_in(ix, OP)).transpose()?;
         shape.check_kv_index(p.kv_index.zip(kv_index.map(|(_, ids)| ids)))?;
         shape.check_out(out)?;
@@ -877,6 +882,10 @@ impl Backend for CudaBackend {
             OP,
             &[batch, tq, p.num_heads, p.head_dim, tcap, p.q_offset + tq],
         )?;
+        let rel = p.relative_bias;
+        if let Some(r) = rel {
+            i32_fits(OP, &[r.num_buckets, r.max_distance])?;
+        }
         let args = AttnArgs {
             q: qp,
             k: kp,
@@ -885,6 +894,7 @@ impl Backend for CudaBackend {
             key_mask: key_mask.unwrap_or(0),
             pos_bias: position_bias.unwrap_or(0),
             kv_index: kv_index.map_or(0, |(ptr, _)| ptr),
+            rel_table: rel_table.unwrap_or(0),
             q_sb: q_sb as i64,
             q_st: q_st as i64,
             k_sb: k_sb as i64,
@@ -900,6 +910,10 @@ impl Backend for CudaBackend {
             causal: p.causal as i32,
             q_offset: p.q_offset as i32,
             scale: p.scale,
+            rel_buckets: rel.map_or(0, |r| r.num_buckets as i32),
+            rel_max_distance: rel.map_or(0, |r| r.max_distance as i32),
+            rel_bidirectional: rel.is_some_and(|r| r.bidirectional) as i32,
+            rel_log_ratio: rel.map_or(0.0, |r| r.log_ratio()),
         };
         self.dev.bind()?;
         ops::attention::attention(&self.dev, &args, self.attention_path())

@@ -2,7 +2,9 @@
 //! (split-KV + combine) against the CPU backend, exactly per `AttentionParams`:
 //! scale, causal with q_offset (also past kv_len), kv_len < Tcap, key_mask per
 //! kv row (padding, and a fully masked row, which is uniform over kv_len),
-//! position_bias [H, Tq, kv_len], kv_index (beams sharing encoder K/V), q/k/v
+//! position_bias [H, Tq, kv_len], T5's relative bias from its bucket table
+//! (bidirectional and causal, computed in the kernels; also bit-for-bit against
+//! the same kernels given the materialised bias), kv_index (beams sharing encoder K/V), q/k/v
 //! as strided views of fused projections, head_dim in {8, 33, 64, 100, 128, 256}.
 //! Every case runs through the Auto, Tiled and SplitKv paths.
 //! Tolerance `TOL_REDUCE` (rel L2 1e-5, abs 1e-5 + rel 1e-4): f32 online
@@ -11,6 +13,7 @@
 mod common;
 
 use common::*;
+use encdec_core::backend::{relative_position_bucket, RelativeBiasSpec};
 use encdec_core::testing::random_normal;
 use encdec_core::{AttentionParams, Backend, DType, Tensor};
 use encdec_cuda::AttentionPath;
@@ -117,6 +120,7 @@ fn attention_matches_cpu_on_every_case_and_path() {
                     kv_len: c.kv_len,
                     key_mask: mask,
                     position_bias: bias,
+                    relative_bias: None,
                     kv_index: ix,
                 };
                 let mut want = Tensor::zeros([c.batch, c.tq, hd], DType::F32);
@@ -184,6 +188,7 @@ fn attention_checks_its_arguments_like_the_cpu() {
         kv_len: tk,
         key_mask: None,
         position_bias: None,
+        relative_bias: None,
         kv_index: None,
     };
     g.attention(&q, &k, &v, &ok, &mut out).unwrap();
@@ -258,4 +263,186 @@ fn attention_checks_its_arguments_like_the_cpu() {
     // A transposed (last dim strided) k is refused.
     let kt = k.transpose(1, 2).unwrap();
     assert!(g.attention(&q, &kt, &v, &ok, &mut out).is_err());
+}
+
+/// T5's relative bias looked up in the kernels from the bucket table
+/// (`AttentionParams::relative_bias`): against the CPU op (TOL_REDUCE), and
+/// bit-for-bit against the same kernel given the materialised `[H, Tq, kv_len]`
+/// bias (the same f32 table entries must be added, so any bucket that differs
+/// from HF's shows), on every case and path, bidirectional and causal buckets.
+#[test]
+fn relative_bias_from_the_table_matches_the_materialised_bias() {
+    let g = gpu_or_skip!("relative_bias_from_the_table_matches_the_materialised_bias");
+    let mut f = Failures::default();
+    // (buckets, max distance): T5's; a small odd one; one with few exact buckets.
+    let specs = [(32usize, 128usize), (10, 20), (6, 9)];
+    for (ci, c) in CASES.iter().enumerate() {
+        for &(h, d) in &[(2usize, 64usize), (3, 33), (1, 8)] {
+            let hd = h * d;
+            let seed = (ci * 100 + d) as u64 + 5000;
+            let qh = host(
+                random_normal(seed, c.batch * c.tq * hd, 1.0),
+                &[c.batch, c.tq, hd],
+            );
+            let kh = host(
+                random_normal(seed + 1, c.bkv * c.tcap * hd, 1.0),
+                &[c.bkv, c.tcap, hd],
+            );
+            let vh = host(
+                random_normal(seed + 2, c.bkv * c.tcap * hd, 1.0),
+                &[c.bkv, c.tcap, hd],
+            );
+            let (qd, kd, vd) = (up(&g, &qh), up(&g, &kh), up(&g, &vh));
+            let mh = c
+                .mask
+                .then(|| host(mask(seed + 3, c.bkv, c.tcap), &[c.bkv, c.tcap]));
+            let md = mh.as_ref().map(|m| up(&g, m));
+            let ih = c
+                .beams
+                .map(|b| Tensor::from_u32(b.to_vec(), [b.len()]).unwrap());
+            let id = ih.as_ref().map(|i| up(&g, i));
+            for (si, &(nb, maxd)) in specs.iter().enumerate() {
+                // Alternate the direction so causal calls also get bidirectional buckets.
+                let bidirectional = (si % 2 == 0) != c.causal;
+                let table = random_normal(seed + 4 + si as u64, nb * h, 2.0);
+                let th = host(table.clone(), &[nb, h]);
+                let td = up(&g, &th);
+                let mut dense = vec![0.0f32; h * c.tq * c.kv_len];
+                for i in 0..c.tq {
+                    for j in 0..c.kv_len {
+                        let rel = j as i64 - (c.q_offset + i) as i64;
+                        let bk = relative_position_bucket(rel, bidirectional, nb, maxd);
+                        for hh in 0..h {
+                            dense[(hh * c.tq + i) * c.kv_len + j] = table[bk * h + hh];
+                        }
+                    }
+                }
+                let bd = up(&g, &host(dense, &[h, c.tq, c.kv_len]));
+                let base = AttentionParams {
+                    num_heads: h,
+                    head_dim: d,
+                    scale: 1.0,
+                    causal: c.causal,
+                    q_offset: c.q_offset,
+                    kv_len: c.kv_len,
+                    key_mask: None,
+                    position_bias: None,
+                    relative_bias: None,
+                    kv_index: None,
+                };
+                let spec = |table| RelativeBiasSpec {
+                    table,
+                    num_buckets: nb,
+                    max_distance: maxd,
+                    bidirectional,
+                };
+                let mut want = Tensor::zeros([c.batch, c.tq, hd], DType::F32);
+                cpu()
+                    .attention(
+                        &qh,
+                        &kh,
+                        &vh,
+                        &AttentionParams {
+                            key_mask: mh.as_ref(),
+                            relative_bias: Some(spec(&th)),
+                            kv_index: ih.as_ref(),
+                            ..base
+                        },
+                        &mut want,
+                    )
+                    .unwrap();
+                let want = want.to_f32_vec().unwrap();
+                for path in [
+                    AttentionPath::Auto,
+                    AttentionPath::Tiled,
+                    AttentionPath::SplitKv,
+                ] {
+                    g.set_attention_path(path);
+                    let what = format!(
+                        "relative bias {} ({c:?}) H={h} D={d} buckets={nb} max_distance={maxd} \
+                         bidirectional={bidirectional} path={path:?}",
+                        c.name
+                    );
+                    let mut got = poisoned(&g, &[c.batch, c.tq, hd]);
+                    let p = AttentionParams {
+                        key_mask: md.as_ref(),
+                        relative_bias: Some(spec(&td)),
+                        kv_index: id.as_ref(),
+                        ..base
+                    };
+                    if let Err(e) = g.attention(&qd, &kd, &vd, &p, &mut got) {
+                        f.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                    let got = down(&g, &got);
+                    f.check(&what, &got, &want, TOL_REDUCE);
+                    let mut dense_out = poisoned(&g, &[c.batch, c.tq, hd]);
+                    let p = AttentionParams {
+                        key_mask: md.as_ref(),
+                        position_bias: Some(&bd),
+                        kv_index: id.as_ref(),
+                        ..base
+                    };
+                    match g.attention(&qd, &kd, &vd, &p, &mut dense_out) {
+                        Ok(()) => f.exact(
+                            &format!("{what} vs materialised"),
+                            &got,
+                            &down(&g, &dense_out),
+                        ),
+                        Err(e) => f.push(format!("{what} (materialised): {e}")),
+                    }
+                }
+            }
+        }
+    }
+    // Both biases at once, or a table of the wrong shape: refused like on the CPU.
+    let (b, tq, tk, h, d) = (1, 2, 3, 2, 4);
+    let q = up(
+        &g,
+        &host(random_normal(1, b * tq * h * d, 1.0), &[b, tq, h * d]),
+    );
+    let k = up(
+        &g,
+        &host(random_normal(2, b * tk * h * d, 1.0), &[b, tk, h * d]),
+    );
+    let mut out = poisoned(&g, &[b, tq, h * d]);
+    let table = up(&g, &host(vec![0.0; 8 * h], &[8, h]));
+    let pb = up(&g, &host(vec![0.0; h * tq * tk], &[h, tq, tk]));
+    let spec = RelativeBiasSpec {
+        table: &table,
+        num_buckets: 8,
+        max_distance: 16,
+        bidirectional: true,
+    };
+    let ok = AttentionParams {
+        num_heads: h,
+        head_dim: d,
+        scale: 1.0,
+        causal: false,
+        q_offset: 0,
+        kv_len: tk,
+        key_mask: None,
+        position_bias: None,
+        relative_bias: Some(spec),
+        kv_index: None,
+    };
+    g.attention(&q, &k, &k, &ok, &mut out).unwrap();
+    let both = AttentionParams {
+        position_bias: Some(&pb),
+        ..ok
+    };
+    let e = g
+        .attention(&q, &k, &k, &both, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mutually exclusive"), "{e}");
+    let bad = AttentionParams {
+        relative_bias: Some(RelativeBiasSpec {
+            num_buckets: 9,
+            ..spec
+        }),
+        ..ok
+    };
+    assert!(g.attention(&q, &k, &k, &bad, &mut out).is_err());
+    f.finish("relative bias");
 }

@@ -198,6 +198,7 @@ const CASES: &[Case] = &[
             kv_len: 4,
             key_mask: None,
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         };
         b.attention(&q, &k, &k, &p, &mut o)

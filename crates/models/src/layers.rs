@@ -230,6 +230,7 @@ pub fn attention_params<'a>(
         kv_len,
         key_mask: None,
         position_bias: None,
+        relative_bias: None,
         kv_index: None,
     }
 }

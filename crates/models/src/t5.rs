@@ -37,6 +37,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use encdec_core::backend::RelativeBiasSpec;
 use encdec_core::{Activation, AttentionParams, Backend, DType, NormKind, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
 use serde::{Deserialize, Serialize};
@@ -426,47 +427,18 @@ impl FamilyConfig for T5Config {
 // The model
 // =================================================================================
 
-/// Per-row bucket of a relative position `memory - query`, exactly as HF
-/// `T5Attention._relative_position_bucket` computes it: half the buckets (per
-/// direction when bidirectional) are exact offsets, the rest log-spaced up to
-/// `max_distance`. The log branch is evaluated in f32 with the same op order as
-/// torch (`log(n / max_exact) / ln(max_distance / max_exact) * (buckets - max_exact)`,
-/// truncated), so bucket boundaries land where HF's do.
-pub fn relative_position_bucket(
-    relative_position: i64,
-    bidirectional: bool,
-    num_buckets: usize,
-    max_distance: usize,
-) -> usize {
-    let mut nb = num_buckets as i64;
-    let mut bucket = 0i64;
-    let n = if bidirectional {
-        nb /= 2;
-        if relative_position > 0 {
-            bucket += nb;
-        }
-        relative_position.abs()
-    } else {
-        (-relative_position).max(0)
-    };
-    let max_exact = nb / 2;
-    if n < max_exact {
-        return (bucket + n) as usize;
-    }
-    let denom = (max_distance as f64 / max_exact as f64).ln() as f32;
-    let x = (n as f32 / max_exact as f32).ln() / denom * (nb - max_exact) as f32;
-    // (`as` saturates; the clamp keeps odd configs such as max_distance < max_exact in range)
-    let large = (max_exact + x as i64).min(nb - 1).max(0);
-    (bucket + large) as usize
-}
+/// The bucket of a relative position `memory - query`, exactly as HF
+/// `T5Attention._relative_position_bucket` computes it (defined in
+/// `encdec_core`, where the backends compute the bias from it).
+pub use encdec_core::backend::relative_position_bucket;
 
-/// The `relative_attention_bias` table of one stack (block 0), kept on the host:
-/// the bias of each (query, key) pair is gathered from it per call.
+/// The `relative_attention_bias` table of one stack (block 0), on the backend:
+/// the attention op looks the bias of each (query, key) pair up in it
+/// ([`RelativeBiasSpec`]); no `[heads, tq, kv_len]` tensor is made.
 #[derive(Debug, Clone)]
 struct RelativeBias {
-    /// `[buckets, heads]`.
-    table: Vec<f32>,
-    heads: usize,
+    /// f32 `[buckets, heads]`.
+    table: Tensor,
     buckets: usize,
     max_distance: usize,
     bidirectional: bool,
@@ -480,48 +452,28 @@ impl RelativeBias {
         backend: &dyn Backend,
     ) -> Result<Self> {
         let name = "block.0.layer.0.SelfAttention.relative_attention_bias.weight";
-        let t = load_f32(
+        let table = load_f32(
             vb,
             name,
             &[cfg.relative_attention_num_buckets, cfg.num_heads],
             backend,
         )?;
-        let table = backend.download(&t)?.to_f32_vec()?;
         Ok(RelativeBias {
             table,
-            heads: cfg.num_heads,
             buckets: cfg.relative_attention_num_buckets,
             max_distance: cfg.relative_attention_max_distance,
             bidirectional,
         })
     }
 
-    /// Writes `bias[h, i, j]` for queries at `q_offset + i` (`i < tq`) over keys
-    /// `j < kv_len` into `out` (`heads * tq * kv_len` values).
-    fn fill(&self, q_offset: usize, tq: usize, kv_len: usize, out: &mut [f32]) {
-        let h_n = self.heads;
-        for i in 0..tq {
-            let q = (q_offset + i) as i64;
-            for j in 0..kv_len {
-                let b = relative_position_bucket(
-                    j as i64 - q,
-                    self.bidirectional,
-                    self.buckets,
-                    self.max_distance,
-                );
-                let row = &self.table[b * h_n..(b + 1) * h_n];
-                for (h, &v) in row.iter().enumerate() {
-                    out[(h * tq + i) * kv_len + j] = v;
-                }
-            }
+    /// The attention op's argument.
+    fn spec(&self) -> RelativeBiasSpec<'_> {
+        RelativeBiasSpec {
+            table: &self.table,
+            num_buckets: self.buckets,
+            max_distance: self.max_distance,
+            bidirectional: self.bidirectional,
         }
-    }
-
-    /// The host tensor `[heads, tq, kv_len]`.
-    fn matrix(&self, q_offset: usize, tq: usize, kv_len: usize) -> encdec_core::Result<Tensor> {
-        let mut v = vec![0f32; self.heads * tq * kv_len];
-        self.fill(q_offset, tq, kv_len, &mut v);
-        Tensor::from_f32(v, [self.heads, tq, kv_len])
     }
 }
 
@@ -783,8 +735,6 @@ impl T5Model {
 /// What a T5 decode step adds to [`StepScratch`].
 #[derive(Debug)]
 struct StepBuffers {
-    /// `[heads * capacity]` host buffer for the step's position-bias row.
-    bias: Tensor,
     /// `[rows, 1, d_ff]`: FFN input projections and gated product.
     f1: Tensor,
     f2: Tensor,
@@ -794,7 +744,6 @@ struct StepBuffers {
 impl Default for StepBuffers {
     fn default() -> Self {
         StepBuffers {
-            bias: empty_f32(),
             f1: empty_f32(),
             f2: empty_f32(),
             f3: empty_f32(),
@@ -818,7 +767,6 @@ impl Seq2SeqModel for T5Model {
         let (d, inner, ff) = (self.d_model, self.inner, self.d_ff);
         let ids = be.upload(&Tensor::from_u32(src.ids, [b * s])?)?;
         let key_mask = be.upload(&Tensor::from_f32(src.key_mask, [b, s])?)?;
-        let bias = be.upload(&self.encoder_bias.matrix(0, s, s)?)?;
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
         let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
@@ -833,7 +781,7 @@ impl Seq2SeqModel for T5Model {
         self.rms(&h, first_norm, &mut x)?;
         let mut params = self.params(0, s, /*causal=*/ false);
         params.key_mask = Some(&key_mask);
-        params.position_bias = Some(&bias);
+        params.relative_bias = Some(self.encoder_bias.spec());
         for (i, l) in self.encoder.iter().enumerate() {
             let _range = self.layer_ranges.encoder(be, i);
             l.attn.forward(be, &x, &params, &mut attn, &mut y)?;
@@ -928,23 +876,8 @@ impl T5Model {
         be.embedding(&ids, &self.embed, 1.0, &mut sc.h)?;
         drop(ids);
 
-        // The causal relative bias of query position `pos` over keys 0..=pos.
-        let hk = self.num_heads * kv_len;
-        let bias_row = &mut sc.extra.bias;
-        if bias_row.dims() != [self.num_heads * state.capacity] {
-            *bias_row = Tensor::zeros([self.num_heads * state.capacity], DType::F32);
-        }
-        self.decoder_bias
-            .fill(pos, 1, kv_len, &mut bias_row.as_f32_mut()?[..hk]);
-        let bias =
-            be.upload(
-                &bias_row
-                    .narrow(0, 0, hk)?
-                    .reshape([self.num_heads, 1, kv_len])?,
-            )?;
-
         let mut self_params = self.params(pos, kv_len, /*causal=*/ true);
-        self_params.position_bias = Some(&bias);
+        self_params.relative_bias = Some(self.decoder_bias.spec());
         let mut cross_params = self.params(0, enc.src_len, /*causal=*/ false);
         cross_params.key_mask = Some(&enc.key_mask);
         cross_params.kv_index = Some(&state.kv_index);
@@ -972,8 +905,6 @@ impl T5Model {
                 .map_or(&self.decoder_norm, |n| &n.self_norm);
             self.add_rms(&sc.y, &mut sc.h, next, &mut sc.x)?;
         }
-        drop(bias);
-
         if let Some(s) = self.output_scale {
             be.scale(&mut sc.x, s)?;
         }

@@ -11,6 +11,12 @@
 //! out    = sum_j p[j] v[r, j, h]
 //! ```
 //!
+//! `bias[h, i, j]` is the `position_bias` tensor, or T5's relative bias
+//! `table[bucket(j - (q_offset + i)), h]` ([`relative_bias_rows`]: the bucket of
+//! each relative position of the call is computed once and its table entry
+//! stored per head, so a bias row is a slice of it; the values added are the
+//! same f32 table entries a materialised `position_bias` holds).
+//!
 //! `limit(i) = kv_len`, or with `causal` `min(kv_len, q_offset + i + 1)`. This is
 //! HF eager attention's op order; keys past `limit` have weight exactly 0 there
 //! too (`exp(f32::MIN - max)`), except in a row where every allowed score is
@@ -82,6 +88,10 @@ pub struct Attn<'a> {
     pub key_mask: Option<&'a [f32]>,
     /// `[H, Tq, kv_len]` additive.
     pub position_bias: Option<&'a [f32]>,
+    /// `[H, Tq - 1 + kv_len]` additive, by relative position (from
+    /// [`relative_bias_rows`]): the bias of query row `i`, key `j` in head `h` is
+    /// entry `h * (Tq - 1 + kv_len) + (Tq - 1 - i) + j`. Not with `position_bias`.
+    pub relative_bias: Option<&'a [f32]>,
     /// `[B]` kv row of each batch row.
     pub kv_index: Option<&'a [u32]>,
 }
@@ -91,6 +101,17 @@ impl Attn<'_> {
     fn kv_row(&self, b: usize) -> usize {
         self.kv_index.map_or(b, |ix| ix[b] as usize)
     }
+    /// The additive bias of query row `i` in head `h` over keys `0..kv_len`.
+    #[inline(always)]
+    fn bias_row(&self, h: usize, i: usize) -> Option<&[f32]> {
+        if let Some(rb) = self.relative_bias {
+            let w = self.tq - 1 + self.kv_len;
+            let o = h * w + (self.tq - 1 - i);
+            return Some(&rb[o..o + self.kv_len]);
+        }
+        self.position_bias
+            .map(|pb| &pb[(h * self.tq + i) * self.kv_len..(h * self.tq + i + 1) * self.kv_len])
+    }
     /// Keys query `i` may attend to.
     #[inline(always)]
     fn limit(&self, i: usize) -> usize {
@@ -98,6 +119,42 @@ impl Attn<'_> {
             self.kv_len.min(self.q_offset + i + 1)
         } else {
             self.kv_len
+        }
+    }
+}
+
+/// The relative-position bias rows of one attention call into `out`
+/// (`[H, tq - 1 + kv_len]`, see [`Attn::relative_bias`]): entry `h * w + t`
+/// (`w = tq - 1 + kv_len`) is `table[bucket(rel), h]` for the relative position
+/// `rel = t - (tq - 1) - q_offset` (key `j` minus query position `q_offset + i`
+/// at `t = tq - 1 - i + j`), with the bucket of
+/// [`encdec_core::backend::relative_position_bucket`]. `table` is `[buckets, H]`.
+/// Reuses `out`'s capacity.
+#[allow(clippy::too_many_arguments)]
+pub fn relative_bias_rows(
+    table: &[f32],
+    heads: usize,
+    num_buckets: usize,
+    max_distance: usize,
+    bidirectional: bool,
+    q_offset: usize,
+    tq: usize,
+    kv_len: usize,
+    out: &mut Vec<f32>,
+) {
+    let w = (tq + kv_len).saturating_sub(1);
+    out.clear();
+    out.resize(heads * w, 0.0);
+    for t in 0..w {
+        let rel = t as i64 - (tq as i64 - 1) - q_offset as i64;
+        let bk = encdec_core::backend::relative_position_bucket(
+            rel,
+            bidirectional,
+            num_buckets,
+            max_distance,
+        );
+        for (h, &v) in table[bk * heads..(bk + 1) * heads].iter().enumerate() {
+            out[h * w + t] = v;
         }
     }
 }
@@ -127,9 +184,7 @@ pub fn attention_reference(a: &Attn, out: &mut [f32]) {
                         .zip(k)
                         .map(|(&qv, &kv)| (qv * a.scale) as f64 * kv as f64)
                         .sum();
-                    let bias = a
-                        .position_bias
-                        .map_or(0.0, |pb| pb[(h * a.tq + i) * a.kv_len + j]);
+                    let bias = a.bias_row(h, i).map_or(0.0, |pb| pb[j]);
                     let mask = a.key_mask.map_or(0.0, |m| m[r * a.tcap + j]);
                     *sj = dot + (bias + mask) as f64;
                 }
@@ -648,10 +703,7 @@ fn head_packed<S: Simd>(
     }
 
     // Phase 2: bias, mask and softmax of each row.
-    let bias_row = |i: usize| {
-        a.position_bias
-            .map(|pb| &pb[(h * a.tq + i) * a.kv_len..(h * a.tq + i + 1) * a.kv_len])
-    };
+    let bias_row = |i: usize| a.bias_row(h, i);
     let mask_row = a.key_mask.map(|m| &m[r * a.tcap..r * a.tcap + a.kv_len]);
     for (q, e) in eff.iter_mut().enumerate().take(rp) {
         *e = if q < rows {
@@ -801,9 +853,7 @@ fn attention_rows_generic<S: Simd>(
             }
             let lim = a.limit(i);
             qk_dot(s, a, qs, r, h, lim, sc);
-            let bias = a
-                .position_bias
-                .map(|pb| &pb[(h * a.tq + i) * a.kv_len..(h * a.tq + i + 1) * a.kv_len]);
+            let bias = a.bias_row(h, i);
             let n = finalize_row(s, sc, lim, a.kv_len, bias, mask_row);
             pv_row(s, a, sc, n, r, h, &mut out[ii * ldo + oc..]);
         }
@@ -1092,6 +1142,7 @@ mod tests {
             v: View3::contiguous(&v, c.tcap, hd),
             key_mask: c.mask.then_some(&mask[..]),
             position_bias: c.bias.then_some(&bias[..]),
+            relative_bias: None,
             kv_index: c.kv_index.as_deref(),
         };
         let mut want = vec![0.0f32; c.batch * c.tq * hd];
@@ -1278,6 +1329,7 @@ mod tests {
                 v: View3::contiguous(&v, kv, d),
                 key_mask: Some(&mask),
                 position_bias: None,
+                relative_bias: None,
                 kv_index: None,
             };
             let mut want = vec![0.0; 2 * tq * d];
@@ -1333,6 +1385,7 @@ mod tests {
                 v: View3::contiguous(&v, tcap, hd),
                 key_mask: Some(&mask),
                 position_bias: Some(&bias),
+                relative_bias: None,
                 kv_index: None,
             };
             assert!(super::super::par::PAR_MIN_ELEMS < par_size(&a));
@@ -1375,6 +1428,7 @@ mod tests {
             v: view(2),
             key_mask: None,
             position_bias: None,
+            relative_bias: None,
             kv_index: None,
         };
         let mut want = vec![0.0; b * t * hd];
@@ -1388,6 +1442,101 @@ mod tests {
             let mut got = vec![f32::NAN; b * t * hd];
             pool.install(|| attention(isa, &a, &mut got));
             compare(&format!("strided {}", isa.name()), &got, &want, Tol::F32).unwrap();
+        }
+    }
+
+    /// T5's relative bias from the bucket table gives exactly the output of the
+    /// materialised `[H, Tq, kv_len]` bias (the same f32 values added at the
+    /// same point), on every ISA, for encoder (bidirectional) and decoder
+    /// (causal, q_offset > 0) calls of odd sizes.
+    #[test]
+    fn relative_bias_equals_the_materialised_bias() {
+        use encdec_core::backend::relative_position_bucket;
+        // (tq, kv_len, tcap, q_offset, causal, bidirectional, heads, d, buckets, max distance)
+        #[rustfmt::skip]
+        type Case = (usize, usize, usize, usize, bool, bool, usize, usize, usize, usize);
+        let cases: &[Case] = &[
+            (7, 9, 9, 0, false, true, 2, 64, 32, 128),
+            (13, 13, 13, 0, false, true, 3, 17, 8, 12),
+            (1, 40, 48, 39, true, false, 3, 33, 32, 128),
+            (1, 200, 203, 199, true, false, 2, 8, 16, 32),
+            (5, 11, 11, 6, true, false, 4, 5, 6, 9),
+            (9, 37, 40, 0, false, true, 2, 31, 64, 256),
+            (3, 150, 150, 147, true, true, 1, 16, 10, 20),
+            (6, 130, 130, 0, false, true, 2, 24, 32, 64),
+            (4, 70, 70, 66, true, false, 2, 3, 2, 1),
+        ];
+        for (n, &(tq, kv_len, tcap, q_offset, causal, bi, heads, d, nb, md)) in
+            cases.iter().enumerate()
+        {
+            let seed = 700 + 10 * n as u64;
+            let (batch, hd) = (2, heads * d);
+            let q = random_normal(seed, batch * tq * hd, 1.0);
+            let k = random_normal(seed + 1, batch * tcap * hd, 1.0);
+            let v = random_normal(seed + 2, batch * tcap * hd, 1.0);
+            let table = random_normal(seed + 3, nb * heads, 2.0);
+            let mask: Vec<f32> = (0..batch * tcap)
+                .map(|x| {
+                    if x % tcap == kv_len - 1 && x / tcap == 1 {
+                        f32::MIN
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mut dense = vec![0.0f32; heads * tq * kv_len];
+            for i in 0..tq {
+                for j in 0..kv_len {
+                    let rel = j as i64 - (q_offset + i) as i64;
+                    let bk = relative_position_bucket(rel, bi, nb, md);
+                    for h in 0..heads {
+                        dense[(h * tq + i) * kv_len + j] = table[bk * heads + h];
+                    }
+                }
+            }
+            let mut rows = Vec::new();
+            relative_bias_rows(&table, heads, nb, md, bi, q_offset, tq, kv_len, &mut rows);
+            for mask_on in [false, true] {
+                let a = Attn {
+                    batch,
+                    tq,
+                    heads,
+                    head_dim: d,
+                    tcap,
+                    kv_len,
+                    scale: 1.0,
+                    causal,
+                    q_offset,
+                    q: View3::contiguous(&q, tq, hd),
+                    k: View3::contiguous(&k, tcap, hd),
+                    v: View3::contiguous(&v, tcap, hd),
+                    key_mask: mask_on.then_some(&mask[..]),
+                    position_bias: Some(&dense),
+                    relative_bias: None,
+                    kv_index: None,
+                };
+                let r = Attn {
+                    position_bias: None,
+                    relative_bias: Some(&rows),
+                    ..a
+                };
+                let mut want = vec![0.0f32; batch * tq * hd];
+                let mut got = vec![0.0f32; batch * tq * hd];
+                attention_reference(&a, &mut want);
+                attention_reference(&r, &mut got);
+                assert_eq!(got, want, "reference, case {n}");
+                for isa in isa::available() {
+                    let mut want = vec![f32::NAN; batch * tq * hd];
+                    let mut got = vec![f32::NAN; batch * tq * hd];
+                    attention(isa, &a, &mut want);
+                    attention(isa, &r, &mut got);
+                    let (gb, wb): (Vec<u32>, Vec<u32>) = (
+                        got.iter().map(|x| x.to_bits()).collect(),
+                        want.iter().map(|x| x.to_bits()).collect(),
+                    );
+                    assert_eq!(gb, wb, "case {n} ({}), mask {mask_on}", isa.name());
+                }
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct AttnArgs {
     pub key_mask: u64,
     pub pos_bias: u64,
     pub kv_index: u64,
+    /// f32 `[rel_buckets, heads]` or 0 (T5's relative position bias table).
+    pub rel_table: u64,
     pub q_sb: i64,
     pub q_st: i64,
     pub k_sb: i64,
@@ -32,6 +34,11 @@ pub(crate) struct AttnArgs {
     pub causal: i32,
     pub q_offset: i32,
     pub scale: f32,
+    pub rel_buckets: i32,
+    pub rel_max_distance: i32,
+    pub rel_bidirectional: i32,
+    /// `RelativeBiasSpec::log_ratio()`: the f32 `ln(max_distance / max_exact)`.
+    pub rel_log_ratio: f32,
 }
 // SAFETY: #[repr(C)] with the field order and types of `struct AttnArgs`.
 unsafe impl KArg for AttnArgs {}
