@@ -228,3 +228,34 @@ __device__ __forceinline__ void attn_uniform(const AttnArgs& a, const float* vb,
         orow[d] = acc;
     }
 }
+
+// ---- PTX wrappers of the tensor-core GEMMs (gemm_tc.cu, gemm_i8_tc.cu) ----
+// cp.async needs sm_80; the emulator defines the same functions in cuda_emu.h.
+#if !defined(ENCDEC_CUDA_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+__device__ __forceinline__ u32 shared_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// Four 8x8 b16 matrices (for int8 data: four 8-row x 16-byte blocks); lanes
+// 8j..8j+7 give the row addresses of matrix j, and lane l receives in r[j] the
+// 4 bytes at 4 (l % 4) of row l / 4 of matrix j (b16: elements 2 (l % 4) + {0, 1}).
+__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_addr(p)));
+}
+
+// 16 bytes global -> shared, asynchronous (L1 bypassed); both addresses 16 B aligned.
+__device__ __forceinline__ void cp_async_16(void* dst_shared, const void* src_global) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_addr(dst_shared)), "l"(src_global)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+#endif

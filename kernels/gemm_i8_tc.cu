@@ -76,23 +76,9 @@
 #endif
 #if I8TC_ARCH_OK
 
-// ---- PTX wrappers (the emulator defines the same functions in cuda_emu.h) ----
+// ---- mma wrapper (shared_addr, ldmatrix_x4, cp_async_* are in common.cuh; the
+// emulator defines them all in cuda_emu.h) ----
 #ifndef ENCDEC_CUDA_EMU
-__device__ __forceinline__ u32 shared_addr(const void* p) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-
-// Four 8x8 b16 matrices = four 8-row x 16-byte blocks of int8; lanes 8j..8j+7
-// give the row addresses of matrix j, and lane l receives in r[j] bytes
-// 4 (l % 4) .. 4 (l % 4) + 3 of row l / 4 of matrix j (lowest address in the low byte).
-__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const i8* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_addr(p)));
-}
-
 // d += A (16x32 s8, row) . B (32x8 s8, col), s32 accumulators (wrapping, no .satfinite).
 __device__ __forceinline__ void mma_m16n8k32_s8(int d[4], const u32 a[4], const u32 b[2]) {
     asm volatile(
@@ -100,18 +86,6 @@ __device__ __forceinline__ void mma_m16n8k32_s8(int d[4], const u32 a[4], const 
         "{%0, %1, %2, %3};"
         : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// 16 bytes global -> shared, asynchronous (L1 bypassed); both addresses 16 B aligned.
-__device__ __forceinline__ void cp_async_16(void* dst_shared, const void* src_global) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_addr(dst_shared)), "l"(src_global)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 #endif
 

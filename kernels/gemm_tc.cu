@@ -62,22 +62,9 @@
 #endif
 #if TC_ARCH_OK
 
-// ---- PTX wrappers (the emulator defines the same functions in cuda_emu.h) ----
+// ---- mma wrapper (shared_addr, ldmatrix_x4, cp_async_* are in common.cuh; the
+// emulator defines them all in cuda_emu.h) ----
 #ifndef ENCDEC_CUDA_EMU
-__device__ __forceinline__ u32 shared_addr(const void* p) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-
-// Four 8x8 b16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, and
-// lane l receives in r[j] the two elements (l / 4, 2 (l % 4) + {0, 1}) of matrix j.
-__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const u16* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_addr(p)));
-}
-
 // d += A (16x16, row) . B (16x8, col); f16 or bf16 operands, f32 accumulators.
 __device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const u32 a[4], const u32 b[2]) {
     asm volatile(
@@ -92,18 +79,6 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const u32 a[4], co
         "{%0, %1, %2, %3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// 16 bytes global -> shared, asynchronous (L1 bypassed); both addresses 16 B aligned.
-__device__ __forceinline__ void cp_async_16(void* dst_shared, const void* src_global) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_addr(dst_shared)), "l"(src_global)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 #endif
 

@@ -670,30 +670,14 @@ fn cnndm_is_downloaded_into_the_cache_when_online() {
     );
     let t5 = fixture("t5");
     let out_dir = sb.root.join("run");
-    let args = [
-        "eval",
-        "--model",
-        s(&t5),
-        "--dataset",
-        "cnndm",
-        "--limit",
-        "2",
-        "--out",
-        s(&out_dir),
-    ];
+    let args = eval_limit_2(&t5, "cnndm", &out_dir);
     let out = sb.encdec_online(&endpoint, &args);
-    assert_ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("downloading abisee/cnn_dailymail"),
-        "{stderr}"
-    );
-    let repo = sb.root.join("hf/hub/datasets--abisee--cnn_dailymail");
-    let cached = repo.join("snapshots/c0ffee/3.0.0/test-00000-of-00001.parquet");
-    assert_eq!(fs::read(&cached).unwrap(), body);
-    assert_eq!(
-        fs::read_to_string(repo.join("refs/main")).unwrap(),
-        "c0ffee"
+    assert_downloaded(
+        &sb,
+        &out,
+        "downloading abisee/cnn_dailymail",
+        "datasets--abisee--cnn_dailymail/snapshots/c0ffee/3.0.0/test-00000-of-00001.parquet",
+        &body,
     );
     let run: Value =
         serde_json::from_str(&fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap();
@@ -730,30 +714,14 @@ fn wmt14_is_downloaded_into_the_cache_when_online() {
     );
     let t5 = fixture("t5");
     let out_dir = sb.root.join("run");
-    let args = [
-        "eval",
-        "--model",
-        s(&t5),
-        "--dataset",
-        "wmt14-en-de",
-        "--limit",
-        "2",
-        "--out",
-        s(&out_dir),
-    ];
+    let args = eval_limit_2(&t5, "wmt14-en-de", &out_dir);
     let out = sb.encdec_online(&endpoint, &args);
-    assert_ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("downloading wmt/wmt14 de-en/test-00000-of-00001.parquet"),
-        "{stderr}"
-    );
-    let repo = sb.root.join("hf/hub/datasets--wmt--wmt14");
-    let cached = repo.join("snapshots/c0ffee/de-en/test-00000-of-00001.parquet");
-    assert_eq!(fs::read(&cached).unwrap(), body);
-    assert_eq!(
-        fs::read_to_string(repo.join("refs/main")).unwrap(),
-        "c0ffee"
+    assert_downloaded(
+        &sb,
+        &out,
+        "downloading wmt/wmt14 de-en/test-00000-of-00001.parquet",
+        "datasets--wmt--wmt14/snapshots/c0ffee/de-en/test-00000-of-00001.parquet",
+        &body,
     );
 
     // English from `translation.en` is the source, `translation.de` the reference.
@@ -837,4 +805,34 @@ fn wmt14_is_downloaded_into_the_cache_when_online() {
     ] {
         assert!(lines[1].contains(want), "{want:?} not in: {stderr}");
     }
+}
+
+/// `encdec eval --model MODEL --dataset DATASET --limit 2 --out OUT`.
+fn eval_limit_2<'a>(model: &'a Path, dataset: &'a str, out: &'a Path) -> [&'a str; 9] {
+    [
+        "eval",
+        "--model",
+        s(model),
+        "--dataset",
+        dataset,
+        "--limit",
+        "2",
+        "--out",
+        s(out),
+    ]
+}
+
+/// The run succeeded, said `message`, and left `body` in the hub cache at
+/// `hf/hub/<cached>` with `refs/main` naming the stand-in's revision `c0ffee`.
+fn assert_downloaded(sb: &Sandbox, out: &Output, message: &str, cached: &str, body: &[u8]) {
+    assert_ok(out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(message), "{stderr}");
+    let hub = sb.root.join("hf/hub");
+    assert_eq!(fs::read(hub.join(cached)).unwrap(), body);
+    let repo = hub.join(cached.split('/').next().unwrap());
+    assert_eq!(
+        fs::read_to_string(repo.join("refs/main")).unwrap(),
+        "c0ffee"
+    );
 }

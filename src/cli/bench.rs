@@ -1003,12 +1003,12 @@ fn report_text(report: &Value) -> String {
                 opt_ms(r, "step_p90_ms", 1.0),
                 opt_ms(r, "step_p99_ms", 1.0)
             ),
-            match f(r, "peak_device_mb") {
-                Some(dev) => format!(
-                    "{} (device {dev:.1})",
-                    f(r, "peak_rss_mb").map_or("-".to_string(), |x| format!("{x:.0}"))
-                ),
-                None => f(r, "peak_rss_mb").map_or("-".to_string(), |x| format!("{x:.0}")),
+            {
+                let rss = f(r, "peak_rss_mb").map_or("-".to_string(), |x| format!("{x:.0}"));
+                match f(r, "peak_device_mb") {
+                    Some(dev) => format!("{rss} (device {dev:.1})"),
+                    None => rss,
+                }
             },
         ));
     }

@@ -278,3 +278,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// first): `(indices, values)`, each `rows * k` long, on the host.
     fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)>;
 }
+
+/// A profiler range ([`Backend::range_push`]) that is closed when dropped, also on
+/// an early return through `?`.
+pub struct RangeGuard<'a>(&'a dyn Backend);
+
+impl<'a> RangeGuard<'a> {
+    pub fn open(backend: &'a dyn Backend, name: &str) -> Self {
+        backend.range_push(name);
+        RangeGuard(backend)
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.range_pop();
+    }
+}

@@ -16,7 +16,7 @@ pub mod shape;
 pub mod tensor;
 pub mod testing;
 
-pub use backend::{Activation, AttentionParams, Backend, DeviceMemory, NormKind};
+pub use backend::{Activation, AttentionParams, Backend, DeviceMemory, NormKind, RangeGuard};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use shape::Shape;

@@ -35,7 +35,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use encdec_core::{DType, Error, Result, Tensor};
+use encdec_core::{DType, Error, RangeGuard, Result, Tensor};
 
 use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
 use crate::math::{
@@ -222,11 +222,10 @@ impl<'m> Generator<'m> {
         }
         let sources: Vec<Vec<u32>> = batch.iter().map(|(_, s)| s.to_vec()).collect();
         let indices: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
-        let backend = self.model.backend();
-        backend.range_push("encode");
-        let enc = self.model.encode(&sources);
-        backend.range_pop();
-        let enc = enc?;
+        let enc = {
+            let _range = RangeGuard::open(self.model.backend(), "encode");
+            self.model.encode(&sources)?
+        };
         if enc.sources != sources.len() {
             return Err(Error::Invalid(format!(
                 "encoder returned {} sources for a batch of {}",
@@ -251,11 +250,10 @@ impl<'m> Generator<'m> {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> Result<()> {
-        let backend = self.model.backend();
-        backend.range_push("decode step");
-        let stepped = self.model.step(enc, state, tokens, logits);
-        backend.range_pop();
-        stepped?;
+        {
+            let _range = RangeGuard::open(self.model.backend(), "decode step");
+            self.model.step(enc, state, tokens, logits)?;
+        }
         if logits.dims() != [tokens.len(), self.vocab] {
             return Err(Error::Invalid(format!(
                 "model step returned logits of shape {:?}, expected [{}, {}]",

@@ -4,7 +4,7 @@
 //! (source padding, cross-attention K/V, decoder state, step scratch, beam
 //! reordering). What differs per family (norms, positions, FFN) stays in its file.
 
-use encdec_core::{AttentionParams, Backend, DType, Device, HostStorage, Tensor};
+use encdec_core::{AttentionParams, Backend, DType, Device, HostStorage, RangeGuard, Tensor};
 use encdec_generate::{DecoderState, EncoderOutput, Seq2SeqModel};
 
 use crate::error::{ModelError, Result};
@@ -834,22 +834,5 @@ impl LayerRanges {
             be,
             self.decoder.get(i).map_or("decoder.layer", String::as_str),
         )
-    }
-}
-
-/// A profiler range ([`Backend::range_push`]) closed when dropped, also on an
-/// early return through `?`.
-pub(crate) struct RangeGuard<'a>(&'a dyn Backend);
-
-impl<'a> RangeGuard<'a> {
-    fn open(be: &'a dyn Backend, name: &str) -> Self {
-        be.range_push(name);
-        RangeGuard(be)
-    }
-}
-
-impl Drop for RangeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.range_pop();
     }
 }
