@@ -14,9 +14,10 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use encdec_core::backend::RelativeBiasSpec;
 use encdec_core::testing::random_normal;
 use encdec_core::{Activation, AttentionParams, Backend, DType, NormKind, Tensor};
-use encdec_cuda::{AttentionPath, CudaBackend};
+use encdec_cuda::{AttentionPath, CudaBackend, GemmPath};
 
 fn host(v: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_f32(v, shape).unwrap()
@@ -219,9 +220,23 @@ fn gemm(b: &mut B) {
             } else {
                 Throughput::Elements((2 * m * n * k) as u64)
             };
-            b.run(&format!("linear/cuda/{dt}"), &name, tp, || {
-                g.linear(&x, &w, None, &mut out).unwrap()
-            });
+            // M > 8: the tensor-core kernels (Auto: f16/bf16 mma, int8 W8A8) beside
+            // the FP32-FMA tiled kernel they replace.
+            let paths: &[GemmPath] = if m <= 8 {
+                &[GemmPath::Auto]
+            } else {
+                &[GemmPath::Auto, GemmPath::Tiled]
+            };
+            for &path in paths {
+                let g = g.clone();
+                g.set_gemm_path(path);
+                b.run(
+                    &format!("linear/cuda/{dt}/{path:?}"),
+                    &name,
+                    tp.clone(),
+                    || g.linear(&x, &w, None, &mut out).unwrap(),
+                );
+            }
         }
     }
     let (bt, m, kk, nn) = (16, 128, 64, 128);
@@ -265,6 +280,24 @@ fn attention(b: &mut B) {
             &format!("1x{t}x16x64"),
             Throughput::Elements((4 * h * t * t * d) as u64),
             || g.attention(&q, &k, &v, &p, &mut out).unwrap(),
+        );
+        // T5: the relative position bias computed in the kernel from its table.
+        let table = b.rand(4, &[32, h], 1.0);
+        let t5 = AttentionParams {
+            scale: 1.0,
+            relative_bias: Some(RelativeBiasSpec {
+                table: &table,
+                num_buckets: 32,
+                max_distance: 128,
+                bidirectional: true,
+            }),
+            ..p
+        };
+        b.run(
+            "attention/cuda/encoder_t5_bias",
+            &format!("1x{t}x16x64"),
+            Throughput::Elements((4 * h * t * t * d) as u64),
+            || g.attention(&q, &k, &v, &t5, &mut out).unwrap(),
         );
     }
     // Decode: one query per row over a cache/encoder K/V of `len`; bytes = K + V read.
