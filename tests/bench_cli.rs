@@ -216,6 +216,10 @@ fn profile_writes_a_chrome_trace_with_one_event_per_op() {
         .sum();
     assert_eq!(att, 6 + 6 * 2 * 3);
     assert!(report["peaks"]["gflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        report["op_clock"], "host",
+        "the CPU backend has no device timer"
+    );
 
     let t: Value =
         serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).expect("the trace is JSON");

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Args;
 use encdec_core::profile::{cpu_peak_gflops, DevicePeaks, ModelDims, ProfiledBackend, Report};
-use encdec_core::Backend;
+use encdec_core::{Backend, DType};
 use encdec_models::ModelConfig;
 use serde_json::{json, Value};
 
@@ -131,7 +131,21 @@ pub fn measure_mem_bw(threads: usize) -> f64 {
 }
 
 /// Compute and bandwidth peaks of the device `backend` runs on.
-fn device_peaks(args: &ProfileArgs, backend: &dyn Backend, threads: usize) -> DevicePeaks {
+fn device_peaks(
+    args: &ProfileArgs,
+    backend: &dyn Backend,
+    dtype: DType,
+    threads: usize,
+) -> DevicePeaks {
+    if let Some(mut p) = backend.device_peaks(dtype) {
+        // A GPU's peaks come from its attributes; --mem-bw still overrides.
+        if let Some(bw) = args.mem_bw {
+            p.gbs = bw;
+            p.description
+                .push_str(&format!("; --mem-bw {bw} GB/s used instead"));
+        }
+        return p;
+    }
     let isa = encdec_cpu::isa::active();
     let lanes = match isa {
         encdec_cpu::isa::Isa::Avx512 => 16,
@@ -228,7 +242,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     for _ in 0..args.warmup {
         run_once(&plain, &gcfg, &sources, w)?;
     }
-    let peaks = device_peaks(&args, prof.inner().as_ref(), bm.threads);
+    let peaks = device_peaks(&args, prof.inner().as_ref(), bm.dtype, bm.threads);
 
     prof.reset();
     prof.set_enabled(true);
@@ -238,11 +252,17 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let wall = prof.now_ns() - t0;
     prof.set_enabled(false);
 
-    let report = prof.report(&peaks, Some(wall));
+    let report = prof.report(&peaks, Some(wall))?;
     if let Some(path) = &args.trace {
-        prof.write_chrome_trace(path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        prof.write_chrome_trace(path)?;
     }
+    // Ops on a device with a timer are timed by its events (and not waited
+    // for one by one); elsewhere by the host's clock around each call.
+    let op_clock = if prof.device_timed() == Some(true) {
+        "device"
+    } else {
+        "host"
+    };
     let head = format!(
         "encdec profile: {}, {} {}, {} threads; workload {} (batch {}, src {}, new {}, beams {}): \
          {:.1} tokens/s while profiled",
@@ -259,7 +279,11 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     );
     match args.format {
         Format::Text => {
-            println!("{head}\n");
+            println!("{head}");
+            if op_clock == "device" {
+                println!("op times: device clock (CUDA events around each op)");
+            }
+            println!();
             print!("{}", report.to_text());
             if let Some(path) = &args.trace {
                 println!(
@@ -280,6 +304,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
                 "new_tokens": w.new_tokens, "num_beams": w.num_beams,
             });
             v["tokens_per_s"] = json!((w.batch * w.new_tokens) as f64 / timing.wall_s);
+            v["op_clock"] = json!(op_clock);
             if let Some(path) = &args.trace {
                 v["trace"] = json!(path.display().to_string());
             }

@@ -150,6 +150,25 @@ pub fn relative_position_bucket(
     (bucket + large) as usize
 }
 
+/// A point in a device's queue of work (a CUDA event), made by
+/// [`Backend::device_timestamp`]; only the backend that made it reads it.
+pub struct DeviceTimestamp(Box<dyn std::any::Any + Send + Sync>);
+
+impl DeviceTimestamp {
+    pub fn new<T: std::any::Any + Send + Sync>(mark: T) -> Self {
+        DeviceTimestamp(Box::new(mark))
+    }
+    pub fn downcast_ref<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for DeviceTimestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceTimestamp")
+    }
+}
+
 /// Device memory held by a backend ([`Backend::device_memory`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceMemory {
@@ -192,6 +211,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Starts a new peak for [`DeviceMemory::peak_in_use_bytes`].
     fn reset_peak_device_memory(&self) {}
+    /// The device's theoretical peaks for ops on `dtype` weights (the
+    /// profiler's "% of peak"); None where the caller measures them (the CPU).
+    fn device_peaks(&self, _dtype: DType) -> Option<crate::profile::DevicePeaks> {
+        None
+    }
+    /// Marks the current end of the device's queue without waiting (a CUDA
+    /// event), so that the device's own clock can time the work between two
+    /// marks. None where ops run synchronously on the host: the wall clock
+    /// around a call is its time there.
+    fn device_timestamp(&self) -> Result<Option<DeviceTimestamp>> {
+        Ok(None)
+    }
+    /// Device nanoseconds from `start` to `end` (both made by this backend,
+    /// `start` first); waits until the device has reached `end`.
+    fn device_elapsed_ns(&self, start: &DeviceTimestamp, end: &DeviceTimestamp) -> Result<u64> {
+        let _ = (start, end);
+        Err(crate::Error::Invalid(format!(
+            "{} has no device timer",
+            self.describe()
+        )))
+    }
 
     // ---- memory -------------------------------------------------------------
     /// A zero-filled tensor on this backend.

@@ -16,7 +16,9 @@ pub mod shape;
 pub mod tensor;
 pub mod testing;
 
-pub use backend::{Activation, AttentionParams, Backend, DeviceMemory, NormKind, RangeGuard};
+pub use backend::{
+    Activation, AttentionParams, Backend, DeviceMemory, DeviceTimestamp, NormKind, RangeGuard,
+};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use shape::Shape;

@@ -57,7 +57,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::{
-    Activation, AttentionParams, Backend, DType, Device, NormKind, Result, Storage, Tensor,
+    Activation, AttentionParams, Backend, DType, Device, DeviceTimestamp, NormKind, Result,
+    Storage, Tensor,
 };
 
 /// What an op call is doing in the model (see the module docs for the rules).
@@ -226,6 +227,23 @@ pub struct Span {
     pub dur_ns: u64,
 }
 
+/// An op call timed by device timestamps, waiting to be read.
+#[derive(Debug)]
+struct PendingOp {
+    start: DeviceTimestamp,
+    end: DeviceTimestamp,
+    phase: &'static str,
+    cost: Cost,
+}
+
+/// Where the device's clock meets the host's: a timestamp queued on an idle
+/// device, and the host time it was queued at.
+#[derive(Debug)]
+struct Anchor {
+    mark: DeviceTimestamp,
+    host_ns: u64,
+}
+
 #[derive(Debug)]
 struct State {
     enabled: bool,
@@ -234,7 +252,22 @@ struct State {
     spans: Vec<Span>,
     /// Storage address of the last attention output (0: none).
     last_attn_out: usize,
+    /// Calls timed on the device, not yet read back.
+    pending: Vec<PendingOp>,
+    anchor: Option<Anchor>,
+    /// Whether the inner backend has a device timer (known after the first op).
+    device_timer: Option<bool>,
 }
+
+/// How an op call's start was taken.
+enum Start {
+    Host(u64),
+    Device(DeviceTimestamp),
+}
+
+/// Device-timed calls read back at once: each read waits for the device, so a
+/// batch is read when it is this long (and whenever results are asked for).
+const PENDING_LIMIT: usize = 4096;
 
 /// A backend that forwards every op to `inner` and records its cost.
 #[derive(Debug)]
@@ -263,6 +296,7 @@ fn shape_str(t: &Tensor) -> String {
     format!("[{}] {}", dims.join(","), t.dtype())
 }
 
+#[derive(Debug)]
 struct Cost {
     op: &'static str,
     role: Role,
@@ -285,6 +319,9 @@ impl ProfiledBackend {
                 events: Vec::new(),
                 spans: Vec::new(),
                 last_attn_out: 0,
+                pending: Vec::new(),
+                anchor: None,
+                device_timer: None,
             }),
         }
     }
@@ -314,6 +351,8 @@ impl ProfiledBackend {
         s.events.clear();
         s.spans.clear();
         s.last_attn_out = 0;
+        s.pending.clear();
+        s.anchor = None;
     }
 
     /// Nanoseconds since the profiler's epoch (the trace's time axis).
@@ -334,9 +373,18 @@ impl ProfiledBackend {
         }
     }
 
-    /// The op calls recorded so far, in call order.
-    pub fn events(&self) -> Vec<OpEvent> {
-        self.lock().events.clone()
+    /// The op calls recorded so far, in call order (waits for the device to
+    /// finish the ones it timed).
+    pub fn events(&self) -> Result<Vec<OpEvent>> {
+        let mut s = self.lock();
+        self.read_pending(&mut s)?;
+        Ok(s.events.clone())
+    }
+
+    /// Whether op times come from the device's clock (CUDA events) rather than
+    /// the host's wall clock around each call; None before the first recorded op.
+    pub fn device_timed(&self) -> Option<bool> {
+        self.lock().device_timer
     }
 
     /// The spans recorded so far.
@@ -344,43 +392,128 @@ impl ProfiledBackend {
         self.lock().spans.clone()
     }
 
-    fn enabled(&self) -> bool {
-        self.lock().enabled
-    }
-
-    /// The start time of an op call, or None while recording is off. Work queued
-    /// before it is waited for first (on an asynchronous device), and the call
-    /// gets a profiler range named `op` (NVTX on CUDA).
-    fn begin(&self, op: &'static str) -> Option<u64> {
-        if !self.enabled() {
+    /// The start of an op call, or None while recording is off; the call gets
+    /// a profiler range named `op` (NVTX on CUDA). A backend with a device
+    /// timer gets a timestamp queued before the op (no wait, so the device
+    /// runs as it would unprofiled); one without, whose ops may still be
+    /// queued, is waited for first so that the wall clock times this op alone.
+    fn begin(&self, op: &'static str) -> Option<Start> {
+        let mut s = self.lock();
+        if !s.enabled {
             return None;
         }
-        // A failed wait shows up again as the op's own error.
+        if s.device_timer != Some(false) {
+            if s.anchor.is_none() {
+                if let Ok(Some(_)) = self.inner.device_timestamp() {
+                    // The clocks meet on an idle device; a failed wait shows
+                    // up again as the op's own error.
+                    let _ = self.inner.synchronize();
+                    if let Ok(Some(mark)) = self.inner.device_timestamp() {
+                        let host_ns = self.now_ns();
+                        s.anchor = Some(Anchor { mark, host_ns });
+                        s.device_timer = Some(true);
+                    }
+                } else {
+                    s.device_timer = Some(false);
+                }
+            }
+            if s.anchor.is_some() {
+                if let Ok(Some(mark)) = self.inner.device_timestamp() {
+                    drop(s);
+                    self.inner.range_push(op);
+                    return Some(Start::Device(mark));
+                }
+            }
+        }
+        drop(s);
         let _ = self.inner.synchronize();
         self.inner.range_push(op);
-        Some(self.now_ns())
+        Some(Start::Host(self.now_ns()))
     }
 
-    /// Record the call begun at `start` (its cost computed only when recording),
-    /// once the device has finished it.
-    fn finish(&self, start: Option<u64>, cost: impl FnOnce() -> Cost) {
+    /// Record the call begun at `start` (its cost computed only when recording).
+    fn finish(&self, start: Option<Start>, cost: impl FnOnce() -> Cost) {
         let Some(start) = start else { return };
-        let _ = self.inner.synchronize();
-        let end = self.now_ns();
-        self.inner.range_pop();
-        let c = cost();
-        let mut s = self.lock();
-        let phase = s.phase;
-        s.events.push(OpEvent {
-            op: c.op,
-            role: c.role,
-            phase,
-            start_ns: start,
-            dur_ns: end.saturating_sub(start),
-            flops: c.flops,
-            bytes: c.bytes,
-            detail: c.detail,
-        });
+        match start {
+            Start::Host(start_ns) => {
+                let _ = self.inner.synchronize();
+                let end = self.now_ns();
+                self.inner.range_pop();
+                let c = cost();
+                let mut s = self.lock();
+                let phase = s.phase;
+                s.events.push(OpEvent {
+                    op: c.op,
+                    role: c.role,
+                    phase,
+                    start_ns,
+                    dur_ns: end.saturating_sub(start_ns),
+                    flops: c.flops,
+                    bytes: c.bytes,
+                    detail: c.detail,
+                });
+            }
+            Start::Device(mark) => {
+                let end = self.inner.device_timestamp();
+                self.inner.range_pop();
+                let c = cost();
+                let mut s = self.lock();
+                let phase = s.phase;
+                match end {
+                    Ok(Some(end)) => s.pending.push(PendingOp {
+                        start: mark,
+                        end,
+                        phase,
+                        cost: c,
+                    }),
+                    // No end mark: the op's time is unknown; keep its call
+                    // with the host's view of it (now) and no duration.
+                    _ => {
+                        let now = self.now_ns();
+                        s.events.push(OpEvent {
+                            op: c.op,
+                            role: c.role,
+                            phase,
+                            start_ns: now,
+                            dur_ns: 0,
+                            flops: c.flops,
+                            bytes: c.bytes,
+                            detail: c.detail,
+                        });
+                    }
+                }
+                if s.pending.len() >= PENDING_LIMIT {
+                    // A failed read surfaces when the results are asked for.
+                    let _ = self.read_pending(&mut s);
+                }
+            }
+        }
+    }
+
+    /// Turn the device-timed calls into events: start = the anchor's host time
+    /// plus the device time from the anchor, duration = the device time between
+    /// the call's two marks. The next call takes a new anchor, so device
+    /// intervals stay short (CUDA reports them as f32 milliseconds).
+    fn read_pending(&self, s: &mut State) -> Result<()> {
+        let Some(anchor) = s.anchor.take() else {
+            return Ok(());
+        };
+        let pending = std::mem::take(&mut s.pending);
+        for p in pending {
+            let from_anchor = self.inner.device_elapsed_ns(&anchor.mark, &p.start)?;
+            let dur_ns = self.inner.device_elapsed_ns(&p.start, &p.end)?;
+            s.events.push(OpEvent {
+                op: p.cost.op,
+                role: p.cost.role,
+                phase: p.phase,
+                start_ns: anchor.host_ns + from_anchor,
+                dur_ns,
+                flops: p.cost.flops,
+                bytes: p.cost.bytes,
+                detail: p.cost.detail,
+            });
+        }
+        Ok(())
     }
 
     fn simple(op: &'static str, flops: u64, bytes: u64, detail: String) -> Cost {
@@ -395,28 +528,37 @@ impl ProfiledBackend {
 
     /// The per-(op, role) summary. `wall_ns` is the wall time of the profiled
     /// region (None: the span from the first to the last event).
-    pub fn report(&self, peaks: &DevicePeaks, wall_ns: Option<u64>) -> Report {
+    pub fn report(&self, peaks: &DevicePeaks, wall_ns: Option<u64>) -> Result<Report> {
         let (events, spans) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            self.read_pending(&mut s)?;
             (s.events.clone(), s.spans.clone())
         };
-        Report::from_events(&events, &spans, peaks, wall_ns)
+        Ok(Report::from_events(&events, &spans, peaks, wall_ns))
     }
 
     /// The Chrome trace JSON (`{"traceEvents": [...]}`): one complete (`"ph":"X"`)
-    /// event of category `op` per op call on thread 1, and the caller's spans on
-    /// thread 0; timestamps in microseconds.
-    pub fn chrome_trace(&self) -> String {
+    /// event of category `op` per op call on thread 1 (named for the clock that
+    /// timed it), and the caller's spans on thread 0; timestamps in microseconds.
+    pub fn chrome_trace(&self) -> Result<String> {
         let (events, spans) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            self.read_pending(&mut s)?;
             (s.events.clone(), s.spans.clone())
         };
-        chrome_trace(&events, &spans)
+        let clock = if self.device_timed() == Some(true) {
+            OpClock::Device
+        } else {
+            OpClock::Host
+        };
+        Ok(chrome_trace(&events, &spans, clock))
     }
 
     /// Write [`Self::chrome_trace`] to `path`.
-    pub fn write_chrome_trace(&self, path: &std::path::Path) -> std::io::Result<()> {
-        std::fs::write(path, self.chrome_trace())
+    pub fn write_chrome_trace(&self, path: &std::path::Path) -> Result<()> {
+        let trace = self.chrome_trace()?;
+        std::fs::write(path, trace)
+            .map_err(|e| crate::Error::Invalid(format!("cannot write {}: {e}", path.display())))
     }
 }
 
@@ -445,14 +587,29 @@ fn us(ns: u64) -> String {
     format!("{}.{:03}", ns / 1000, ns % 1000)
 }
 
+/// The clock op events were timed by (it names the trace's op thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpClock {
+    /// The host's wall clock around each call (after waiting for the device).
+    Host,
+    /// The device's own timestamps around each op (CUDA events).
+    Device,
+}
+
 /// The Chrome trace JSON of `events` (thread 1, category `op`) and `spans` (thread 0).
-pub fn chrome_trace(events: &[OpEvent], spans: &[Span]) -> String {
+pub fn chrome_trace(events: &[OpEvent], spans: &[Span], clock: OpClock) -> String {
     let mut out = String::from("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
     out.push_str(
         "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":0,\"args\":{\"name\":\"host\"}},\n",
     );
-    out.push_str(
-        "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":1,\"args\":{\"name\":\"ops\"}}",
+    let ops_thread = match clock {
+        OpClock::Host => "ops (host clock)",
+        OpClock::Device => "ops (device clock, CUDA events)",
+    };
+    let _ = write!(
+        out,
+        "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":1,\"args\":{{\"name\":{}}}}}",
+        json_str(ops_thread)
     );
     for s in spans {
         let _ = write!(
@@ -698,6 +855,15 @@ impl Backend for ProfiledBackend {
     }
     fn reset_peak_device_memory(&self) {
         self.inner.reset_peak_device_memory()
+    }
+    fn device_peaks(&self, dtype: DType) -> Option<DevicePeaks> {
+        self.inner.device_peaks(dtype)
+    }
+    fn device_timestamp(&self) -> Result<Option<DeviceTimestamp>> {
+        self.inner.device_timestamp()
+    }
+    fn device_elapsed_ns(&self, start: &DeviceTimestamp, end: &DeviceTimestamp) -> Result<u64> {
+        self.inner.device_elapsed_ns(start, end)
     }
 
     fn describe(&self) -> String {
@@ -952,6 +1118,7 @@ impl Backend for ProfiledBackend {
         out: &mut Tensor,
     ) -> Result<()> {
         let t = self.begin("attention");
+        let recorded = t.is_some();
         let r = self.inner.attention(q, k, v, params, out);
         self.finish(t, || {
             let qd = q.dims();
@@ -990,7 +1157,7 @@ impl Backend for ProfiledBackend {
                 ),
             }
         });
-        if t.is_some() {
+        if recorded {
             self.lock().last_attn_out = storage_addr(out);
         }
         r
@@ -1298,7 +1465,7 @@ mod tests {
             ]
         };
         assert_eq!(null_calls(), [one("linear"), one("scale")].concat());
-        assert_eq!(p.events().len(), 2);
+        assert_eq!(p.events().unwrap().len(), 2);
         // Recording off: the ops are forwarded with no waits and no ranges.
         p.set_enabled(false);
         p.linear(&x, &w, None, &mut out).unwrap();
@@ -1314,7 +1481,7 @@ mod tests {
         let p = ProfiledBackend::new(Arc::new(Null), Some(dims(512, 512, 2048, 32128)));
         p.set_phase("decode");
         run_layer(&p);
-        let ev = p.events();
+        let ev = p.events().unwrap();
         let roles: Vec<(&str, Role)> = ev.iter().map(|e| (e.op, e.role)).collect();
         assert_eq!(
             roles,
@@ -1331,7 +1498,7 @@ mod tests {
         assert!(ev.iter().all(|e| e.phase == "decode"));
         assert!(ev[0].dur_ns >= 50_000, "the null linear sleeps 50 us");
 
-        let r = p.report(&peaks(), None);
+        let r = p.report(&peaks(), None).unwrap();
         assert_eq!(r.calls, 5);
         assert_eq!(r.rows.len(), 5);
         // sorted by time: the three sleeping linears first
@@ -1358,12 +1525,12 @@ mod tests {
         let p = ProfiledBackend::new(Arc::new(Null), None);
         p.set_enabled(false);
         run_layer(&p);
-        assert!(p.events().is_empty());
+        assert!(p.events().unwrap().is_empty());
         p.set_enabled(true);
         run_layer(&p);
-        assert_eq!(p.events().len(), 5);
+        assert_eq!(p.events().unwrap().len(), 5);
         p.reset();
-        assert!(p.events().is_empty());
+        assert!(p.events().unwrap().is_empty());
     }
 
     #[test]
@@ -1373,9 +1540,10 @@ mod tests {
         run_layer(&p);
         let t0 = p.now_ns();
         p.record_span("step \"0\"", "step", t0, t0 + 1500);
-        let json = p.chrome_trace();
+        let json = p.chrome_trace().unwrap();
         assert!(json.starts_with("{\"displayTimeUnit\":\"ms\",\"traceEvents\":["));
         assert_eq!(json.matches("\"cat\":\"op\"").count(), 10);
+        assert!(json.contains("\"ops (host clock)\""));
         assert_eq!(json.matches("\"ph\":\"X\"").count(), 11);
         assert!(json.contains("\"name\":\"step \\\"0\\\"\""));
         assert!(json.contains("\"dur\":1.500"));
@@ -1384,8 +1552,196 @@ mod tests {
         let open = json.matches('{').count();
         assert_eq!(open, json.matches('}').count());
         assert_eq!(json.matches('[').count(), json.matches(']').count());
-        let r = p.report(&peaks(), None);
+        let r = p.report(&peaks(), None).unwrap();
         assert_eq!(r.span_totals, vec![("step".to_string(), 1500)]);
+    }
+
+    /// `Null` with a device clock of its own: each op queued advances it by a
+    /// fixed cost, and timestamps read it (as CUDA events read the GPU's).
+    #[derive(Debug, Default)]
+    struct DeviceClocked {
+        clock_ns: std::sync::atomic::AtomicU64,
+        fail_reads: std::sync::atomic::AtomicBool,
+    }
+
+    impl DeviceClocked {
+        fn advance(&self, ns: u64) {
+            self.clock_ns
+                .fetch_add(ns, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Backend for DeviceClocked {
+        fn device(&self) -> Device {
+            Device::Cuda(0)
+        }
+        fn synchronize(&self) -> Result<()> {
+            Null.synchronize()
+        }
+        fn range_push(&self, name: &str) {
+            Null.range_push(name)
+        }
+        fn range_pop(&self) {
+            Null.range_pop()
+        }
+        fn device_timestamp(&self) -> Result<Option<DeviceTimestamp>> {
+            let now = self.clock_ns.load(std::sync::atomic::Ordering::SeqCst);
+            Ok(Some(DeviceTimestamp::new(now)))
+        }
+        fn device_elapsed_ns(&self, a: &DeviceTimestamp, b: &DeviceTimestamp) -> Result<u64> {
+            if self.fail_reads.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::Error::Cuda("an earlier kernel faulted".into()));
+            }
+            let (a, b) = (a.downcast_ref::<u64>(), b.downcast_ref::<u64>());
+            Ok(b.unwrap() - a.unwrap())
+        }
+        fn describe(&self) -> String {
+            "device-clocked null".into()
+        }
+        fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+            Null.zeros(shape, dtype)
+        }
+        fn upload(&self, t: &Tensor) -> Result<Tensor> {
+            Null.upload(t)
+        }
+        fn download(&self, t: &Tensor) -> Result<Tensor> {
+            Null.download(t)
+        }
+        fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+            Null.cast(t, dtype)
+        }
+        fn write_rows(&self, a: &Tensor, b: &mut Tensor, c: usize) -> Result<()> {
+            Null.write_rows(a, b, c)
+        }
+        fn index_select(&self, a: &Tensor, b: &Tensor, c: &mut Tensor) -> Result<()> {
+            Null.index_select(a, b, c)
+        }
+        fn linear(&self, _: &Tensor, _: &Tensor, _: Option<&Tensor>, _: &mut Tensor) -> Result<()> {
+            self.advance(70_000);
+            Ok(())
+        }
+        fn batched_matmul(&self, a: &Tensor, b: &Tensor, c: &mut Tensor) -> Result<()> {
+            Null.batched_matmul(a, b, c)
+        }
+        fn norm(
+            &self,
+            kind: NormKind,
+            x: &Tensor,
+            w: &Tensor,
+            b: Option<&Tensor>,
+            eps: f32,
+            out: &mut Tensor,
+        ) -> Result<()> {
+            self.advance(3_000);
+            Null.norm(kind, x, w, b, eps, out)
+        }
+        fn add_norm(
+            &self,
+            kind: NormKind,
+            x: &Tensor,
+            r: &mut Tensor,
+            w: &Tensor,
+            b: Option<&Tensor>,
+            eps: f32,
+            out: &mut Tensor,
+        ) -> Result<()> {
+            Null.add_norm(kind, x, r, w, b, eps, out)
+        }
+        fn activation(&self, x: &mut Tensor, act: Activation) -> Result<()> {
+            Null.activation(x, act)
+        }
+        fn gated_activation(
+            &self,
+            g: &Tensor,
+            u: &Tensor,
+            act: Activation,
+            out: &mut Tensor,
+        ) -> Result<()> {
+            Null.gated_activation(g, u, act, out)
+        }
+        fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+            Null.add_assign(x, y)
+        }
+        fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+            Null.mul_assign(x, y)
+        }
+        fn scale(&self, x: &mut Tensor, s: f32) -> Result<()> {
+            Null.scale(x, s)
+        }
+        fn embedding(&self, i: &Tensor, t: &Tensor, s: f32, o: &mut Tensor) -> Result<()> {
+            Null.embedding(i, t, s, o)
+        }
+        fn attention(
+            &self,
+            q: &Tensor,
+            k: &Tensor,
+            v: &Tensor,
+            params: &AttentionParams,
+            out: &mut Tensor,
+        ) -> Result<()> {
+            self.advance(20_000);
+            Null.attention(q, k, v, params, out)
+        }
+        fn softmax(&self, x: &mut Tensor) -> Result<()> {
+            Null.softmax(x)
+        }
+        fn log_softmax(&self, x: &mut Tensor) -> Result<()> {
+            Null.log_softmax(x)
+        }
+        fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+            Null.topk(x, k)
+        }
+    }
+
+    #[test]
+    fn a_device_timer_times_ops_on_the_device_clock_without_waiting_per_op() {
+        let dev = Arc::new(DeviceClocked::default());
+        let p = ProfiledBackend::new(dev.clone(), Some(dims(512, 512, 2048, 32128)));
+        null_calls();
+        run_layer(&p);
+        // One wait, where the device and host clocks meet before the first op;
+        // then only the ranges, so the device runs as it would unprofiled.
+        let calls = null_calls();
+        assert_eq!(
+            calls.iter().filter(|c| *c == "sync").count(),
+            1,
+            "{calls:?}"
+        );
+        assert_eq!(calls.iter().filter(|c| c.starts_with("push")).count(), 5);
+        assert_eq!(p.device_timed(), Some(true));
+        let ev = p.events().unwrap();
+        let durs: Vec<u64> = ev.iter().map(|e| e.dur_ns).collect();
+        assert_eq!(durs, [70_000, 20_000, 70_000, 3_000, 70_000]);
+        // On the device clock the ops run back to back from the anchor.
+        for w in ev.windows(2) {
+            assert_eq!(w[1].start_ns, w[0].start_ns + w[0].dur_ns);
+        }
+        assert!(p
+            .chrome_trace()
+            .unwrap()
+            .contains("\"ops (device clock, CUDA events)\""));
+        let r = p.report(&peaks(), Some(1_000_000)).unwrap();
+        assert_eq!(r.calls, 5);
+        assert_eq!(r.ops_ns, 233_000);
+
+        // A read-back failure (a faulted kernel) is an error, not a made-up time.
+        run_layer(&p);
+        dev.fail_reads
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = p.report(&peaks(), None).unwrap_err().to_string();
+        assert!(err.contains("faulted"), "{err}");
+        dev.fail_reads
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+
+        // Long runs are read back in batches; each batch takes a new anchor.
+        p.reset();
+        null_calls();
+        for _ in 0..(PENDING_LIMIT / 5 + 1) {
+            run_layer(&p);
+        }
+        let syncs = null_calls().iter().filter(|c| *c == "sync").count();
+        assert_eq!(syncs, 2, "one anchor per batch read back");
+        assert_eq!(p.events().unwrap().len(), 5 * (PENDING_LIMIT / 5 + 1));
     }
 
     #[test]

@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use cudarc::driver::{sys::CUdevice_attribute, CudaContext};
 use encdec_core::checks::{self, same_count};
+use encdec_core::profile::DevicePeaks;
 use encdec_core::{
-    Activation, AttentionParams, Backend, DType, Device, Error, HostStorage, NormKind, Result,
-    Storage, Tensor,
+    Activation, AttentionParams, Backend, DType, Device, DeviceTimestamp, Error, HostStorage,
+    NormKind, Result, Storage, Tensor,
 };
 use half::{bf16, f16};
 
-use crate::driver::Driver;
+use crate::driver::{Driver, Mark};
 use crate::launch::Dev;
 use crate::memory::{cuda_err, Block, CudaBuffer, MemoryStats, Pool};
 use crate::module::Kernels;
@@ -96,6 +97,9 @@ impl CudaBackend {
             total_memory_bytes: 0,
             compute_capability: (0, 0),
             multiprocessors: 4,
+            clock_khz: 0,
+            memory_clock_khz: 0,
+            memory_bus_bits: 0,
         };
         Ok(Self::with_driver(drv, None, info, 1 << 18))
     }
@@ -439,6 +443,27 @@ impl Backend for CudaBackend {
 
     fn reset_peak_device_memory(&self) {
         self.dev.pool.reset_peak();
+    }
+
+    fn device_peaks(&self, dtype: DType) -> Option<DevicePeaks> {
+        self.dev.info.peaks(dtype)
+    }
+
+    fn device_timestamp(&self) -> Result<Option<DeviceTimestamp>> {
+        self.dev.bind()?;
+        Ok(Some(DeviceTimestamp::new(self.dev.drv.mark()?)))
+    }
+
+    fn device_elapsed_ns(&self, start: &DeviceTimestamp, end: &DeviceTimestamp) -> Result<u64> {
+        match (start.downcast_ref::<Mark>(), end.downcast_ref::<Mark>()) {
+            (Some(a), Some(b)) => {
+                self.dev.bind()?;
+                a.elapsed_ns(b)
+            }
+            _ => Err(Error::Invalid(
+                "device_elapsed_ns: timestamps not made by a CUDA backend".into(),
+            )),
+        }
     }
 
     fn describe(&self) -> String {

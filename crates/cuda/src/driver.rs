@@ -52,6 +52,37 @@ pub(crate) enum Driver {
     Emu(Emu),
 }
 
+/// A point in the device's queue ([`Driver::mark`]).
+#[derive(Debug)]
+pub(crate) enum Mark {
+    /// A timing event recorded on the stream.
+    Cuda(cudarc::driver::CudaEvent),
+    /// The emulator runs each launch to completion on the host: the host
+    /// clock when the mark is made is the device's.
+    Host(std::time::Instant),
+}
+
+impl Mark {
+    /// Nanoseconds from `self` to `end`; waits for `end` on a GPU.
+    pub(crate) fn elapsed_ns(&self, end: &Mark) -> Result<u64> {
+        match (self, end) {
+            (Mark::Cuda(a), Mark::Cuda(b)) => {
+                // elapsed_ms waits for both events; CUDA's resolution is ~0.5 us.
+                let ms = a.elapsed_ms(b).map_err(|e| {
+                    Error::Cuda(format!(
+                        "reading event times: {e} (a kernel queued earlier may have failed)"
+                    ))
+                })?;
+                Ok((f64::from(ms.max(0.0)) * 1e6).round() as u64)
+            }
+            (Mark::Host(a), Mark::Host(b)) => Ok(b.saturating_duration_since(*a).as_nanos() as u64),
+            _ => Err(Error::Invalid(
+                "device timestamps of different drivers".into(),
+            )),
+        }
+    }
+}
+
 /// Host allocations of the emulator are aligned like cudaMalloc's.
 const EMU_ALIGN: usize = 256;
 
@@ -95,6 +126,17 @@ impl Driver {
                 ))
             }),
             Driver::Emu(_) => Ok(()),
+        }
+    }
+
+    /// Marks the current end of the stream (no wait).
+    pub(crate) fn mark(&self) -> Result<Mark> {
+        match self {
+            Driver::Cuda { stream, .. } => stream
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map(Mark::Cuda)
+                .map_err(|e| cuda_err("record event", e)),
+            Driver::Emu(_) => Ok(Mark::Host(std::time::Instant::now())),
         }
     }
 
