@@ -9,7 +9,7 @@
 //! Activations are f32 on the CPU; a device backend may run them in f16/bf16
 //! (accumulating in f32). Weights may be f32, f16, bf16 or int8 (per-row scales).
 
-use crate::{DType, Device, Result, Tensor};
+use crate::{DType, Device, HostStorage, Result, Tensor};
 
 /// Pointwise nonlinearities, named as in HF configs (`activation_function`, `dense_act_fn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +150,42 @@ pub fn relative_position_bucket(
     (bucket + large) as usize
 }
 
+/// `dst[..] = src[..]` between host tensors of one shape and dtype (f32, u32);
+/// `src` may be a strided view, `dst` must be contiguous.
+pub fn host_copy(src: &Tensor, dst: &mut Tensor, op: &'static str) -> Result<()> {
+    crate::checks::same_shape_and_dtype(op, src, dst)?;
+    dst.require_contiguous(op)?;
+    let (o, n) = (dst.offset(), dst.elem_count());
+    let contiguous = src.is_contiguous();
+    match (src.host()?, dst.host_mut(op)?) {
+        (HostStorage::F32(a), HostStorage::F32(b)) if contiguous => {
+            let so = src.offset();
+            b[o..o + n].copy_from_slice(&a[so..so + n]);
+        }
+        (HostStorage::U32(a), HostStorage::U32(b)) if contiguous => {
+            let so = src.offset();
+            b[o..o + n].copy_from_slice(&a[so..so + n]);
+        }
+        (HostStorage::F32(a), HostStorage::F32(b)) => {
+            for (d, i) in b[o..o + n].iter_mut().zip(src.strided_indices()) {
+                *d = a[i];
+            }
+        }
+        (HostStorage::U32(a), HostStorage::U32(b)) => {
+            for (d, i) in b[o..o + n].iter_mut().zip(src.strided_indices()) {
+                *d = a[i];
+            }
+        }
+        (h, _) => {
+            return Err(crate::Error::Invalid(format!(
+                "{op}: {} tensors are not supported (f32, u32)",
+                h.dtype()
+            )))
+        }
+    }
+    Ok(())
+}
+
 /// A point in a device's queue of work (a CUDA event), made by
 /// [`Backend::device_timestamp`]; only the backend that made it reads it.
 pub struct DeviceTimestamp(Box<dyn std::any::Any + Send + Sync>);
@@ -240,6 +276,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn upload(&self, t: &Tensor) -> Result<Tensor>;
     /// Copy a tensor of this backend to the host.
     fn download(&self, t: &Tensor) -> Result<Tensor>;
+    /// Copy the host tensor `src` into `dst`, a contiguous tensor of this
+    /// backend with the same shape and dtype (f32, u32), keeping `dst`'s memory:
+    /// a decode loop's step inputs stay where its kernels read them, and no
+    /// step allocates. The default serves host-resident tensors.
+    fn copy_from_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        host_copy(src, dst, "copy_from_host")
+    }
+    /// Copy `src`, a tensor of this backend, into the contiguous host tensor
+    /// `dst` of the same shape and dtype (f32, u32), without allocating.
+    fn copy_to_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        host_copy(src, dst, "copy_to_host")
+    }
     /// Convert to `dtype`; to int8 it quantises per row (absmax / 127).
     fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor>;
     /// `dst[b, start + t, :] = src[b, t, :]` for src `[B, T, C]`, dst `[B, Tcap, C]`
@@ -333,5 +381,33 @@ impl<'a> RangeGuard<'a> {
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
         self.0.range_pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_copy_fills_dst_in_place_and_rejects_mismatches() {
+        let src = Tensor::from_f32((0..6).map(|i| i as f32).collect(), [2, 3]).unwrap();
+        let mut dst = Tensor::zeros([3, 2], DType::F32);
+        let before = std::ptr::from_ref(dst.as_f32().unwrap()).cast::<f32>();
+        host_copy(&src.transpose(0, 1).unwrap(), &mut dst, "copy_to_host").unwrap();
+        assert_eq!(dst.as_f32().unwrap(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(before, dst.as_f32().unwrap().as_ptr(), "same memory");
+
+        let ids = Tensor::from_u32(vec![7, 8, 9], [3]).unwrap();
+        let mut into = Tensor::zeros([3], DType::U32);
+        host_copy(&ids, &mut into, "copy_from_host").unwrap();
+        assert_eq!(into.as_u32().unwrap(), [7, 8, 9]);
+
+        let e = host_copy(&src, &mut dst, "copy_from_host").unwrap_err();
+        assert!(e.to_string().contains("copy_from_host"), "{e}");
+        let mut wrong_dtype = Tensor::zeros([3], DType::F32);
+        assert!(host_copy(&ids, &mut wrong_dtype, "copy_to_host").is_err());
+        let half = Tensor::zeros([2], DType::F16);
+        let mut half_dst = Tensor::zeros([2], DType::F16);
+        assert!(host_copy(&half, &mut half_dst, "copy_to_host").is_err());
     }
 }

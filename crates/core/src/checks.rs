@@ -27,6 +27,21 @@ pub fn same_count(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// `a` and `b` have the same dims and dtype (a copy between them is exact).
+pub fn same_shape_and_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dims() != b.dims() {
+        return Err(shape_mismatch(op, a.dims(), b.dims()));
+    }
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: a.dtype(),
+            rhs: b.dtype(),
+        });
+    }
+    Ok(())
+}
+
 /// The `[.., C]` rule of add/mul_assign: y has x's rows of C, or is one row of C.
 pub fn broadcast(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
     let same_rows = y.elem_count() == x.elem_count();

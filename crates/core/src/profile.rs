@@ -891,6 +891,22 @@ impl Backend for ProfiledBackend {
         self.finish(t, || Self::simple("download", 0, tbytes(x), shape_str(x)));
         r
     }
+    fn copy_from_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        let t = self.begin("copy_from_host");
+        let r = self.inner.copy_from_host(src, dst);
+        self.finish(t, || {
+            Self::simple("copy_from_host", 0, tbytes(src), shape_str(src))
+        });
+        r
+    }
+    fn copy_to_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        let t = self.begin("copy_to_host");
+        let r = self.inner.copy_to_host(src, dst);
+        self.finish(t, || {
+            Self::simple("copy_to_host", 0, tbytes(src), shape_str(src))
+        });
+        r
+    }
     fn cast(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
         let t = self.begin("cast");
         let r = self.inner.cast(x, dtype);

@@ -31,6 +31,7 @@ use crate::module::Kernels;
 use crate::ops::attention::{AttentionPath, AttnArgs};
 use crate::ops::gemm::{GemmPath, WeightPtr};
 use crate::ops::{self, topk};
+use crate::staging::Staging;
 use crate::{driver_present, info_of, DeviceInfo};
 
 /// The CUDA backend of one device. A clone shares the device (context,
@@ -113,6 +114,7 @@ impl CudaBackend {
         CudaBackend {
             dev: Arc::new(Dev {
                 pool: Pool::new(drv.clone()),
+                staging: Staging::new(drv.clone()),
                 drv,
                 kernels,
                 info,
@@ -536,6 +538,54 @@ impl Backend for CudaBackend {
         self.tensor(t.dims(), c.dtype(), blk, None, ids)
     }
 
+    fn copy_from_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        const OP: &str = "copy_from_host";
+        checks::same_shape_and_dtype(OP, src, dst)?;
+        dst.require_contiguous(OP)?;
+        src.require_contiguous(OP)?;
+        self.dev.bind()?;
+        let (so, n) = (src.offset(), src.elem_count());
+        let o = dst.offset();
+        let b = self.buf_mut(dst, OP)?;
+        let ptr = b.ptr_at(o);
+        match src.host()? {
+            // SAFETY: `dst` is contiguous with `n` elements from `ptr`.
+            HostStorage::F32(v) => unsafe { self.dev.staging.upload(ptr, &v[so..so + n], OP) },
+            HostStorage::U32(v) => {
+                let ids = &v[so..so + n];
+                if let Some(mirror) = b.ids.as_mut() {
+                    mirror[o..o + n].copy_from_slice(ids);
+                }
+                // SAFETY: as above.
+                unsafe { self.dev.staging.upload(ptr, ids, OP) }
+            }
+            h => Err(Error::Invalid(format!(
+                "{OP}: {} tensors are not supported (f32, u32)",
+                h.dtype()
+            ))),
+        }
+    }
+
+    fn copy_to_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        const OP: &str = "copy_to_host";
+        checks::same_shape_and_dtype(OP, src, dst)?;
+        dst.require_contiguous(OP)?;
+        let b = self.buf(src, OP)?;
+        self.dev.bind()?;
+        let (ptr, _tmp) = self.contiguous_ptr(src, b, OP)?;
+        let (o, n) = (dst.offset(), dst.elem_count());
+        match dst.host_mut(OP)? {
+            // SAFETY: `ptr` addresses `n` contiguous elements of src's dtype.
+            HostStorage::F32(v) => unsafe { self.dev.staging.download(&mut v[o..o + n], ptr, OP) },
+            // SAFETY: as above.
+            HostStorage::U32(v) => unsafe { self.dev.staging.download(&mut v[o..o + n], ptr, OP) },
+            h => Err(Error::Invalid(format!(
+                "{OP}: {} tensors are not supported (f32, u32)",
+                h.dtype()
+            ))),
+        }
+    }
+
     fn download(&self, t: &Tensor) -> Result<Tensor> {
         const OP: &str = "download";
         let b = self.buf(t, OP)?;
@@ -702,15 +752,6 @@ impl Backend for CudaBackend {
         self.dev.bind()?;
         let es = src.dtype().size_in_bytes();
         let (sp, sscale) = (sb.ptr_at(so), sb.scale_ptr_at(so / cols));
-        let src_ids: Option<Vec<u32>> = sb.ids.as_ref().map(|ids| {
-            idx.iter()
-                .flat_map(|&i| {
-                    ids[so + i as usize * row..so + (i as usize + 1) * row]
-                        .iter()
-                        .copied()
-                })
-                .collect()
-        });
         let db = self.buf_mut(dst, OP)?;
         ops::copy::index_select(&self.dev, es, sp, ip, db.ptr_at(dof), idx.len(), row)?;
         if int8 {
@@ -724,8 +765,14 @@ impl Backend for CudaBackend {
                 row / cols,
             )?;
         }
-        if let (Some(v), Some(ids)) = (src_ids, db.ids.as_mut()) {
-            ids[dof..dof + v.len()].copy_from_slice(&v);
+        // The host copy of u32 ids follows, row by row (no allocation: beam
+        // reordering runs this every step).
+        if let (Some(src_ids), Some(ids)) = (sb.ids.as_ref(), db.ids.as_mut()) {
+            for (r, &i) in idx.iter().enumerate() {
+                let from = so + i as usize * row;
+                ids[dof + r * row..dof + (r + 1) * row]
+                    .copy_from_slice(&src_ids[from..from + row]);
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! the same argument lists on host memory, so the conformance tests can
 //! exercise the kernels on a machine without a GPU.
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys, CudaContext, CudaStream};
@@ -63,6 +63,18 @@ pub(crate) enum Mark {
 }
 
 impl Mark {
+    /// Waits until the device has reached this mark.
+    pub(crate) fn wait(&self) -> Result<()> {
+        match self {
+            Mark::Cuda(e) => e.synchronize().map_err(|e| {
+                Error::Cuda(format!(
+                    "waiting for an event: {e} (a kernel queued earlier may have failed)"
+                ))
+            }),
+            Mark::Host(_) => Ok(()),
+        }
+    }
+
     /// Nanoseconds from `self` to `end`; waits for `end` on a GPU.
     pub(crate) fn elapsed_ns(&self, end: &Mark) -> Result<u64> {
         match (self, end) {
@@ -138,6 +150,99 @@ impl Driver {
                 .map_err(|e| cuda_err("record event", e)),
             Driver::Emu(_) => Ok(Mark::Host(std::time::Instant::now())),
         }
+    }
+
+    /// Marks the current end of the stream for waiting only (no timing).
+    pub(crate) fn fence(&self) -> Result<Mark> {
+        match self {
+            Driver::Cuda { stream, .. } => stream
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                .map(Mark::Cuda)
+                .map_err(|e| cuda_err("record event", e)),
+            Driver::Emu(_) => Ok(Mark::Host(std::time::Instant::now())),
+        }
+    }
+
+    /// `bytes` (> 0) of page-locked host memory (`cuMemHostAlloc`; plain host
+    /// memory on the emulator).
+    pub(crate) fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8> {
+        match self {
+            Driver::Cuda { ctx, .. } => {
+                ctx.bind_to_thread()
+                    .map_err(|e| cuda_err("pinned host allocation", e))?;
+                // SAFETY: a plain allocation in the bound context.
+                unsafe { result::malloc_host(bytes, 0) }
+                    .map(|p| p as *mut u8)
+                    .map_err(|e| {
+                        Error::Cuda(format!("pinned host allocation of {bytes} bytes: {e}"))
+                    })
+            }
+            Driver::Emu(_) => self
+                .malloc(bytes)
+                .map(|p| p as *mut u8)
+                .map_err(|e| Error::Cuda(format!("pinned host allocation: {e}"))),
+        }
+    }
+
+    /// Frees what `alloc_pinned(bytes)` returned.
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_pinned(bytes)`, is freed once, and no queued copy uses it.
+    pub(crate) unsafe fn free_pinned(&self, ptr: *mut u8, bytes: usize) {
+        match self {
+            Driver::Cuda { ctx, .. } => {
+                let _ = ctx.bind_to_thread();
+                // SAFETY: per the contract above.
+                let _ = unsafe { result::free_host(ptr as *mut c_void) };
+            }
+            Driver::Emu(_) => self.free(ptr as u64, bytes),
+        }
+    }
+
+    /// Queues a copy of `bytes` from pinned host memory to the device.
+    ///
+    /// # Safety
+    /// `src` is pinned memory of at least `bytes` left untouched until the copy
+    /// has run; `dst` starts a live allocation of at least `bytes`.
+    pub(crate) unsafe fn htod_pinned(
+        &self,
+        dst: u64,
+        src: *const u8,
+        bytes: usize,
+        op: &str,
+    ) -> Result<()> {
+        match self {
+            Driver::Cuda { stream, .. } => {
+                // SAFETY: per the contract above.
+                let src = unsafe { std::slice::from_raw_parts(src, bytes) };
+                // SAFETY: as above.
+                unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
+                    .map_err(|e| cuda_err(op, e))
+            }
+            Driver::Emu(_) => {
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst as *mut u8, bytes) };
+                Ok(())
+            }
+        }
+    }
+
+    /// Copies `bytes` from the device into pinned host memory and waits.
+    ///
+    /// # Safety
+    /// `dst` is host memory of at least `bytes`; `src` starts a live
+    /// allocation of at least `bytes`.
+    pub(crate) unsafe fn dtoh_pinned(
+        &self,
+        dst: *mut u8,
+        src: u64,
+        bytes: usize,
+        op: &str,
+    ) -> Result<()> {
+        // SAFETY: per the contract above.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst, bytes) };
+        // SAFETY: as above.
+        unsafe { self.dtoh(dst, src, op) }
     }
 
     /// `bytes` (> 0) of device memory.
@@ -305,11 +410,16 @@ impl Driver {
                 .map_err(|e| cuda_err(name, e))
             }
             Driver::Emu(emu) => {
-                let cname = CString::new(name).map_err(|_| Error::Invalid(name.into()))?;
-                let mut err = vec![0u8; 1024];
+                // On the stack: a launch allocates nothing, as on a GPU.
+                let mut cname = [0u8; 128];
+                if name.len() >= cname.len() || name.contains('\0') {
+                    return Err(Error::Invalid(format!("kernel name {name:?}")));
+                }
+                cname[..name.len()].copy_from_slice(name.as_bytes());
+                let mut err = [0u8; 1024];
                 let _guard = EMU_LOCK.lock().unwrap_or_else(|p| p.into_inner());
                 let rc = (emu.launch)(
-                    cname.as_ptr(),
+                    cname.as_ptr() as *const c_char,
                     grid.0,
                     grid.1,
                     grid.2,

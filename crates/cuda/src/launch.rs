@@ -8,6 +8,7 @@ use encdec_core::{Error, Result};
 use crate::driver::Driver;
 use crate::memory::{Block, Pool};
 use crate::module::{Family, Kernels};
+use crate::staging::Staging;
 use crate::DeviceInfo;
 
 /// One device: its driver (context and the one stream all work runs on, or
@@ -16,6 +17,8 @@ use crate::DeviceInfo;
 pub(crate) struct Dev {
     pub(crate) drv: Arc<Driver>,
     pub(crate) pool: Arc<Pool>,
+    /// Pinned host buffers of the per-step copies.
+    pub(crate) staging: Staging,
     /// None when emulated (the emulator has every kernel built in).
     pub(crate) kernels: Option<Kernels>,
     pub(crate) info: DeviceInfo,

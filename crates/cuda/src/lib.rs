@@ -25,6 +25,7 @@ pub mod module;
 pub mod nvrtc;
 pub mod nvtx;
 mod ops;
+mod staging;
 
 pub use backend::CudaBackend;
 pub use memory::{CudaBuffer, MemoryStats};

@@ -101,9 +101,9 @@ impl Pool {
                 .range_mut(size..=size + size / 8)
                 .find_map(|(&s, v)| v.pop().map(|p| (s, p)));
             if let Some((s, ptr)) = found {
-                if st.free.get(&s).is_some_and(Vec::is_empty) {
-                    st.free.remove(&s);
-                }
+                // An emptied list stays (with its capacity), so giving the
+                // block back allocates nothing: the decode loop's host side
+                // stays allocation-free.
                 st.stats.reuses += 1;
                 st.stats.cached_bytes -= s;
                 st.stats.take(s);

@@ -240,3 +240,75 @@ fn device_memory_counts_live_tensors_and_their_peak() {
         m0.in_use_bytes
     );
 }
+
+#[test]
+fn copies_to_and_from_host_reuse_their_buffers() {
+    let g = gpu_or_skip!("copies_to_and_from_host_reuse_their_buffers");
+    // Several sizes through the same staging buffers (growing, then smaller).
+    let mut logits_host = Tensor::zeros([3, 7], DType::F32);
+    for (seed, (rows, cols)) in [(3usize, 7usize), (5, 50265), (2, 9), (4, 130)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = host(random_normal(seed as u64 + 10, rows * cols, 3.0), &[rows, cols]);
+        let mut on_dev = g.zeros(&[rows, cols], DType::F32).unwrap();
+        g.copy_from_host(&x, &mut on_dev).unwrap();
+        check_exact("copy_from_host f32", &down(&g, &on_dev), &x.to_f32_vec().unwrap());
+        if logits_host.dims() != [rows, cols] {
+            logits_host = Tensor::zeros([rows, cols], DType::F32);
+        }
+        logits_host.as_f32_mut().unwrap().fill(f32::NAN);
+        g.copy_to_host(&on_dev, &mut logits_host).unwrap();
+        check_exact(
+            "copy_to_host f32",
+            logits_host.as_f32().unwrap(),
+            &x.to_f32_vec().unwrap(),
+        );
+    }
+    // A strided device view comes down in row-major order.
+    let x = host(random_normal(20, 4 * 6, 1.0), &[4, 6]);
+    let d = up(&g, &x);
+    let t = d.transpose(0, 1).unwrap();
+    let mut h = Tensor::zeros([6, 4], DType::F32);
+    g.copy_to_host(&t, &mut h).unwrap();
+    let want = x.transpose(0, 1).unwrap().to_f32_vec().unwrap();
+    check_exact("copy_to_host transposed", h.as_f32().unwrap(), &want);
+
+    // u32 ids: the device buffer keeps its address, and ops that read ids see
+    // the new ones (an embedding of the copied ids equals the CPU's).
+    let table = host(random_normal(21, 10 * 4, 1.0), &[10, 4]);
+    let table_dev = up(&g, &table);
+    let mut ids_dev = g.zeros(&[3], DType::U32).unwrap();
+    for ids in [[1u32, 9, 0], [4, 4, 7]] {
+        let ids_host = Tensor::from_u32(ids.to_vec(), [3]).unwrap();
+        g.copy_from_host(&ids_host, &mut ids_dev).unwrap();
+        let mut out = poisoned(&g, &[3, 4]);
+        g.embedding(&ids_dev, &table_dev, 1.0, &mut out).unwrap();
+        let mut want = Tensor::zeros([3, 4], DType::F32);
+        cpu().embedding(&ids_host, &table, 1.0, &mut want).unwrap();
+        check_exact("embedding of copied ids", &down(&g, &out), want.as_f32().unwrap());
+        let mut back = Tensor::zeros([3], DType::U32);
+        g.copy_to_host(&ids_dev, &mut back).unwrap();
+        assert_eq!(back.as_u32().unwrap(), ids);
+    }
+    // An out-of-range id copied in is caught by the op that reads it.
+    let bad = Tensor::from_u32(vec![1, 10, 2], [3]).unwrap();
+    g.copy_from_host(&bad, &mut ids_dev).unwrap();
+    let mut out = poisoned(&g, &[3, 4]);
+    assert!(g.embedding(&ids_dev, &table_dev, 1.0, &mut out).is_err());
+
+    // Bad calls: shape, dtype, int8.
+    let mut dev = g.zeros(&[2, 3], DType::F32).unwrap();
+    let wrong_shape = host(vec![0.0; 6], &[3, 2]);
+    let e = g.copy_from_host(&wrong_shape, &mut dev).unwrap_err().to_string();
+    assert!(e.contains("copy_from_host"), "{e}");
+    let ids6 = Tensor::from_u32(vec![0; 6], [2, 3]).unwrap();
+    let e = g.copy_from_host(&ids6, &mut dev).unwrap_err().to_string();
+    assert!(e.contains("copy_from_host"), "{e}");
+    let mut h = Tensor::zeros([2, 2], DType::F32);
+    let e = g.copy_to_host(&dev, &mut h).unwrap_err().to_string();
+    assert!(e.contains("copy_to_host"), "{e}");
+    let q = g.zeros(&[2, 3], DType::I8).unwrap();
+    let mut h8 = Tensor::zeros([2, 3], DType::I8);
+    assert!(g.copy_to_host(&q, &mut h8).is_err());
+}

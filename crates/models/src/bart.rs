@@ -66,10 +66,10 @@ use crate::config::{
 };
 use crate::error::Result;
 use crate::layers::{
-    attention_params, check_start, check_weight_dtype, decode_step, embedding_dtype, empty_f32,
-    encoder_output, ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight,
-    new_decoder_state, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
-    AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
+    attention_params, check_start, check_weight_dtype, copy_to_backend, decode_step,
+    embedding_dtype, empty_f32, encoder_output, ensure_f32, host_u32, invalid, lm_head_weight,
+    load_f32, load_weight, new_decoder_state, select_rows, teacher_forced_cross_attention,
+    Attention, AttentionBuffers, AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -1073,8 +1073,10 @@ impl BartModel {
 /// What a BART-family decode step adds to [`StepScratch`].
 #[derive(Debug)]
 struct StepBuffers {
-    /// u32 `[rows]`: the position-table rows of the step's tokens (host).
+    /// u32 `[rows]`: the position-table rows of the step's tokens (host), and
+    /// on the backend.
     pos: Tensor,
+    pos_on_backend: Tensor,
     /// `[rows, 1, d]`: their position embeddings.
     p: Tensor,
     /// `[rows, 1, ffn]`: the FFN's hidden layer.
@@ -1085,6 +1087,7 @@ impl Default for StepBuffers {
     fn default() -> Self {
         StepBuffers {
             pos: Tensor::zeros([0], DType::U32),
+            pos_on_backend: Tensor::zeros([0], DType::U32),
             p: empty_f32(),
             f: empty_f32(),
         }
@@ -1259,7 +1262,7 @@ impl BartModel {
                 position_ids(self.arch.positions, &[t], len, &mut pos[i..i + 1]);
             }
         }
-        let pos = be.upload(&sc.extra.pos)?;
+        let pos = copy_to_backend(be, &sc.extra.pos, &mut sc.extra.pos_on_backend)?;
         let first = self
             .decoder
             .first()

@@ -267,6 +267,19 @@ pub fn ensure_like(
     Ok(())
 }
 
+/// Copies the host tensor `host` into `on_backend` (sized like it, allocated
+/// only when the shape changes) and returns a handle to it: per-step inputs
+/// reuse one buffer instead of an upload's new one.
+pub fn copy_to_backend(
+    be: &dyn Backend,
+    host: &Tensor,
+    on_backend: &mut Tensor,
+) -> encdec_core::Result<Tensor> {
+    ensure_like(be, on_backend, host.dims(), host.dtype())?;
+    be.copy_from_host(host, on_backend)?;
+    Ok(on_backend.clone())
+}
+
 /// Makes `buf` a host u32 tensor of `n` values, reallocating only when the length
 /// changes, and returns its values.
 pub fn host_u32(buf: &mut Tensor, n: usize) -> encdec_core::Result<&mut [u32]> {
@@ -415,8 +428,9 @@ pub fn new_decoder_state<X: Default + Send + Sync + 'static>(
 /// FFN buffers, position ids or bias row).
 #[derive(Debug)]
 pub struct StepScratch<X> {
-    /// u32 `[rows]`: the tokens of the step (host).
+    /// u32 `[rows]`: the tokens of the step (host), and on the backend.
     ids: Tensor,
+    ids_on_backend: Tensor,
     /// `[rows, 1, d]`: residual stream, sublayer input, sublayer output.
     pub h: Tensor,
     pub x: Tensor,
@@ -434,6 +448,7 @@ impl<X: Default + Send + Sync + 'static> StepScratch<X> {
     fn new(layers: usize) -> Self {
         StepScratch {
             ids: Tensor::zeros([0], DType::U32),
+            ids_on_backend: Tensor::zeros([0], DType::U32),
             h: empty_f32(),
             x: empty_f32(),
             y: empty_f32(),
@@ -475,10 +490,11 @@ impl<X> StepScratch<X> {
         self.attn.ensure(be, &[rows, 1, inner])
     }
 
-    /// The step's token ids on the backend.
+    /// The step's token ids on the backend (a handle to the scratch buffer
+    /// they are copied into; drop it before the next step).
     pub fn upload_ids(&mut self, be: &dyn Backend, tokens: &[u32]) -> encdec_core::Result<Tensor> {
         host_u32(&mut self.ids, tokens.len())?.copy_from_slice(tokens);
-        be.upload(&self.ids)
+        copy_to_backend(be, &self.ids, &mut self.ids_on_backend)
     }
 
     /// Decoder self-attention sublayer, `y = o(attend(q x, cache))`: the step's K/V
@@ -538,9 +554,7 @@ impl<X> StepScratch<X> {
         } else {
             ensure_f32(be, &mut self.logits, logits.dims())?;
             lm_head.forward(be, &self.x, &mut self.logits)?;
-            let host = be.download(&self.logits)?;
-            logits.as_f32_mut()?.copy_from_slice(host.as_f32()?);
-            Ok(())
+            be.copy_to_host(&self.logits, logits)
         }
     }
 }
@@ -617,8 +631,9 @@ fn rows_unchanged(state: &DecoderState, rows: &[u32], model: &str) -> encdec_cor
 /// number of rows stays the same.
 #[derive(Debug)]
 struct CacheReorder {
-    /// u32 `[rows]`: the kept rows (host).
+    /// u32 `[rows]`: the kept rows (host), and on the backend.
     select: Tensor,
+    select_on_backend: Tensor,
     spare_k: Vec<Tensor>,
     spare_v: Vec<Tensor>,
     spare_index: Tensor,
@@ -628,6 +643,7 @@ impl CacheReorder {
     fn new(layers: usize) -> Self {
         CacheReorder {
             select: Tensor::zeros([0], DType::U32),
+            select_on_backend: Tensor::zeros([0], DType::U32),
             spare_k: vec![empty_f32(); layers],
             spare_v: vec![empty_f32(); layers],
             spare_index: Tensor::zeros([0], DType::U32),
@@ -645,7 +661,7 @@ impl CacheReorder {
     ) -> encdec_core::Result<()> {
         let n = rows.len();
         host_u32(&mut self.select, n)?.copy_from_slice(rows);
-        let idx = backend.upload(&self.select)?;
+        let idx = copy_to_backend(backend, &self.select, &mut self.select_on_backend)?;
         let shape = [n, state.capacity, width];
         for l in 0..state.self_k.len() {
             ensure_f32(backend, &mut self.spare_k[l], &shape)?;

@@ -1,0 +1,150 @@
+//! Page-locked (pinned) host buffers for the decode loop's per-step copies:
+//! the step's token ids and beam indices up, the logits down.
+//!
+//! A copy between pageable host memory and the device goes through the
+//! driver's own bounce buffer (an extra host copy, and the upload is
+//! synchronous in effect); from pinned memory the copy engine reads or writes
+//! the bytes directly and the upload is truly asynchronous. The buffers grow
+//! to the largest copy seen and are then reused, so a step allocates nothing.
+//!
+//! Reuse of the upload buffer: the copy from it may still be queued when the
+//! next upload wants to write it, so each upload records a fence (an event)
+//! after its copy and the next one waits for that fence first (normally long
+//! passed: the step's logits download has waited for the whole stream).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use encdec_core::{Error, Result};
+
+use crate::driver::{Driver, Mark};
+
+/// One pinned buffer.
+#[derive(Debug)]
+struct Pinned {
+    ptr: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: the pointer is a host allocation owned by this struct, only touched
+// under `Staging`'s mutex.
+unsafe impl Send for Pinned {}
+
+#[derive(Debug)]
+struct Buffers {
+    up: Pinned,
+    down: Pinned,
+    /// Queued after the last copy out of `up`.
+    up_fence: Option<Mark>,
+}
+
+/// The two staging buffers of one device.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    drv: Arc<Driver>,
+    bufs: Mutex<Buffers>,
+}
+
+impl Staging {
+    pub(crate) fn new(drv: Arc<Driver>) -> Self {
+        let empty = || Pinned {
+            ptr: std::ptr::null_mut(),
+            cap: 0,
+        };
+        Staging {
+            drv,
+            bufs: Mutex::new(Buffers {
+                up: empty(),
+                down: empty(),
+                up_fence: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Buffers> {
+        self.bufs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `p` hold at least `bytes` (freeing the smaller one first).
+    fn reserve(&self, p: &mut Pinned, bytes: usize) -> Result<()> {
+        if p.cap >= bytes {
+            return Ok(());
+        }
+        // Grow by at least half, so slowly growing copies do not reallocate every time.
+        let cap = bytes.max(p.cap + p.cap / 2).next_multiple_of(4096);
+        if !p.ptr.is_null() {
+            // SAFETY: allocated by alloc_pinned(p.cap); no queued copy uses it
+            // (the caller waited for the fence / the download synchronised).
+            unsafe { self.drv.free_pinned(p.ptr, p.cap) };
+            p.ptr = std::ptr::null_mut();
+            p.cap = 0;
+        }
+        p.ptr = self.drv.alloc_pinned(cap)?;
+        p.cap = cap;
+        Ok(())
+    }
+
+    /// Copies `src` to the device at `dst` through the pinned upload buffer;
+    /// returns once the bytes are in the buffer (the copy itself is queued).
+    ///
+    /// # Safety
+    /// `dst` starts a live device allocation of at least `size_of_val(src)` bytes.
+    pub(crate) unsafe fn upload<T: Copy>(&self, dst: u64, src: &[T], op: &str) -> Result<()> {
+        let bytes = std::mem::size_of_val(src);
+        if bytes == 0 {
+            return Ok(());
+        }
+        let mut b = self.lock();
+        if let Some(fence) = b.up_fence.take() {
+            fence
+                .wait()
+                .map_err(|e| Error::Cuda(format!("{op}: {e}")))?;
+        }
+        self.reserve(&mut b.up, bytes)?;
+        // SAFETY: the buffer holds at least `bytes`, no queued copy reads it
+        // (fence waited for), and `src` is `bytes` long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, b.up.ptr, bytes);
+            self.drv.htod_pinned(dst, b.up.ptr, bytes, op)?;
+        }
+        b.up_fence = Some(self.drv.fence()?);
+        Ok(())
+    }
+
+    /// Copies `dst.len()` elements from the device at `src` into `dst` through
+    /// the pinned download buffer, waiting for the stream.
+    ///
+    /// # Safety
+    /// `src` starts a live device allocation of at least `size_of_val(dst)` bytes.
+    pub(crate) unsafe fn download<T: Copy>(&self, dst: &mut [T], src: u64, op: &str) -> Result<()> {
+        let bytes = std::mem::size_of_val(dst);
+        if bytes == 0 {
+            return Ok(());
+        }
+        let mut b = self.lock();
+        // The download buffer is only in use inside this call (it waits).
+        self.reserve(&mut b.down, bytes)?;
+        // SAFETY: the buffer holds at least `bytes`; dtoh_pinned waits for the
+        // copy before the bytes are read; `dst` is `bytes` long.
+        unsafe {
+            self.drv.dtoh_pinned(b.down.ptr, src, bytes, op)?;
+            std::ptr::copy_nonoverlapping(b.down.ptr, dst.as_mut_ptr() as *mut u8, bytes);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let b = self.bufs.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = b.up_fence.take() {
+            let _ = f.wait();
+        }
+        for p in [&mut b.up, &mut b.down] {
+            if !p.ptr.is_null() {
+                // SAFETY: allocated by alloc_pinned(p.cap), no copy pending.
+                unsafe { self.drv.free_pinned(p.ptr, p.cap) };
+                p.ptr = std::ptr::null_mut();
+            }
+        }
+    }
+}
