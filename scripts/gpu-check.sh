@@ -10,7 +10,9 @@
 #      (greedy and beam 4; ids must be identical), and `encdec bench` of
 #      random-weight bart-large-cnn, t5-base and opus-mt-en-de shapes on W1-W4
 #      in f32 and bf16, as one table of tokens/s, step p50, encoder time, peak
-#      device memory.
+#      device memory;
+#   4. `encdec profile` of a bart-large-cnn shape on W1 with a Chrome trace (op
+#      times from CUDA events).
 #
 # Usage:
 #   scripts/gpu-check.sh [--bundle DIR] [--report FILE] [--quick]
@@ -178,6 +180,32 @@ PY
     fi
   done
 done
+echo >>"$report"
+
+echo "== profile"
+# 4. `encdec profile` on the device: op times from CUDA events, a Chrome trace
+# (kept beside the report), the top rows of the table.
+if [ $quick -eq 1 ]; then
+  pargs=(--model tests/fixtures/t5 --batch 1 --src-len 8 --new-tokens 4 --warmup 0)
+  pname=t5-fixture
+else
+  pargs=(--arch bart-large-cnn --random-weights --workload W1 --warmup 1)
+  pname=bart-large-cnn
+fi
+{
+  echo "## Profile: $pname W1, f32 (\`encdec profile --device cuda\`, CUDA events per op)"
+  echo
+} >>"$report"
+if "$encdec" profile "${pargs[@]}" --device cuda --trace "$logs/profile-trace.json" \
+    >"$logs/profile.txt" 2>"$logs/profile.err"; then
+  if grep -q "device clock" "$logs/profile.txt"; then
+    { echo '```'; head -n 16 "$logs/profile.txt"; echo '```'; } >>"$report"
+  else
+    echo "profile: ops were not timed by device events (see $logs/profile.txt)" >>"$report"; fail=1
+  fi
+else
+  echo "profile failed: $(tail -n 1 "$logs/profile.err")" >>"$report"; fail=1
+fi
 echo >>"$report"
 
 echo
