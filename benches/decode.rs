@@ -1,5 +1,10 @@
 //! End-to-end model benches: one decoder step and one encoder pass of random-weight
-//! models with the exact shapes of opus-mt-en-de and t5-small, at batch 1 and 16.
+//! models with the exact shapes of one checkpoint per architecture variant the
+//! models implement: opus-mt-en-de (Marian), t5-small (T5), flan-t5-small (T5
+//! v1.1: gated GELU, untied lm_head), bart-base (BART: learned positions,
+//! post-norm, embedding layer norm), m2m100_418M (M2M100/NLLB: sinusoidal
+//! positions, pre-norm) and mt5-small (a 250k vocabulary: lm_head-bound), at
+//! batch 1 and 16 (the larger two at batch 1 only).
 //!
 //! - `encoder/<arch>/b<B>`: `encode` of B sources (32 tokens at batch 1, 64 at
 //!   batch 16: the source lengths of workloads W1 and W2), cross K/V included.
@@ -24,8 +29,15 @@ use encdec_core::{Backend, DType, Tensor};
 use encdec_generate::{GenerationConfig, GenerationOverrides, Generator, Seq2SeqModel};
 use encdec_models::catalogue;
 
-const ARCHS: [&str; 2] = ["opus-mt-en-de", "t5-small"];
-const BATCHES: [usize; 2] = [1, 16];
+/// (catalogue shape, batches).
+const ARCHS: [(&str, &[usize]); 6] = [
+    ("opus-mt-en-de", &[1, 16]),
+    ("t5-small", &[1, 16]),
+    ("flan-t5-small", &[1, 16]),
+    ("bart-base", &[1, 16]),
+    ("m2m100_418M", &[1]),
+    ("mt5-small", &[1]),
+];
 /// Decoder positions the timed steps run at: the cache is prefilled to START.
 const START: usize = 32;
 const CAPACITY: usize = 64;
@@ -66,7 +78,7 @@ fn model(arch: &str, be: Arc<dyn Backend>) -> Option<Box<dyn Seq2SeqModel>> {
 
 fn bench_models(c: &mut Criterion) {
     let be = backend();
-    for arch in ARCHS {
+    for (arch, batches) in ARCHS {
         let Some(m) = model(arch, be.clone()) else {
             continue;
         };
@@ -75,7 +87,7 @@ fn bench_models(c: &mut Criterion) {
         {
             let mut g = c.benchmark_group("encoder");
             g.sample_size(10).measurement_time(Duration::from_secs(3));
-            for b in BATCHES {
+            for &b in batches {
                 let src = sources(b, if b == 1 { 32 } else { 64 });
                 g.bench_function(BenchmarkId::new(arch, format!("b{b}")), |bench| {
                     // as the Generator runs it: inside the backend's pool
@@ -90,7 +102,7 @@ fn bench_models(c: &mut Criterion) {
         }
         let mut g = c.benchmark_group("decode_step");
         g.sample_size(20).measurement_time(Duration::from_secs(3));
-        for b in BATCHES {
+        for &b in batches {
             let src = sources(b, if b == 1 { 32 } else { 64 });
             let enc = m.encode(&src).expect("encode");
             let rows: Vec<u32> = (0..b as u32).collect();
