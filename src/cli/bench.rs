@@ -301,6 +301,10 @@ pub fn open_model(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (name, config, dir) = model_config(args)?;
+    let (loaded_dtype, note) = encdec_models::weight_dtype_for(&config, backend.device(), dtype);
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
     let t0 = Instant::now();
     let model = match dir {
         Some(dir) => encdec_models::load_model(&dir, backend, dtype)?.model,
@@ -310,7 +314,8 @@ pub fn open_model(
         name,
         config,
         model,
-        dtype,
+        // What the weights are, which the results name (T5 f16 on a GPU loads bf16).
+        dtype: loaded_dtype,
         device,
         threads,
         load_s: t0.elapsed().as_secs_f64(),

@@ -246,9 +246,14 @@ impl Session {
     ) -> Result<Self> {
         let dir = crate::hub::resolve_model(&model.model)?;
         let dtype = parse_dtype(&model.dtype)?;
-        let (_, tokenizer, config, prefix) =
+        let (model_cfg, tokenizer, config, prefix) =
             resolve_settings(&dir, gen, prefix, src_lang, tgt_lang)?;
         let backend = make_backend(&model.device, model.threads)?;
+        if let (_, Some(note)) =
+            encdec_models::weight_dtype_for(&model_cfg, backend.device(), dtype)
+        {
+            eprintln!("note: {note}");
+        }
         let loaded = load_model(&dir, backend, dtype)?;
         let spec_vocab = loaded.model.spec().vocab_size;
         if tokenizer.vocab_size() > spec_vocab {

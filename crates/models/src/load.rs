@@ -30,11 +30,10 @@ pub fn build_model(
     backend: Arc<dyn Backend>,
     dtype: DType,
 ) -> Result<(Box<dyn Seq2SeqModel>, ValidationReport)> {
-    let report = validate_checkpoint(cfg, ckpt)?;
+    let mut report = validate_checkpoint(cfg, ckpt)?;
+    // The CLI tells the user (weight_dtype_for); a library caller finds it here.
     let (dtype, note) = weight_dtype_for(cfg, backend.device(), dtype);
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
+    report.warnings.extend(note);
     let model: Box<dyn Seq2SeqModel> = match cfg {
         ModelConfig::T5(c) => Box::new(T5Model::load(c, ckpt, backend, dtype)?),
         ModelConfig::Bart(c) => Box::new(BartModel::load(c, ckpt, backend, dtype)?),
