@@ -36,7 +36,7 @@ for line in sys.stdin:
 }
 
 cargo test -p encdec-cuda --tests --no-run --message-format=json 2>/dev/null | copy_execs test
-cargo bench -p encdec-cuda --bench cuda_kernels --no-run --message-format=json 2>/dev/null | copy_execs bench
+cargo bench -p encdec-cuda --benches --no-run --message-format=json 2>/dev/null | copy_execs bench
 # The command line too, for scripts/gpu-check.sh's end-to-end runs.
 cargo build --release --bin encdec 2>/dev/null
 cp target/release/encdec "$out/encdec"

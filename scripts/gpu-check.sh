@@ -109,6 +109,14 @@ if [ $quick -eq 0 ] && [ -x "$bundle/cuda_kernels.bench" ]; then
     echo
   } >>"$report"
 fi
+if [ $quick -eq 0 ] && [ -x "$bundle/cublas_yardstick.bench" ]; then
+  echo "== cuBLAS yardstick"
+  if "$bundle/cublas_yardstick.bench" >"$logs/cublas.log" 2>&1; then
+    { echo "## FP16 GEMM vs cuBLAS (goal: >= 70% on large shapes)"; echo; grep -v '^SKIP' "$logs/cublas.log"; echo; } >>"$report"
+  else
+    echo "cuBLAS yardstick failed: $(tail -n 1 "$logs/cublas.log")" >>"$report"; fail=1
+  fi
+fi
 
 # --- 3. end to end ----------------------------------------------------------
 echo "== fixtures: cuda vs cpu"

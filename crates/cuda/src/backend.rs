@@ -143,6 +143,15 @@ impl CudaBackend {
         &self.dev.info
     }
 
+    /// The CUDA stream every op of this backend runs on (None on the
+    /// emulator), for work another library queues in order with ours.
+    pub fn cu_stream(&self) -> Option<cudarc::driver::sys::CUstream> {
+        match &*self.dev.drv {
+            Driver::Cuda { stream, .. } => Some(stream.cu_stream()),
+            Driver::Emu(_) => None,
+        }
+    }
+
     /// Counters of the caching allocator.
     pub fn memory_stats(&self) -> MemoryStats {
         self.dev.pool.stats()
@@ -770,8 +779,7 @@ impl Backend for CudaBackend {
         if let (Some(src_ids), Some(ids)) = (sb.ids.as_ref(), db.ids.as_mut()) {
             for (r, &i) in idx.iter().enumerate() {
                 let from = so + i as usize * row;
-                ids[dof + r * row..dof + (r + 1) * row]
-                    .copy_from_slice(&src_ids[from..from + row]);
+                ids[dof + r * row..dof + (r + 1) * row].copy_from_slice(&src_ids[from..from + row]);
             }
         }
         Ok(())

@@ -28,7 +28,7 @@ mod ops;
 mod staging;
 
 pub use backend::CudaBackend;
-pub use memory::{CudaBuffer, MemoryStats};
+pub use memory::{device_ptr, CudaBuffer, MemoryStats};
 pub use ops::attention::AttentionPath;
 pub use ops::gemm::GemmPath;
 

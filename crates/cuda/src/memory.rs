@@ -225,6 +225,19 @@ pub struct CudaBuffer {
     pub(crate) ordinal: usize,
 }
 
+/// The device address of a contiguous CUDA tensor's first element, for
+/// handing it to another library (the cuBLAS yardstick bench); None for a
+/// host tensor or a non-contiguous view.
+pub fn device_ptr(t: &encdec_core::Tensor) -> Option<u64> {
+    match t.storage() {
+        encdec_core::Storage::Device(b) if t.is_contiguous() => b
+            .as_any()
+            .downcast_ref::<CudaBuffer>()
+            .map(|b| b.ptr_at(t.offset())),
+        _ => None,
+    }
+}
+
 impl CudaBuffer {
     /// Device address of element `i`.
     pub(crate) fn ptr_at(&self, i: usize) -> u64 {
