@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
 """Run the `encdec bench` workloads on peer engines and write the same JSON schema.
 
-Engines (all on the CPU, float32 unless said):
+Engines (`--device cpu`, the default; float32 unless said):
   transformers   Hugging Face transformers (PyTorch), `model.generate`
   ct2-float32    CTranslate2, compute_type float32
   ct2-int8       CTranslate2, compute_type int8 (weights quantised at load)
+On a GPU (`--device cuda`), by default:
+  transformers-float16   transformers in float16 (eager PyTorch, SDPA attention)
+  ct2-float16            CTranslate2, compute_type float16
+  ct2-int8_float16       CTranslate2, int8 weights with float16 activations
+  (also: transformers (float32), transformers-bfloat16, ct2-float32, ct2-int8)
+and encdec itself in the same rotation: encdec-f32, encdec-int8 (CPU) or
+encdec-f16, encdec-bf16, encdec-int8 (GPU; `encdec bench --device cuda`).
+GPU timings synchronise the device before the clock stops; peak device memory
+(torch.cuda.max_memory_allocated) is reported as "peak_device_mb".
 
 The model is built from the same config.json the encdec catalogue embeds
 (crates/models/src/catalogue/NAME.json, or --config FILE) with random weights
@@ -65,8 +74,20 @@ WORKLOADS = {
 }
 
 ENGINES = ("transformers", "ct2-float32", "ct2-int8")
+GPU_ENGINES = ("transformers-float16", "ct2-float16", "ct2-int8_float16")
 # encdec itself, in the same rotation (the release binary, on the same saved model)
-ENCDEC_ENGINES = ("encdec-f32", "encdec-int8")
+ENCDEC_ENGINES = ("encdec-f32", "encdec-int8", "encdec-f16", "encdec-bf16")
+KNOWN_ENGINES = ENGINES + GPU_ENGINES + ("transformers-bfloat16",) + ENCDEC_ENGINES
+
+
+def engine_dtype(engine):
+    """The dtype an engine name runs in (`transformers` alone: float32)."""
+    if engine.startswith("encdec-"):
+        return {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}.get(
+            engine[len("encdec-"):], engine[len("encdec-"):])
+    if "-" in engine:
+        return engine.split("-", 1)[1]
+    return "float32"
 
 
 def source_ids(batch, src_len, vocab):
@@ -100,7 +121,7 @@ def percentile(values, p):
     return s[k]
 
 
-def machine_info():
+def machine_info(device="cpu"):
     model = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -120,12 +141,25 @@ def machine_info():
     except OSError:
         pass
     isa = "avx512" if " avx512f" in flags else "avx2" if " avx2" in flags else "unknown"
-    return {
+    info = {
         "cpu": model,
         "cores": os.cpu_count(),
         "isa": isa,
         "os": f"{platform.system()} {platform.release()}",
     }
+    if device == "cuda":
+        import subprocess
+
+        try:
+            q = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=30,
+            )
+            name, driver = (q.stdout.splitlines()[0].split(",") + ["?"])[:2]
+            info["gpu"], info["cuda_driver"] = name.strip(), driver.strip()
+        except (OSError, IndexError, subprocess.SubprocessError):
+            info["gpu"] = "unknown (nvidia-smi failed)"
+    return info
 
 
 def peak_rss_mb():
@@ -238,9 +272,9 @@ def convert_ct2(hf_dir, cfg, workdir):
 # --------------------------------------------------------------------------------------
 
 
-def worker_main(conn, engine, model_dir, cfg, threads):
+def worker_main(conn, engine, model_dir, cfg, threads, device="cpu"):
     try:
-        runner = make_runner(engine, model_dir, cfg, threads)
+        runner = make_runner(engine, model_dir, cfg, threads, device)
         conn.send(("ready", runner.versions()))
         while True:
             msg = conn.recv()
@@ -252,33 +286,37 @@ def worker_main(conn, engine, model_dir, cfg, threads):
                 conn.send(("ok", runner.detail(msg[1])))
             elif msg[0] == "rss":
                 conn.send(("ok", peak_rss_mb()))
+            elif msg[0] == "device_mem":
+                conn.send(("ok", getattr(runner, "peak_device_mb", lambda: None)()))
     except Exception as e:  # report, never hang the parent
         import traceback
 
         conn.send(("error", f"{engine}: {e}\n{traceback.format_exc()}"))
 
 
-def make_runner(engine, model_dir, cfg, threads):
+def make_runner(engine, model_dir, cfg, threads, device="cpu"):
     if engine.startswith("encdec-"):
-        return EncdecRunner(model_dir, threads, engine[len("encdec-"):])
-    if engine == "transformers":
-        return HfRunner(model_dir, cfg, threads)
+        return EncdecRunner(model_dir, threads, engine[len("encdec-"):], device)
+    if engine.startswith("transformers"):
+        return HfRunner(model_dir, cfg, threads, engine_dtype(engine), device)
     if engine.startswith("ct2-"):
-        return Ct2Runner(model_dir, cfg, threads, engine[4:])
+        return Ct2Runner(model_dir, cfg, threads, engine[4:], device)
     raise ValueError(f"unknown engine {engine}")
 
 
 class HfRunner:
-    def __init__(self, hf_dir, cfg, threads):
+    def __init__(self, hf_dir, cfg, threads, dtype="float32", device="cpu"):
         import torch
         import transformers
 
         torch.set_num_threads(threads)
         self.torch = torch
         self.tf = transformers
+        self.device = device
         self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
-            str(hf_dir), dtype=torch.float32
+            str(hf_dir), dtype=getattr(torch, dtype), attn_implementation="sdpa"
         )
+        self.model.to(device)
         self.model.eval()
         self.cfg = cfg
         self.vocab = cfg["vocab_size"]
@@ -306,9 +344,18 @@ class HfRunner:
             use_cache=True,
         )
 
+    def sync(self):
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+
+    def peak_device_mb(self):
+        if self.device == "cpu":
+            return None
+        return self.torch.cuda.max_memory_allocated() / 2**20
+
     def run(self, w):
         torch = self.torch
-        ids = torch.tensor(source_ids(w["batch"], w["src_len"], self.vocab))
+        ids = torch.tensor(source_ids(w["batch"], w["src_len"], self.vocab), device=self.device)
         mask = torch.ones_like(ids)
         stamps = []
 
@@ -319,8 +366,10 @@ class HfRunner:
 
         gc = self.gen_config(w)
         with torch.inference_mode():
+            self.sync()
             t0 = time.perf_counter()
             self.model.get_encoder()(input_ids=ids, attention_mask=mask)
+            self.sync()
             enc = time.perf_counter() - t0
             t0 = time.perf_counter()
             out = self.model.generate(
@@ -329,6 +378,7 @@ class HfRunner:
                 generation_config=gc,
                 logits_processor=self.tf.LogitsProcessorList([Stamp()]),
             )
+            self.sync()
             wall = time.perf_counter() - t0
         got = out.shape[1] - 1
         if got != w["new_tokens"]:
@@ -346,13 +396,13 @@ class HfRunner:
 
 
 class Ct2Runner:
-    def __init__(self, ct2_dir, cfg, threads, compute_type):
+    def __init__(self, ct2_dir, cfg, threads, compute_type, device="cpu"):
         import ctranslate2
 
         self.ct2 = ctranslate2
         self.translator = ctranslate2.Translator(
             str(ct2_dir),
-            device="cpu",
+            device=device,
             compute_type=compute_type,
             inter_threads=1,
             intra_threads=threads,
@@ -415,10 +465,11 @@ class EncdecRunner:
     """`encdec bench --model DIR` on the same saved random model, one timed run per
     call (after one untimed warm-up run in the same process)."""
 
-    def __init__(self, hf_dir, threads, dtype):
+    def __init__(self, hf_dir, threads, dtype, device="cpu"):
         import subprocess
 
         self.sp = subprocess
+        self.device = device
         self.exe = os.environ.get("ENCDEC_BIN", str(ROOT / "target" / "release" / "encdec"))
         if not Path(self.exe).is_file():
             raise RuntimeError(f"{self.exe} not found: run `cargo build --release` (or set ENCDEC_BIN)")
@@ -433,7 +484,7 @@ class EncdecRunner:
                "--threads", str(self.threads), "--batch", str(w["batch"]),
                "--src-len", str(w["src_len"]), "--new-tokens", str(w["new_tokens"]),
                "--num-beams", str(w["num_beams"]), "--warmup", "1", "--runs", "1",
-               "--format", "json"]
+               "--device", self.device, "--format", "json"]
         out = self.sp.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip()}")
@@ -442,7 +493,8 @@ class EncdecRunner:
         return {"wall_s": r["median_s"], "encoder_s": r.get("encoder_s"), "ttft_s": r.get("ttft_s"),
                 "steps_ms": [], "pcts": [r.get(f"step_p{q}_ms") for q in (50, 90, 99)],
                 # the encdec process's own peak RSS and machine facts, not the worker's
-                "rss_mb": r.get("peak_rss_mb"), "machine": rep.get("machine")}
+                "rss_mb": r.get("peak_rss_mb"), "device_mb": r.get("peak_device_mb"),
+                "machine": rep.get("machine")}
 
     def detail(self, w):
         return {"ttft_s": None, "steps_ms": []}
@@ -483,7 +535,9 @@ def main():
     ap.add_argument("--src-len", type=int)
     ap.add_argument("--new-tokens", type=int)
     ap.add_argument("--num-beams", type=int)
-    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where every engine runs (cuda: the GPU engines by default)")
+    ap.add_argument("--engines", help="comma-separated (default: the device's engines)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=3, help="timed runs per engine and workload")
     ap.add_argument("--warmup", type=int, default=1)
@@ -503,10 +557,11 @@ def main():
             sys.exit(f"error: --arch {args.arch}: not in the catalogue (known: {', '.join(known)})")
     cfg = prepare_config(json.loads(cfg_path.read_text()))
     workloads = parse_workloads(args)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    default_engines = GPU_ENGINES if args.device == "cuda" else ENGINES
+    engines = [e.strip() for e in (args.engines or ",".join(default_engines)).split(",") if e.strip()]
     for e in engines:
-        if e not in ENGINES + ENCDEC_ENGINES:
-            sys.exit(f"error: unknown engine {e!r} (known: {', '.join(ENGINES + ENCDEC_ENGINES)})")
+        if e not in KNOWN_ENGINES:
+            sys.exit(f"error: unknown engine {e!r} (known: {', '.join(KNOWN_ENGINES)})")
 
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_peers_"))
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -524,7 +579,8 @@ def main():
         for e in engines:
             parent, child = ctx.Pipe()
             d = ct2_dir if e.startswith("ct2-") else hf_dir
-            p = ctx.Process(target=worker_main, args=(child, e, d, cfg, args.threads), daemon=True)
+            p = ctx.Process(target=worker_main, args=(child, e, d, cfg, args.threads, args.device),
+                            daemon=True)
             p.start()
             msg = parent.recv()
             if msg[0] == "error":
@@ -583,17 +639,20 @@ def main():
                     "peak_rss_mb": None,
                 })
             rss = call(e, "rss")
+            dev_mb = call(e, "device_mem")
             for (name, _), res in zip(workloads, results):
                 own = [m["rss_mb"] for m in runs[(e, name)] if m.get("rss_mb") is not None]
                 res["peak_rss_mb"] = max(own) if own else rss
+                own_dev = [m["device_mb"] for m in runs[(e, name)] if m.get("device_mb") is not None]
+                if own_dev or dev_mb is not None:
+                    res["peak_device_mb"] = max(own_dev) if own_dev else dev_mb
             machine = next((m["machine"] for (e2, _), ms in runs.items() if e2 == e
-                            for m in ms if m.get("machine")), None) or machine_info()
-            dtype = "int8" if e.endswith("int8") else "float32"
+                            for m in ms if m.get("machine")), None) or machine_info(args.device)
             out.append({
                 "engine": e.split("-")[0].replace("ct2", "ctranslate2"),
-                "dtype": dtype,
+                "dtype": engine_dtype(e),
                 "model": f"{model_name} (random weights)",
-                "device": "cpu",
+                "device": args.device,
                 "threads": args.threads,
                 "warmup": args.warmup,
                 "runs_per_workload": args.rounds,
