@@ -250,10 +250,17 @@ fn copies_to_and_from_host_reuse_their_buffers() {
         .into_iter()
         .enumerate()
     {
-        let x = host(random_normal(seed as u64 + 10, rows * cols, 3.0), &[rows, cols]);
+        let x = host(
+            random_normal(seed as u64 + 10, rows * cols, 3.0),
+            &[rows, cols],
+        );
         let mut on_dev = g.zeros(&[rows, cols], DType::F32).unwrap();
         g.copy_from_host(&x, &mut on_dev).unwrap();
-        check_exact("copy_from_host f32", &down(&g, &on_dev), &x.to_f32_vec().unwrap());
+        check_exact(
+            "copy_from_host f32",
+            &down(&g, &on_dev),
+            &x.to_f32_vec().unwrap(),
+        );
         if logits_host.dims() != [rows, cols] {
             logits_host = Tensor::zeros([rows, cols], DType::F32);
         }
@@ -286,7 +293,11 @@ fn copies_to_and_from_host_reuse_their_buffers() {
         g.embedding(&ids_dev, &table_dev, 1.0, &mut out).unwrap();
         let mut want = Tensor::zeros([3, 4], DType::F32);
         cpu().embedding(&ids_host, &table, 1.0, &mut want).unwrap();
-        check_exact("embedding of copied ids", &down(&g, &out), want.as_f32().unwrap());
+        check_exact(
+            "embedding of copied ids",
+            &down(&g, &out),
+            want.as_f32().unwrap(),
+        );
         let mut back = Tensor::zeros([3], DType::U32);
         g.copy_to_host(&ids_dev, &mut back).unwrap();
         assert_eq!(back.as_u32().unwrap(), ids);
@@ -300,7 +311,10 @@ fn copies_to_and_from_host_reuse_their_buffers() {
     // Bad calls: shape, dtype, int8.
     let mut dev = g.zeros(&[2, 3], DType::F32).unwrap();
     let wrong_shape = host(vec![0.0; 6], &[3, 2]);
-    let e = g.copy_from_host(&wrong_shape, &mut dev).unwrap_err().to_string();
+    let e = g
+        .copy_from_host(&wrong_shape, &mut dev)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("copy_from_host"), "{e}");
     let ids6 = Tensor::from_u32(vec![0; 6], [2, 3]).unwrap();
     let e = g.copy_from_host(&ids6, &mut dev).unwrap_err().to_string();
