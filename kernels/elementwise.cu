@@ -26,29 +26,6 @@
 // block of 256 threads per row (block-wide absmax with warp shuffles).
 #include "common.cuh"
 
-#define ACT_RELU 0
-#define ACT_GELU 1
-#define ACT_GELU_TANH 2
-#define ACT_SILU 3
-#define ACT_IDENTITY 4
-
-__device__ __forceinline__ float apply_act(int act, float x) {
-    switch (act) {
-        case ACT_RELU:
-            return fmaxf(x, 0.0f);
-        case ACT_GELU:
-            return (x * 0.5f) * (1.0f + erff(x * 0.70710678118654752f));
-        case ACT_GELU_TANH: {
-            const float c = 0.7978845608028654f;  // sqrt(2/pi)
-            return (0.5f * x) * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
-        }
-        case ACT_SILU:
-            return x / (1.0f + expf(-x));
-        default:
-            return x;
-    }
-}
-
 #define GRID_STRIDE(i, n) \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 

@@ -14,7 +14,8 @@
 //                  Products int8 x int8, sums in s32 (exact up to |sum| < 2^31, i.e.
 //                  K < 133k at full scale); the s32 sum is converted to f32 (exact
 //                  below 2^24: K <= 1040 at full scale) and scaled in the fused
-//                  epilogue: f32(acc) * sx[m] * sw[n] + bias[n].
+//                  epilogue: act(f32(acc) * sx[m] * sw[n] + bias[n]) (`act`: apply_act's
+//                  code in common.cuh, ACT_IDENTITY for none).
 //                  So it differs from the weight-only `linear_i8` of gemm.cu by the
 //                  activation quantisation (rel L2 ~5e-3 on unit-normal data), and
 //                  from the same math done exactly (f64 on the same qx) only by the
@@ -115,7 +116,7 @@ __device__ __forceinline__ void i8tc_chunk(i8* dst, const i8* base, int r, int r
 __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, const float* __restrict__ sx,
                                                   const i8* __restrict__ w, const float* __restrict__ sw,
                                                   const float* __restrict__ bias, float* __restrict__ out, int M,
-                                                  int N, int K) {
+                                                  int N, int K, int act) {
     __shared__ __align__(16) i8 As[I8TC_STAGES][I8TC_BM * I8TC_LDS];
     __shared__ __align__(16) i8 Bs[I8TC_STAGES][I8TC_BN * I8TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -213,19 +214,19 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
                     if (n + e >= N) continue;
                     float v = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
                     if (bias) v += bias[n + e];
-                    out[(i64)m * N + n + e] = v;
+                    out[(i64)m * N + n + e] = apply_act(act, v);
                 }
             }
         }
 }
 
-#define LINEAR_I8_TC_BODY linear_i8_tc_body(qx, sx, w, sw, bias, out, M, N, K)
+#define LINEAR_I8_TC_BODY linear_i8_tc_body(qx, sx, w, sw, bias, out, M, N, K, act)
 #else
 #define LINEAR_I8_TC_BODY __trap()
 #endif  // I8TC_ARCH_OK
 
 extern "C" __global__ void __launch_bounds__(I8TC_THREADS, 2)
     linear_i8_tc(const i8* qx, const float* sx, const i8* w, const float* sw, const float* bias, float* out, int M,
-                 int N, int K) {
+                 int N, int K, int act) {
     LINEAR_I8_TC_BODY;
 }

@@ -1,7 +1,7 @@
 // gemm_tc.cu: `linear` with f16/bf16 weights on tensor cores (sm_80+).
 //
 // What it computes (reference: crates/cpu/src/ops/gemm.rs)
-//   linear_tc_<w>  out[m, n] = sum_k h(x[m, k]) * w[n, k] + bias[n]
+//   linear_tc_<w>  out[m, n] = act(sum_k h(x[m, k]) * w[n, k] + bias[n])
 //                  x f32 [M, K] row-major; w [N, K] row-major (HF's [out, in]) as
 //                  f16 or bf16 bits; bias f32 [N] or null; out f32 [M, N] row-major.
 //                  h() rounds the activation to the weight's type (f16 or bf16,
@@ -11,7 +11,10 @@
 //                  rounding of x: rel L2 2e-4 (f16) / 1.7e-3 (bf16) on random data (emulator).
 //                  |x| > 65504 becomes inf in the f16 kernel (as in an all-f16 run).
 //                  Any M, N, K (also odd K): out-of-range rows, columns and k are
-//                  zero-filled in shared memory; the bias add is the fused epilogue.
+//                  zero-filled in shared memory; the bias add and the activation
+//                  (`act`: apply_act's code in common.cuh, ACT_IDENTITY for none;
+//                  an FFN's up projection) are the fused epilogue: the same bits as
+//                  linear then elementwise.cu's activation, one write of out less.
 //
 // Instructions (inline PTX, no CUDA headers: NVRTC as the backend runs it has no
 // include path, so <mma.h> and <cuda_pipeline.h> cannot be included; see
@@ -92,7 +95,7 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
 template <bool BF16>
 __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,
                                           const float* __restrict__ bias, float* __restrict__ out, int M, int N,
-                                          int K) {
+                                          int K, int act) {
     __shared__ __align__(16) u16 As[TC_STAGES][TC_BM * TC_LDS];
     __shared__ __align__(16) u16 Bs[TC_STAGES][TC_BN * TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -242,20 +245,20 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
                     if (n + e >= N) continue;
                     float v = acc[i][j][2 * h + e];
                     if (bias) v += bias[n + e];
-                    out[(i64)m * N + n + e] = v;
+                    out[(i64)m * N + n + e] = apply_act(act, v);
                 }
             }
         }
 }
 
-#define LINEAR_TC_BODY(BF16) linear_tc<BF16>(x, w, bias, out, M, N, K)
+#define LINEAR_TC_BODY(BF16) linear_tc<BF16>(x, w, bias, out, M, N, K, act)
 #else
 #define LINEAR_TC_BODY(BF16) __trap()
 #endif  // TC_ARCH_OK
 
 #define LINEAR_TC(NAME, BF16)                                                                                  \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
-        NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K) {              \
+        NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K, int act) {     \
         LINEAR_TC_BODY(BF16);                                                                                 \
     }
 LINEAR_TC(linear_tc_f16, false)

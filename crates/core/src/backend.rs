@@ -301,6 +301,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// x may have any leading dims (flattened to M rows).
     fn linear(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &mut Tensor)
         -> Result<()>;
+    /// `out = act(linear(x, w, bias))`: an FFN's up projection. A backend may
+    /// fuse the activation into the GEMM's epilogue; the result equals
+    /// [`Backend::linear`] then [`Backend::activation`] (the default).
+    fn linear_act(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.linear(x, w, bias, out)?;
+        self.activation(out, act)
+    }
     /// `out[b] = a[b] @ b[b]` for a `[B, M, K]`, b `[B, K, N]`; b may be a strided view.
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
 

@@ -516,6 +516,35 @@ impl ProfiledBackend {
         Ok(())
     }
 
+    /// `linear` (with a fused activation: one more FLOP per output), its role
+    /// from the model's dims and whether its input is the last attention output.
+    fn linear_cost(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Option<Activation>,
+    ) -> Cost {
+        let (n, k) = (w.rows(), w.cols());
+        let m = x.rows();
+        let from_attn = {
+            let s = self.lock();
+            s.last_attn_out != 0 && s.last_attn_out == storage_addr(x)
+        };
+        let role = linear_role(self.dims.as_ref(), n, k, from_attn);
+        let per_out = u64::from(bias.is_some()) + u64::from(act.is_some());
+        Cost {
+            op: "linear",
+            role,
+            flops: 2 * (m * n * k) as u64 + per_out * (m * n) as u64,
+            bytes: tbytes(x) + tbytes(w) + bias.map_or(0, tbytes) + (m * n * 4) as u64,
+            detail: match act {
+                Some(a) => format!("x {} w {} + {a:?}", shape_str(x), shape_str(w)),
+                None => format!("x {} w {}", shape_str(x), shape_str(w)),
+            },
+        }
+    }
+
     fn simple(op: &'static str, flops: u64, bytes: u64, detail: String) -> Cost {
         Cost {
             op,
@@ -957,22 +986,20 @@ impl Backend for ProfiledBackend {
     ) -> Result<()> {
         let t = self.begin("linear");
         let r = self.inner.linear(x, w, bias, out);
-        self.finish(t, || {
-            let (n, k) = (w.rows(), w.cols());
-            let m = x.rows();
-            let from_attn = {
-                let s = self.lock();
-                s.last_attn_out != 0 && s.last_attn_out == storage_addr(x)
-            };
-            let role = linear_role(self.dims.as_ref(), n, k, from_attn);
-            Cost {
-                op: "linear",
-                role,
-                flops: 2 * (m * n * k) as u64 + if bias.is_some() { (m * n) as u64 } else { 0 },
-                bytes: tbytes(x) + tbytes(w) + bias.map_or(0, tbytes) + (m * n * 4) as u64,
-                detail: format!("x {} w {}", shape_str(x), shape_str(w)),
-            }
-        });
+        self.finish(t, || self.linear_cost(x, w, bias, None));
+        r
+    }
+    fn linear_act(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let t = self.begin("linear");
+        let r = self.inner.linear_act(x, w, bias, act, out);
+        self.finish(t, || self.linear_cost(x, w, bias, Some(act)));
         r
     }
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {

@@ -805,7 +805,40 @@ impl Backend for CudaBackend {
         };
         checks::linear_out(x, n, out)?;
         let op = self.f32_out(out, OP)?;
-        ops::gemm::linear(&self.dev, xp, wp, bp, op, m, n, k, self.gemm_path())
+        ops::gemm::linear(
+            &self.dev,
+            xp,
+            wp,
+            bp,
+            op,
+            m,
+            n,
+            k,
+            Activation::Identity,
+            self.gemm_path(),
+        )
+    }
+
+    fn linear_act(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "linear_act";
+        let xp = self.f32_in(x, OP)?;
+        let [m, n, k] = checks::linear_weight(x, w)?;
+        let wp = self.weights(w, OP)?;
+        self.dev.bind()?;
+        let (bp, _btmp) = match bias {
+            Some(b) => self.vec_f32(b, n, OP)?,
+            None => (0, None),
+        };
+        checks::linear_out(x, n, out)?;
+        let op = self.f32_out(out, OP)?;
+        ops::gemm::linear(&self.dev, xp, wp, bp, op, m, n, k, act, self.gemm_path())
     }
 
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {

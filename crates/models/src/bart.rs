@@ -622,8 +622,7 @@ impl FeedForward {
         f: &mut Tensor,
         out: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        self.fc1.forward(be, x, f)?;
-        be.activation(f, act)?;
+        self.fc1.forward_act(be, x, act, f)?;
         self.fc2.forward(be, f, out)
     }
 }

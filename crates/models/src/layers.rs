@@ -4,7 +4,9 @@
 //! (source padding, cross-attention K/V, decoder state, step scratch, beam
 //! reordering). What differs per family (norms, positions, FFN) stays in its file.
 
-use encdec_core::{AttentionParams, Backend, DType, Device, HostStorage, RangeGuard, Tensor};
+use encdec_core::{
+    Activation, AttentionParams, Backend, DType, Device, HostStorage, RangeGuard, Tensor,
+};
 use encdec_generate::{DecoderState, EncoderOutput, Seq2SeqModel};
 
 use crate::error::{ModelError, Result};
@@ -58,6 +60,17 @@ impl Linear {
         out: &mut Tensor,
     ) -> encdec_core::Result<()> {
         backend.linear(x, &self.weight, self.bias.as_ref(), out)
+    }
+
+    /// `out = act(x Wᵀ + b)` (the backend may fuse the activation into the GEMM).
+    pub fn forward_act(
+        &self,
+        backend: &dyn Backend,
+        x: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        backend.linear_act(x, &self.weight, self.bias.as_ref(), act, out)
     }
 }
 

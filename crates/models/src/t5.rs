@@ -534,15 +534,15 @@ impl FeedForward {
         c: &mut Tensor,
         out: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        self.wi.forward(be, x, a)?;
         match &self.wi_1 {
             Some(wi_1) => {
+                self.wi.forward(be, x, a)?;
                 wi_1.forward(be, x, b)?;
                 be.gated_activation(a, b, self.act, c)?;
                 self.wo.forward(be, c, out)
             }
             None => {
-                be.activation(a, self.act)?;
+                self.wi.forward_act(be, x, self.act, a)?;
                 self.wo.forward(be, a, out)
             }
         }

@@ -7,7 +7,7 @@
 //! quantised per row by `quantize_i8_f32` into a scratch buffer first); the
 //! FP32-FMA tiled kernel for f32 weights and below sm_80.
 
-use encdec_core::{DType, Error, Result};
+use encdec_core::{Activation, DType, Error, Result};
 
 use crate::launch::{kargs, Dev};
 use crate::module::Family;
@@ -54,7 +54,9 @@ fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// `out[m, n] = x[m, :] . w[n, :] (* scale[n]) + bias[n]`; `bias` 0 for none.
+/// `out[m, n] = act(x[m, :] . w[n, :] (* scale[n]) + bias[n])`; `bias` 0 for
+/// none. The tensor-core kernels apply `act` in their epilogue; the other
+/// paths run elementwise.cu's activation after (same bits either way).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     dev: &Dev,
@@ -65,11 +67,35 @@ pub(crate) fn linear(
     m: usize,
     n: usize,
     k: usize,
+    act: Activation,
     path: GemmPath,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let fused = linear_fused(dev, x, w, bias, out, m, n, k, act, path)?;
+    if !fused {
+        super::elementwise::activation(dev, out, m * n, act)?;
+    }
+    Ok(())
+}
+
+/// [`linear`] without the activation unless a tensor-core kernel fused it;
+/// returns whether it did.
+#[allow(clippy::too_many_arguments)]
+fn linear_fused(
+    dev: &Dev,
+    x: u64,
+    w: WeightPtr,
+    bias: u64,
+    out: u64,
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Activation,
+    path: GemmPath,
+) -> Result<bool> {
+    let act_code = super::elementwise::act_code(act);
     dims_i32("linear", &[m, n, k])?;
     let gemv = path == GemmPath::Auto && m <= GEMV_MAX_M;
     let (mi, ni, ki) = (m as i32, n as i32, k as i32);
@@ -83,14 +109,15 @@ pub(crate) fn linear(
         };
         if let Some((wp, name)) = tc {
             let grid = (n.div_ceil(TC_BN) as u32, m.div_ceil(TC_BM) as u32, 1);
-            return dev.launch(
+            dev.launch(
                 Family::GemmTc,
                 name,
                 grid,
                 TC_THREADS,
                 0,
-                &mut kargs![x, wp, bias, out, mi, ni, ki],
-            );
+                &mut kargs![x, wp, bias, out, mi, ni, ki, act_code],
+            )?;
+            return Ok(true);
         }
         if let WeightPtr::I8 { data, scales } = w {
             // W8A8: x -> per-row int8 + f32 scales (kernels/elementwise.cu), then
@@ -102,14 +129,15 @@ pub(crate) fn linear(
             super::elementwise::quantize(dev, DType::F32, x, qx.ptr, sx.ptr, m, k)?;
             let grid = (n.div_ceil(I8TC_BN) as u32, m.div_ceil(I8TC_BM) as u32, 1);
             let (qp, sp) = (qx.ptr, sx.ptr);
-            return dev.launch(
+            dev.launch(
                 Family::GemmI8Tc,
                 "linear_i8_tc",
                 grid,
                 TC_THREADS,
                 0,
-                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki],
-            );
+                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki, act_code],
+            )?;
+            return Ok(true);
         }
     }
     let (wp, scales, suffix) = match w {
@@ -140,7 +168,8 @@ pub(crate) fn linear(
         256,
         0,
         &mut kargs![x, wp, scales, bias, out, mi, ni, ki],
-    )
+    )?;
+    Ok(false)
 }
 
 /// `out[b] = a[b] @ B[b]` with B element (b, k, n) at `b + b*sb + k*sk + n*sn`.
