@@ -1194,6 +1194,7 @@ mod tests {
             position_bias: None,
             relative_bias: None,
             kv_index: None,
+            operand_dtype: DType::F32,
         }
     }
 
