@@ -259,6 +259,7 @@ fn attention(c: &mut Criterion) {
             position_bias: None,
             relative_bias: None,
             kv_index: None,
+            operand_dtype: DType::F32,
         };
         // q·k and p·v: 2 FLOP per multiply-add each.
         let flops = 4 * cs.batch * cs.heads * cs.tq * cs.tk * d;

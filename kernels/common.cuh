@@ -14,6 +14,9 @@
 //   - warp_sum / warp_max (butterfly shuffles: every lane gets the result)
 //   - block_sum / block_max for blockDim.x a multiple of 32 (<= 1024), f32
 //   - weight loaders `load_w<T>` for the f32/f16/bf16/int8 weight dtypes
+//   - AttnArgs and the attention helpers (bucket, limit, score, uniform row)
+//   - pack2 (two f32 -> f16x2 / bf16x2) and, for sm_80+, PTX wrappers of
+//     ldmatrix (.trans too), mma.sync m16n8k16 f16/bf16 and cp.async
 #pragma once
 
 typedef unsigned char u8;
@@ -229,7 +232,15 @@ __device__ __forceinline__ void attn_uniform(const AttnArgs& a, const float* vb,
     }
 }
 
-// ---- PTX wrappers of the tensor-core GEMMs (gemm_tc.cu, gemm_i8_tc.cu) ----
+// Two f32 -> one register of two f16 or bf16 (round to nearest even), lo in the low half.
+template <bool BF16>
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    const u32 a = BF16 ? f32_to_bf16(lo) : f32_to_f16(lo);
+    const u32 b = BF16 ? f32_to_bf16(hi) : f32_to_f16(hi);
+    return a | (b << 16);
+}
+
+// ---- PTX wrappers of the tensor-core kernels (gemm_tc.cu, gemm_i8_tc.cu, attention_tc.cu) ----
 // cp.async needs sm_80; the emulator defines the same functions in cuda_emu.h.
 #if !defined(ENCDEC_CUDA_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
 __device__ __forceinline__ u32 shared_addr(const void* p) {
@@ -245,6 +256,31 @@ __device__ __forceinline__ void ldmatrix_x4(u32 r[4], const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(shared_addr(p)));
+}
+
+// The same with .trans: lane l receives in r[j] the elements (2 (l % 4) + {0, 1}, l / 4)
+// of matrix j (a column pair), i.e. the fragment of the transposed matrix; this
+// gives the "col" B operand of mma from a row-major [k][n] tile (V in attention_tc.cu).
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_addr(p)));
+}
+
+// d += A (16x16, row) . B (16x8, col); f16 or bf16 operands, f32 accumulators.
+__device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
 // 16 bytes global -> shared, asynchronous (L1 bypassed); both addresses 16 B aligned.

@@ -65,32 +65,8 @@
 #endif
 #if TC_ARCH_OK
 
-// ---- mma wrapper (shared_addr, ldmatrix_x4, cp_async_* are in common.cuh; the
-// emulator defines them all in cuda_emu.h) ----
-#ifndef ENCDEC_CUDA_EMU
-// d += A (16x16, row) . B (16x8, col); f16 or bf16 operands, f32 accumulators.
-__device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const u32 a[4], const u32 b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const u32 a[4], const u32 b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-#endif
-
-template <bool BF16>
-__device__ __forceinline__ u32 pack2(float lo, float hi) {
-    const u32 a = BF16 ? f32_to_bf16(lo) : f32_to_f16(lo);
-    const u32 b = BF16 ? f32_to_bf16(hi) : f32_to_f16(hi);
-    return a | (b << 16);
-}
+// shared_addr, ldmatrix_x4, cp_async_*, the mma wrappers and pack2 are in
+// common.cuh (the emulator defines the PTX ones in cuda_emu.h).
 
 template <bool BF16>
 __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,

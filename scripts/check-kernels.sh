@@ -7,7 +7,9 @@
 #     sm_80 and sm_90 with the options the backend uses at run time;
 #   - NVRTC's log is empty: a warning fails the check like an error;
 #   - every kernel name the Rust launchers use is defined in the PTX;
-#   - a compile error names the kernel file and line.
+#   - a compile error names the kernel file and line;
+#   - then scripts/kernel-resources.py prints registers / spills / static shared
+#     memory of every kernel (ptxas -v through NVRTC); a spill fails the check.
 #
 # Which NVRTC: $ENCDEC_NVRTC if set (a path to libnvrtc.so.N); else the one of
 # the pip wheel `nvidia-cuda-nvrtc` found through python3's `nvidia` package
@@ -54,4 +56,8 @@ if grep -q '^SKIP every_kernel_file' "$log"; then
   echo "check-kernels: no NVRTC library could be loaded; nothing was compiled" >&2
   exit 3
 fi
-echo "check-kernels: every kernels/*.cu compiles for sm_80 and sm_90 without warnings"
+if ! python3 scripts/kernel-resources.py; then
+  echo "check-kernels: a kernel spills registers (or ptxas -v failed), see above" >&2
+  exit 1
+fi
+echo "check-kernels: every kernels/*.cu compiles for sm_80 and sm_90 without warnings or spills"

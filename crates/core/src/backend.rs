@@ -75,6 +75,12 @@ pub struct AttentionParams<'a> {
     /// u32 `[B]`: kv row each query row reads. Beams of one source share that
     /// source's encoder K/V through it. None means row b reads row b.
     pub kv_index: Option<&'a Tensor>,
+    /// The precision the backend may round q, k, v and the softmax probabilities
+    /// to (products and sums stay f32): `F32` = exact f32 attention (what every
+    /// backend does without this permission); `F16`/`BF16` lets the CUDA backend
+    /// use its tensor-core kernel. Models set it from the dtype their weights
+    /// were loaded in. The CPU backend ignores it (always f32).
+    pub operand_dtype: DType,
 }
 
 /// T5's relative position bias as its bucket table: the bias of query position

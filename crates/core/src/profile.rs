@@ -1404,6 +1404,7 @@ mod tests {
             position_bias: None,
             relative_bias: None,
             kv_index: None,
+            operand_dtype: DType::F32,
         }
     }
 

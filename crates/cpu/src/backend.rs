@@ -932,6 +932,7 @@ mod tests {
                 position_bias: Some(&pb),
                 relative_bias: None,
                 kv_index: None,
+                operand_dtype: DType::F32,
             };
             let mut want = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
             be.attention(&q, &k, &v, &base, &mut want).unwrap();
@@ -989,6 +990,7 @@ mod tests {
             position_bias: None,
             relative_bias: None,
             kv_index: None,
+            operand_dtype: DType::F32,
         };
         be.attention(&q, &k, &v, &ok, &mut out).unwrap();
         let bad = AttentionParams {

@@ -8,8 +8,9 @@
 //! Throughput: memory-bound groups report bytes moved (criterion prints GiB/s);
 //! compute-bound groups (large GEMM, encoder attention) report FLOPs as
 //! "elements" (criterion's `elem/s` is FLOP/s there). Napkin math per group is
-//! in the comments; compare with the H100's ~3 TB/s HBM3 and ~60 TFLOP/s of
-//! non-tensor-core f32 (these kernels use no tensor cores yet).
+//! in the comments; compare with the H100's ~3 TB/s HBM3, ~60 TFLOP/s of
+//! non-tensor-core f32 and ~990 TFLOP/s of dense f16/bf16 tensor-core math
+//! (`linear` f16/bf16 at M > 8 and the `_tc` attention groups use tensor cores).
 
 use std::time::{Duration, Instant};
 
@@ -256,49 +257,62 @@ fn attention(b: &mut B) {
     let (h, d) = (16, 64);
     let hd = h * d;
     // Encoder: B=1, T=1024, bidirectional, padding mask. 4 * T^2 * D FLOPs per head.
+    // Three kernels: the f32 tiled one (f32 models), and kernels/attention_tc.cu
+    // with f16 / bf16 operands (what f16 / bf16 models get on sm_80+). Napkin
+    // (H100 SXM): 1024 tokens x 16 heads x D 64 is 4.3 GFLOP: ~70 us at the
+    // ~60 TFLOP/s of FP32 FMA, ~4.3 us at the ~990 TFLOP/s f16 tensor-core peak;
+    // the TC kernel's header expects 15-20% of that peak (softmax-bound): ~25 us.
     for t in [128, 1024] {
         let q = b.rand(1, &[1, t, hd], 1.0);
         let k = b.rand(2, &[1, t, hd], 1.0);
         let v = b.rand(3, &[1, t, hd], 1.0);
         let mask = b.up(vec![0.0; t], &[1, t]);
         let mut out = b.g.zeros(&[1, t, hd], DType::F32).unwrap();
-        let p = AttentionParams {
-            num_heads: h,
-            head_dim: d,
-            scale: 0.125,
-            causal: false,
-            q_offset: 0,
-            kv_len: t,
-            key_mask: Some(&mask),
-            position_bias: None,
-            relative_bias: None,
-            kv_index: None,
-        };
-        let g = b.g.clone();
-        b.run(
-            "attention/cuda/encoder",
-            &format!("1x{t}x16x64"),
-            Throughput::Elements((4 * h * t * t * d) as u64),
-            || g.attention(&q, &k, &v, &p, &mut out).unwrap(),
-        );
-        // T5: the relative position bias computed in the kernel from its table.
         let table = b.rand(4, &[32, h], 1.0);
-        let t5 = AttentionParams {
-            scale: 1.0,
-            relative_bias: Some(RelativeBiasSpec {
-                table: &table,
-                num_buckets: 32,
-                max_distance: 128,
-                bidirectional: true,
-            }),
-            ..p
-        };
-        b.run(
-            "attention/cuda/encoder_t5_bias",
-            &format!("1x{t}x16x64"),
-            Throughput::Elements((4 * h * t * t * d) as u64),
-            || g.attention(&q, &k, &v, &t5, &mut out).unwrap(),
-        );
+        for (label, operand, path) in [
+            ("f32", DType::F32, AttentionPath::Tiled),
+            ("f16_tc", DType::F16, AttentionPath::TensorCore),
+            ("bf16_tc", DType::BF16, AttentionPath::TensorCore),
+        ] {
+            let p = AttentionParams {
+                num_heads: h,
+                head_dim: d,
+                scale: 0.125,
+                causal: false,
+                q_offset: 0,
+                kv_len: t,
+                key_mask: Some(&mask),
+                position_bias: None,
+                relative_bias: None,
+                kv_index: None,
+                operand_dtype: operand,
+            };
+            let g = b.g.clone();
+            g.set_attention_path(path);
+            b.run(
+                &format!("attention/cuda/encoder/{label}"),
+                &format!("1x{t}x16x64"),
+                Throughput::Elements((4 * h * t * t * d) as u64),
+                || g.attention(&q, &k, &v, &p, &mut out).unwrap(),
+            );
+            // T5: the relative position bias computed in the kernel from its table.
+            let t5 = AttentionParams {
+                scale: 1.0,
+                relative_bias: Some(RelativeBiasSpec {
+                    table: &table,
+                    num_buckets: 32,
+                    max_distance: 128,
+                    bidirectional: true,
+                }),
+                ..p
+            };
+            b.run(
+                &format!("attention/cuda/encoder_t5_bias/{label}"),
+                &format!("1x{t}x16x64"),
+                Throughput::Elements((4 * h * t * t * d) as u64),
+                || g.attention(&q, &k, &v, &t5, &mut out).unwrap(),
+            );
+        }
     }
     // Decode: one query per row over a cache/encoder K/V of `len`; bytes = K + V read.
     for (rows, len) in [(1, 1024), (4, 1024), (16, 256)] {
@@ -317,6 +331,7 @@ fn attention(b: &mut B) {
             position_bias: None,
             relative_bias: None,
             kv_index: None,
+            operand_dtype: DType::F32,
         };
         for path in [AttentionPath::SplitKv, AttentionPath::Tiled] {
             let g = b.g.clone();

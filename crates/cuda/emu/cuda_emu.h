@@ -8,10 +8,10 @@
 // storage (one block at a time); dynamic shared memory is a NaN-filled buffer.
 // f16 conversions are done in software (ENCDEC_CUDA_EMU branch of common.cuh).
 //
-// Tensor-core GEMMs (kernels/gemm_tc.cu, kernels/gemm_i8_tc.cu): the PTX instructions they wrap are
-// emulated with the PTX ISA's fragment layouts, as warp-collective operations
-// (every lane deposits its operands at a warp barrier, then computes its own
-// results from the whole warp's), so a kernel's fragment index arithmetic is
+// Tensor-core kernels (kernels/gemm_tc.cu, gemm_i8_tc.cu, attention_tc.cu): the
+// PTX instructions they wrap are emulated with the PTX ISA's fragment layouts,
+// as warp-collective operations (every lane deposits its operands at a warp
+// barrier, then computes its own results from the whole warp's), so a kernel's fragment index arithmetic is
 // checked, not assumed:
 //   ldmatrix_x4        ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8j..8j+7
 //                      give the row addresses of matrix j (16 B aligned, checked);
@@ -19,6 +19,8 @@
 //                      It moves bits only, so the `const i8*` overload (gemm_i8_tc.cu)
 //                      is the same instruction on int8 data: a matrix is 8 rows of
 //                      16 bytes and lane l gets bytes 4(l%4)..+3 of row l/4.
+//   ldmatrix_x4_trans  the same with .trans: lane l gets elements (2(l%4)+{0,1}, l/4)
+//                      of matrix j in r[j] (attention_tc.cu loads V with it).
 //   mma_m16n8k16_{f16,bf16}  mma.sync.aligned.m16n8k16.row.col.f32.X.X.f32: A, B
 //                      rebuilt from the lanes' fragments, f32 products summed in f32
 //                      in k order onto the accumulators.
@@ -94,7 +96,14 @@ inline float __shfl_sync(unsigned, float v, int src) { return __uint_as_float(em
 inline unsigned __shfl_sync(unsigned, unsigned v, int src) { return emu_shfl(v, src, false); }
 
 // ---- PTX instruction shims (kernels/gemm_tc.cu, gemm_i8_tc.cu; see the header comment) ----
-enum EmuWarpOp { EMU_WARP_SHFL = 1, EMU_WARP_LDMATRIX, EMU_WARP_MMA_F16, EMU_WARP_MMA_BF16, EMU_WARP_MMA_S8 };
+enum EmuWarpOp {
+    EMU_WARP_SHFL = 1,
+    EMU_WARP_LDMATRIX,
+    EMU_WARP_MMA_F16,
+    EMU_WARP_MMA_BF16,
+    EMU_WARP_MMA_S8,
+    EMU_WARP_LDMATRIX_TRANS
+};
 // Deposits `bytes` (<= 32) of this lane at a warp barrier and copies all 32
 // lanes' deposits into `all` (lane-major); `op` must be the same in every lane.
 void emu_warp_exchange(int op, const void* mine, unsigned bytes, void* all);
@@ -112,6 +121,21 @@ inline void ldmatrix_x4(unsigned r[4], const unsigned short* p) {
     emu_warp_exchange(EMU_WARP_LDMATRIX, &p, sizeof(p), rows);
     const unsigned lane = threadIdx.x & 31;
     for (int j = 0; j < 4; ++j) memcpy(&r[j], rows[j * 8 + lane / 4] + (lane % 4) * 4, 4);
+}
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 (attention_tc.cu, V as the B
+// operand): lane l gets elements (2(l%4), l/4) (low half) and (2(l%4)+1, l/4)
+// (high half) of matrix j in r[j], i.e. the fragment of the transposed matrix.
+inline void ldmatrix_x4_trans(unsigned r[4], const unsigned short* p) {
+    if ((uintptr_t)p & 15) emu_error("ldmatrix.trans: row address not 16 B aligned");
+    const unsigned char* rows[32];
+    emu_warp_exchange(EMU_WARP_LDMATRIX_TRANS, &p, sizeof(p), rows);
+    const unsigned lane = threadIdx.x & 31;
+    for (int j = 0; j < 4; ++j) {
+        unsigned short lo, hi;
+        memcpy(&lo, rows[j * 8 + 2 * (lane % 4)] + (lane / 4) * 2, 2);
+        memcpy(&hi, rows[j * 8 + 2 * (lane % 4) + 1] + (lane / 4) * 2, 2);
+        r[j] = (unsigned)lo | ((unsigned)hi << 16);
+    }
 }
 // ldmatrix on int8 data (gemm_i8_tc.cu): the same b16 instruction, bits moved as they are.
 inline void ldmatrix_x4(unsigned r[4], const signed char* p) {

@@ -178,6 +178,7 @@ impl CudaBackend {
         match self.knobs.attention.load(Ordering::Relaxed) {
             1 => AttentionPath::Tiled,
             2 => AttentionPath::SplitKv,
+            3 => AttentionPath::TensorCore,
             _ => AttentionPath::Auto,
         }
     }
@@ -1029,7 +1030,7 @@ impl Backend for CudaBackend {
             rel_log_ratio: rel.map_or(0.0, |r| r.log_ratio()),
         };
         self.dev.bind()?;
-        ops::attention::attention(&self.dev, &args, self.attention_path())
+        ops::attention::attention(&self.dev, &args, p.operand_dtype, self.attention_path())
     }
 
     // ---- search ---------------------------------------------------------

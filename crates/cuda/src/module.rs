@@ -44,11 +44,12 @@ pub enum Family {
     GemmTc,
     GemmI8Tc,
     Attention,
+    AttentionTc,
     DecodeAttention,
 }
 
 impl Family {
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 12] = [
         Family::Elementwise,
         Family::Copy,
         Family::Embedding,
@@ -59,6 +60,7 @@ impl Family {
         Family::GemmTc,
         Family::GemmI8Tc,
         Family::Attention,
+        Family::AttentionTc,
         Family::DecodeAttention,
     ];
 
@@ -79,6 +81,7 @@ impl Family {
             Family::GemmTc => "gemm_tc.cu",
             Family::GemmI8Tc => "gemm_i8_tc.cu",
             Family::Attention => "attention.cu",
+            Family::AttentionTc => "attention_tc.cu",
             Family::DecodeAttention => "decode_attention.cu",
         }
     }
@@ -96,6 +99,7 @@ impl Family {
             Family::GemmTc => include_str!("../../../kernels/gemm_tc.cu"),
             Family::GemmI8Tc => include_str!("../../../kernels/gemm_i8_tc.cu"),
             Family::Attention => include_str!("../../../kernels/attention.cu"),
+            Family::AttentionTc => include_str!("../../../kernels/attention_tc.cu"),
             Family::DecodeAttention => include_str!("../../../kernels/decode_attention.cu"),
         }
     }
@@ -164,6 +168,12 @@ impl Family {
                 "attention_f32_d64",
                 "attention_f32_d128",
                 "attention_f32_d256",
+            ],
+            Family::AttentionTc => &[
+                "attention_tc_f16_d64",
+                "attention_tc_f16_d128",
+                "attention_tc_bf16_d64",
+                "attention_tc_bf16_d128",
             ],
             Family::DecodeAttention => &[
                 "attention_split_f32_d32",

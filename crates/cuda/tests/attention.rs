@@ -122,6 +122,7 @@ fn attention_matches_cpu_on_every_case_and_path() {
                     position_bias: bias,
                     relative_bias: None,
                     kv_index: ix,
+                    operand_dtype: DType::F32,
                 };
                 let mut want = Tensor::zeros([c.batch, c.tq, hd], DType::F32);
                 cpu()
@@ -190,6 +191,7 @@ fn attention_checks_its_arguments_like_the_cpu() {
         position_bias: None,
         relative_bias: None,
         kv_index: None,
+        operand_dtype: DType::F32,
     };
     g.attention(&q, &k, &v, &ok, &mut out).unwrap();
     assert!(g
@@ -329,6 +331,7 @@ fn relative_bias_from_the_table_matches_the_materialised_bias() {
                     position_bias: None,
                     relative_bias: None,
                     kv_index: None,
+                    operand_dtype: DType::F32,
                 };
                 let spec = |table| RelativeBiasSpec {
                     table,
@@ -425,6 +428,7 @@ fn relative_bias_from_the_table_matches_the_materialised_bias() {
         position_bias: None,
         relative_bias: Some(spec),
         kv_index: None,
+        operand_dtype: DType::F32,
     };
     g.attention(&q, &k, &k, &ok, &mut out).unwrap();
     let both = AttentionParams {

@@ -8,6 +8,11 @@
 //! With f16/bf16 weights on `GemmPath::Auto`, linears of more than 8 rows run
 //! on tensor cores with activations rounded to the weight dtype
 //! (kernels/gemm_tc.cu): logits within `TOL_LOGITS_TC` (rel L2 1e-2).
+//! The fixtures' head_dim (8-16) is below what kernels/attention_tc.cu runs,
+//! so the t5 and bart fixture configs are also widened to head_dim 64 with
+//! random weights: with f16/bf16 weights their encoder attention takes the
+//! tensor-core kernel on `AttentionPath::Auto` (`operand_dtype` set by the
+//! model), and the logits stay within `TOL_LOGITS_TC` of the CPU's.
 //!
 //! Fixtures are found at `$ENCDEC_FIXTURES`, else `tests/fixtures` of this
 //! workspace, else `./tests/fixtures` (a test binary run from a copy of the repo).
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use common::*;
 use encdec_core::testing::Tol;
 use encdec_core::{Backend, DType, Tensor};
-use encdec_cuda::GemmPath;
+use encdec_cuda::{AttentionPath, GemmPath};
 use encdec_generate::{GenerationConfig, GenerationOverrides, Generator, Seq2SeqModel};
 use serde_json::Value;
 
@@ -199,4 +204,78 @@ fn half_precision_weights_give_the_cpu_backends_logits() {
         g.set_gemm_path(GemmPath::Auto);
     }
     f.finish("half-precision weights");
+}
+
+#[test]
+fn half_precision_models_with_head_dim_64_use_tensor_core_attention() {
+    let g = gpu_or_skip!("half_precision_models_with_head_dim_64_use_tensor_core_attention");
+    let Some(root) = fixtures_root() else {
+        panic!("tests/fixtures not found (set ENCDEC_FIXTURES)");
+    };
+    let cpu_be: Arc<dyn Backend> = Arc::new(encdec_cpu::CpuBackend::new());
+    let mut f = Failures::default();
+    for (name, edits, dtype) in [
+        ("t5", serde_json::json!({"d_kv": 64}), DType::BF16),
+        (
+            "bart",
+            serde_json::json!({"d_model": 128, "encoder_attention_heads": 2, "decoder_attention_heads": 2}),
+            DType::F16,
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(name).join("config.json")).unwrap();
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        for (k, x) in edits.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        let cfg = encdec_models::ModelConfig::from_json_str(&v.to_string()).unwrap();
+        let mc = encdec_models::random_model(&cfg, 7, cpu_be.clone(), dtype).unwrap();
+        let mg = encdec_models::random_model(&cfg, 7, g.be.clone(), dtype).unwrap();
+        // 70 source tokens: two query blocks and two key tiles of the kernel.
+        let vocab = mc.spec().vocab_size as u32;
+        let ids: Vec<u32> = (0..70u32).map(|i| 3 + (i * 7) % (vocab - 3)).collect();
+        let want = first_step_logits(&*mc, &ids);
+        g.set_gemm_path(GemmPath::Tiled);
+        g.set_attention_path(AttentionPath::Tiled);
+        let exact = first_step_logits(&*mg, &ids);
+        f.check(
+            &format!("{name} (head_dim 64, {dtype} weights) logits, f32 attention"),
+            &exact,
+            &want,
+            TOL_LOGITS,
+        );
+        g.set_attention_path(AttentionPath::Auto);
+        let tc = first_step_logits(&*mg, &ids);
+        f.check(
+            &format!("{name} (head_dim 64, {dtype} weights) logits, Auto attention"),
+            &tc,
+            &want,
+            TOL_LOGITS_TC,
+        );
+        // The tensor-core kernel rounds q/k/v to the weight dtype: T5's logits
+        // move by far more than the f32 kernels' reordering (rel L2 5e-4 vs ~1e-7
+        // on the emulator). BART's post-LN residual stream with std-0.02 random
+        // weights hides the attention almost entirely (2e-7), so only T5 can show
+        // which kernel ran this way.
+        let moved = rel_l2(&tc, &exact);
+        eprintln!(
+            "{name}: rel L2 of the logits, Auto (tensor cores) vs f32 attention: {moved:.1e}"
+        );
+        if g.cuda.is_some() && name == "t5" && moved < 1e-5 {
+            f.push(format!(
+                "{name}: Auto's logits within rel L2 {moved:.1e} of the f32 attention's: \
+                 the tensor-core attention was not used"
+            ));
+        }
+        g.set_gemm_path(GemmPath::Auto);
+    }
+    f.finish("tensor-core attention in a model");
+}
+
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&a, &b) in got.iter().zip(want) {
+        num += (a as f64 - b as f64).powi(2);
+        den += (b as f64).powi(2);
+    }
+    (num / den.max(1e-300)).sqrt()
 }

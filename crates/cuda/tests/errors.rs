@@ -200,6 +200,7 @@ const CASES: &[Case] = &[
             position_bias: None,
             relative_bias: None,
             kv_index: None,
+            operand_dtype: DType::F32,
         };
         b.attention(&q, &k, &k, &p, &mut o)
     }),

@@ -66,7 +66,8 @@ use crate::config::{
 };
 use crate::error::Result;
 use crate::layers::{
-    attention_params, check_start, check_weight_dtype, copy_to_backend, decode_step,
+    attention_operand_dtype, attention_params, check_start, check_weight_dtype, copy_to_backend,
+    decode_step,
     embedding_dtype, empty_f32, encoder_output, ensure_f32, host_u32, invalid, lm_head_weight,
     load_f32, load_weight, new_decoder_state, select_rows, teacher_forced_cross_attention,
     Attention, AttentionBuffers, AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
@@ -754,6 +755,8 @@ pub struct BartModel {
     decoder_norm: Option<Norm>,
     /// Bias = `final_logits_bias` where the class has one and the checkpoint stores it.
     lm_head: Linear,
+    /// `AttentionParams::operand_dtype` of every attention (from the weight dtype).
+    attn_dtype: DType,
 }
 
 impl std::fmt::Debug for BartModel {
@@ -960,6 +963,7 @@ impl BartModel {
             encoder_norm,
             decoder_norm,
             lm_head: Linear::from_weight(lm_weight, logits_bias),
+            attn_dtype: attention_operand_dtype(dtype),
             backend,
         })
     }
@@ -978,7 +982,15 @@ impl BartModel {
     ) -> AttentionParams<'a> {
         let head_dim = self.d_model / heads;
         let scale = (head_dim as f64).powf(-0.5) as f32;
-        attention_params(heads, head_dim, scale, q_offset, kv_len, causal)
+        attention_params(
+            heads,
+            head_dim,
+            scale,
+            q_offset,
+            kv_len,
+            causal,
+            self.attn_dtype,
+        )
     }
 
     fn norm(&self, x: &Tensor, n: &Norm, out: &mut Tensor) -> encdec_core::Result<()> {

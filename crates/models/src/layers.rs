@@ -224,8 +224,20 @@ impl AttentionBuffers {
     }
 }
 
-/// Attention over `kv_len` keys with heads of `head_dim`, queries from `q_offset`;
-/// no mask, bias or kv_index (the caller sets those it needs).
+/// The attention operand precision a model loaded with `weight_dtype` allows
+/// (`AttentionParams::operand_dtype`): f16 weights -> F16, bf16 -> BF16; f32 and
+/// int8 models keep exact f32 attention.
+pub fn attention_operand_dtype(weight_dtype: DType) -> DType {
+    match weight_dtype {
+        DType::F16 => DType::F16,
+        DType::BF16 => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+/// Attention over `kv_len` keys with heads of `head_dim`, queries from `q_offset`,
+/// operands allowed in `operand_dtype` ([`attention_operand_dtype`]); no mask,
+/// bias or kv_index (the caller sets those it needs).
 pub fn attention_params<'a>(
     num_heads: usize,
     head_dim: usize,
@@ -233,6 +245,7 @@ pub fn attention_params<'a>(
     q_offset: usize,
     kv_len: usize,
     causal: bool,
+    operand_dtype: DType,
 ) -> AttentionParams<'a> {
     AttentionParams {
         num_heads,
@@ -245,6 +258,7 @@ pub fn attention_params<'a>(
         position_bias: None,
         relative_bias: None,
         kv_index: None,
+        operand_dtype,
     }
 }
 

@@ -48,10 +48,10 @@ use crate::config::{
 };
 use crate::error::Result;
 use crate::layers::{
-    attention_params, check_start, check_weight_dtype, decode_step, embedding_dtype, empty_f32,
-    encoder_output, ensure_f32, lm_head_weight, load_f32, load_weight, new_decoder_state,
-    select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape,
-    LayerRanges, Linear, PaddedSources, StepScratch,
+    attention_operand_dtype, attention_params, check_start, check_weight_dtype, decode_step,
+    embedding_dtype, empty_f32, encoder_output, ensure_f32, lm_head_weight, load_f32, load_weight,
+    new_decoder_state, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
+    AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -592,6 +592,8 @@ pub struct T5Model {
     lm_head: Linear,
     /// `d_model^-0.5` before lm_head (T5 v1.0), else None.
     output_scale: Option<f32>,
+    /// `AttentionParams::operand_dtype` of every attention (from the weight dtype).
+    attn_dtype: DType,
 }
 
 impl std::fmt::Debug for T5Model {
@@ -706,13 +708,22 @@ impl T5Model {
             output_scale: arch
                 .scale_decoder_outputs
                 .then(|| (d as f64).powf(-0.5) as f32),
+            attn_dtype: attention_operand_dtype(dtype),
             backend,
         })
     }
 
     /// T5 does not scale `q·k` (its weights absorb `1/sqrt(d_kv)`).
     fn params<'a>(&self, q_offset: usize, kv_len: usize, causal: bool) -> AttentionParams<'a> {
-        attention_params(self.num_heads, self.d_kv, 1.0, q_offset, kv_len, causal)
+        attention_params(
+            self.num_heads,
+            self.d_kv,
+            1.0,
+            q_offset,
+            kv_len,
+            causal,
+            self.attn_dtype,
+        )
     }
 
     fn rms(&self, x: &Tensor, w: &Tensor, out: &mut Tensor) -> encdec_core::Result<()> {

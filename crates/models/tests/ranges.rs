@@ -1,7 +1,9 @@
 //! The models open a profiler range per layer (NVTX on CUDA, via
 //! `Backend::range_push`), nested inside the generator's `encode` / `decode step`
 //! ranges and balanced: checked with a backend that records the ranges and
-//! forwards every op to the CPU backend.
+//! forwards every op to the CPU backend. The same backend records each
+//! attention call's `operand_dtype` (the rounding a model allows: f16/bf16
+//! weights -> F16/BF16, f32/int8 -> F32).
 
 mod common;
 
@@ -15,6 +17,8 @@ use encdec_models::build_model;
 struct Recording {
     cpu: encdec_cpu::CpuBackend,
     log: Mutex<Vec<String>>,
+    /// `AttentionParams::operand_dtype` of every attention call.
+    operands: Mutex<Vec<DType>>,
 }
 
 impl Backend for Recording {
@@ -109,6 +113,7 @@ impl Backend for Recording {
         params: &AttentionParams,
         out: &mut Tensor,
     ) -> Result<()> {
+        self.operands.lock().unwrap().push(params.operand_dtype);
         self.cpu.attention(q, k, v, params, out)
     }
     fn softmax(&self, x: &mut Tensor) -> Result<()> {
@@ -147,6 +152,7 @@ fn layers_open_balanced_ranges_inside_encode_and_decode_steps() {
         let rec = Arc::new(Recording {
             cpu: encdec_cpu::CpuBackend::with_threads(1),
             log: Mutex::new(Vec::new()),
+            operands: Mutex::new(Vec::new()),
         });
         let (cfg, ckpt) = common::open_fixture(name);
         let (model, _) = build_model(&cfg, &ckpt, rec.clone(), DType::F32).expect(name);
@@ -186,4 +192,44 @@ fn cfg_layers(t: &[(usize, String)], side: &str) -> usize {
     names.sort();
     names.dedup();
     names.len()
+}
+
+/// Every attention of a model loaded with f16 (bf16) weights allows f16 (bf16)
+/// operands; f32 and int8 models ask for exact f32 attention.
+#[test]
+fn attention_operand_dtype_follows_the_weight_dtype() {
+    for name in ["t5", "bart"] {
+        for (weights, want) in [
+            (DType::F32, DType::F32),
+            (DType::F16, DType::F16),
+            (DType::BF16, DType::BF16),
+            (DType::I8, DType::F32),
+        ] {
+            let rec = Arc::new(Recording {
+                cpu: encdec_cpu::CpuBackend::with_threads(1),
+                log: Mutex::new(Vec::new()),
+                operands: Mutex::new(Vec::new()),
+            });
+            let (cfg, ckpt) = common::open_fixture(name);
+            let (model, _) = build_model(&cfg, &ckpt, rec.clone(), weights).expect(name);
+            let spec = model.spec();
+            let over = GenerationOverrides {
+                max_new_tokens: Some(2),
+                min_new_tokens: Some(2),
+                decoder_start_token_id: Some(spec.decoder_start_token_id),
+                eos_token_id: Some(spec.eos_token_id.clone()),
+                pad_token_id: Some(spec.pad_token_id),
+                ..Default::default()
+            };
+            let gc = GenerationConfig::from_values(&serde_json::json!({}), &over).expect("config");
+            let mut gen = Generator::new(model.as_ref(), gc).expect("generator");
+            gen.generate(&[vec![5, 6, 7, 2]], None).expect("generate");
+            let got = rec.operands.lock().unwrap().clone();
+            assert!(!got.is_empty(), "{name}: no attention call");
+            assert!(
+                got.iter().all(|&d| d == want),
+                "{name} with {weights:?} weights: operand dtypes {got:?}, want all {want:?}"
+            );
+        }
+    }
 }

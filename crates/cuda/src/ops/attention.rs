@@ -1,7 +1,8 @@
-//! Launchers of `kernels/attention.cu` (tiled, any Tq) and
-//! `kernels/decode_attention.cu` (key axis split across blocks, then combined).
+//! Launchers of `kernels/attention.cu` (tiled, any Tq),
+//! `kernels/attention_tc.cu` (tensor cores, f16/bf16 operands, head_dim 64/128)
+//! and `kernels/decode_attention.cu` (key axis split across blocks, then combined).
 
-use encdec_core::{Error, Result};
+use encdec_core::{DType, Error, Result};
 
 use crate::launch::{kargs, Dev, KArg};
 use crate::module::Family;
@@ -46,13 +47,24 @@ unsafe impl KArg for AttnArgs {}
 /// Which attention kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionPath {
-    /// Split-KV (flash-decoding) for Tq = 1, tiled otherwise.
+    /// Split-KV (flash-decoding) for Tq = 1; for Tq > 1 the tensor-core kernel
+    /// when the call allows f16/bf16 operands (`AttentionParams::operand_dtype`),
+    /// head_dim is 64 or 128 and the device is sm_80+; else tiled.
     Auto,
     /// Always the tiled kernel.
     Tiled,
     /// Always split-KV + combine.
     SplitKv,
+    /// Always the tensor-core kernel (any Tq); an error where it cannot run
+    /// (f32 operands, head_dim not 64/128, below sm_80). For tests and benches.
+    TensorCore,
 }
+
+/// Head dims `attention_tc.cu` is instantiated for.
+pub(crate) const TC_HEAD_DIMS: [usize; 2] = [64, 128];
+/// Query rows per block of `attention_tc.cu` (4 warps x 16) and keys per tile.
+const TC_BQ: usize = 64;
+const TC_BK: usize = 64;
 
 /// Largest head_dim the kernels hold in registers.
 pub(crate) const MAX_HEAD_DIM: usize = 256;
@@ -69,8 +81,39 @@ fn variant(d: usize) -> usize {
     }
 }
 
-/// Runs attention; `a` is fully checked by the caller.
-pub(crate) fn attention(dev: &Dev, a: &AttnArgs, path: AttentionPath) -> Result<()> {
+/// The `attention_tc.cu` kernel for `operand` (F16/BF16) and head_dim `d`, or
+/// why there is none.
+fn tc_kernel(dev: &Dev, operand: DType, d: usize) -> std::result::Result<&'static str, String> {
+    if dev.kernels.is_some() && dev.info.compute_capability.0 < 8 {
+        return Err(format!(
+            "the tensor-core attention needs sm_80+, {} is sm_{}{}",
+            dev.info.label(),
+            dev.info.compute_capability.0,
+            dev.info.compute_capability.1
+        ));
+    }
+    match (operand, d) {
+        (DType::F16, 64) => Ok("attention_tc_f16_d64"),
+        (DType::F16, 128) => Ok("attention_tc_f16_d128"),
+        (DType::BF16, 64) => Ok("attention_tc_bf16_d64"),
+        (DType::BF16, 128) => Ok("attention_tc_bf16_d128"),
+        (DType::F16 | DType::BF16, _) => Err(format!(
+            "the tensor-core attention supports head_dim {TC_HEAD_DIMS:?}, not {d}"
+        )),
+        _ => Err(format!(
+            "the tensor-core attention needs f16/bf16 operands (operand_dtype {operand:?})"
+        )),
+    }
+}
+
+/// Runs attention; `a` is fully checked by the caller. `operand` is the call's
+/// `AttentionParams::operand_dtype` (the rounding it allows).
+pub(crate) fn attention(
+    dev: &Dev,
+    a: &AttnArgs,
+    operand: DType,
+    path: AttentionPath,
+) -> Result<()> {
     let (b, tq, h, d) = (
         a.batch as usize,
         a.tq as usize,
@@ -86,9 +129,41 @@ pub(crate) fn attention(dev: &Dev, a: &AttnArgs, path: AttentionPath) -> Result<
             dev.info.label()
         )));
     }
+    // f32 K/V stage + f16/bf16 K/V tiles (rows of d + 8) + mask + relative bias.
+    let tc_smem = 2 * TC_BK * d * 4 + 2 * TC_BK * (d + 8) * 2 + (TC_BK + TC_BQ + TC_BK) * 4;
+    let tc = match path {
+        // Auto falls back where the kernel cannot run (also on a device whose
+        // shared-memory opt-in is below the D = 128 kernel's 99 KiB).
+        AttentionPath::Auto if tq > 1 => tc_kernel(dev, operand, d)
+            .ok()
+            .filter(|_| tc_smem <= dev.max_smem_optin as usize),
+        AttentionPath::TensorCore => Some(tc_kernel(dev, operand, d).map_err(|why| {
+            Error::Invalid(format!(
+                "attention (AttentionPath::TensorCore) on {}: {why}",
+                dev.info.label()
+            ))
+        })?),
+        _ => None,
+    };
+    if let Some(name) = tc {
+        if b > 65535 || h > 65535 {
+            return Err(Error::Invalid(format!(
+                "attention: batch {b} x heads {h} exceed the grid limits on {}",
+                dev.info.label()
+            )));
+        }
+        return dev.launch(
+            Family::AttentionTc,
+            name,
+            (tq.div_ceil(TC_BQ) as u32, h as u32, b as u32),
+            128,
+            tc_smem as u32,
+            &mut kargs![*a],
+        );
+    }
     let split = match path {
         AttentionPath::Auto => tq == 1,
-        AttentionPath::Tiled => false,
+        AttentionPath::Tiled | AttentionPath::TensorCore => false,
         AttentionPath::SplitKv => true,
     };
     if split && b * tq <= 65535 && h <= 65535 {
