@@ -67,10 +67,10 @@ use crate::config::{
 use crate::error::Result;
 use crate::layers::{
     attention_operand_dtype, attention_params, check_start, check_weight_dtype, copy_to_backend,
-    decode_step,
-    embedding_dtype, empty_f32, encoder_output, ensure_f32, host_u32, invalid, lm_head_weight,
-    load_f32, load_weight, new_decoder_state, select_rows, teacher_forced_cross_attention,
-    Attention, AttentionBuffers, AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
+    decode_step, embedding_dtype, empty_f32, encoder_output, ensure_f32, host_u32, invalid,
+    lm_head_weight, load_f32, load_weight, new_decoder_state, select_rows,
+    teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape, LayerRanges,
+    Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
