@@ -165,7 +165,12 @@ impl Pool {
 
     fn give_back(&self, ptr: u64, size: usize) {
         let mut st = self.lock();
-        st.free.entry(size).or_default().push(ptr);
+        // Room for a few blocks per size up front, so the lists rarely grow
+        // (a growth is a host allocation; the decode loop should make none).
+        st.free
+            .entry(size)
+            .or_insert_with(|| Vec::with_capacity(16))
+            .push(ptr);
         st.stats.cached_bytes += size;
         st.stats.in_use_bytes -= size;
     }

@@ -70,15 +70,25 @@ fn decode_steps_allocate_nothing_on_the_device_backend() {
         for (mode, over) in &modes {
             // Warm-up of both lengths (the KV caches' sizes differ): kernels,
             // the pool's blocks of each size and the staging buffers.
-            allocations(model.as_ref(), over, 24);
-            allocations(model.as_ref(), over, 6);
-            let short = allocations(model.as_ref(), over, 6);
-            let long = allocations(model.as_ref(), over, 24);
+            for _ in 0..2 {
+                allocations(model.as_ref(), over, 24);
+                allocations(model.as_ref(), over, 6);
+            }
+            // A free list of the pool may still grow once in a while (more
+            // blocks of one size free at once than before), so a pair may be
+            // retried: an allocation per step would add 18 or more to every pair.
+            let mut seen = Vec::new();
+            let ok = (0..3).any(|_| {
+                let short = allocations(model.as_ref(), over, 6);
+                let long = allocations(model.as_ref(), over, 24);
+                seen.push((short, long));
+                short.0 == long.0 && long.1 == 0
+            });
             let what = format!(
-                "{name} {mode}: (host allocations, new device bytes) for 6 steps {short:?}, 24 steps {long:?}"
+                "{name} {mode}: (host allocations, new device bytes) for (6 steps, 24 steps): {seen:?}"
             );
             eprintln!("{what}");
-            if short.0 != long.0 || long.1 != 0 {
+            if !ok {
                 failures.push(what);
             }
         }
