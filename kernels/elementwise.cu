@@ -4,6 +4,7 @@
 //   add_assign_f32      x[i] += y[i % ylen]          (ylen = len(x): same shape; ylen = cols: row broadcast)
 //   mul_assign_f32      x[i] *= y[i % ylen]
 //   scale_f32           x[i] *= s
+//   scatter_fill_f32    x[idx[j]] = value          (j < n_idx; bans ids in search on the device)
 //   activation_f32      x[i] = act(x[i])             in place
 //   gated_activation_f32 out[i] = act(gate[i]) * up[i]
 //   cast_<from>_<to>    f32 <-> f16 <-> bf16, round to nearest even
@@ -39,6 +40,10 @@ extern "C" __global__ void mul_assign_f32(float* x, const float* y, i64 n, i64 y
 
 extern "C" __global__ void scale_f32(float* x, i64 n, float s) {
     GRID_STRIDE(i, n) { x[i] *= s; }
+}
+
+extern "C" __global__ void scatter_fill_f32(float* x, const u32* idx, i64 n_idx, float value) {
+    GRID_STRIDE(j, n_idx) { x[idx[j]] = value; }
 }
 
 extern "C" __global__ void activation_f32(float* x, i64 n, int act) {

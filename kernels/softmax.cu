@@ -4,10 +4,12 @@
 //   m = max(x), s = sum(exp(x - m))
 //   softmax_f32      x = exp(x - m) * (1 / s)
 //   log_softmax_f32  x = (x - m) - ln(s)
+//   softmax_stats_f32  out[row] = (m, s), x untouched (search on the device:
+//                      the chosen id's log-prob without fetching the row)
 // A row of f32::MIN (HF's fully masked row) gives the uniform distribution; a
 // row of -inf gives NaN, as in PyTorch. expf/logf are full precision.
 //
-// Layout: x contiguous [rows, cols].
+// Layout: x contiguous [rows, cols]; out (softmax_stats) contiguous [rows, 2].
 // Launch shape: one block per row (grid.x = rows), blockDim.x a multiple of 32
 // (256, or 32 * ceil(cols / 32) when cols < 256); three passes over the row
 // (max, sum, write), warp-shuffle + block reductions.
@@ -41,4 +43,15 @@ extern "C" __global__ void __launch_bounds__(1024) log_softmax_f32(float* x, i64
     row_stats(r, cols, scratch, &m, &s);
     const float ls = logf(s);
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) r[c] = (r[c] - m) - ls;
+}
+
+extern "C" __global__ void __launch_bounds__(1024) softmax_stats_f32(const float* x, i64 cols, float* out) {
+    __shared__ float scratch[32];
+    const float* r = x + (i64)blockIdx.x * cols;
+    float m, s;
+    row_stats(r, cols, scratch, &m, &s);
+    if (threadIdx.x == 0) {
+        out[2 * (i64)blockIdx.x] = m;
+        out[2 * (i64)blockIdx.x + 1] = s;
+    }
 }

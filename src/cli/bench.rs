@@ -453,6 +453,30 @@ impl Seq2SeqModel for TimedModel<'_> {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
+        self.timed_step(|| self.inner.step(enc, state, tokens, logits))
+    }
+    fn step_on_backend(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        // Waits for the device, so that a step's time is its own and not the
+        // search's (which reads the step's candidates back).
+        self.timed_step(|| {
+            self.inner.step_on_backend(enc, state, tokens, logits)?;
+            self.inner.backend().synchronize()
+        })
+    }
+    fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
+        self.inner.select_rows(state, rows)
+    }
+}
+
+impl TimedModel<'_> {
+    /// Runs one decoder step `f`, recording its time (and a profiler span).
+    fn timed_step(&self, f: impl FnOnce() -> encdec_core::Result<()>) -> encdec_core::Result<()> {
         let p0 = self.profiler.map(ProfiledBackend::now_ns);
         if let (Some(p), Some(p0)) = (self.profiler, p0) {
             if let Some(last) = self.rec().last_step_end {
@@ -460,7 +484,7 @@ impl Seq2SeqModel for TimedModel<'_> {
             }
         }
         let t = Instant::now();
-        let r = self.inner.step(enc, state, tokens, logits);
+        let r = f();
         let end = Instant::now();
         let mut rec = self.rec();
         rec.steps.push(end - t);
@@ -471,9 +495,6 @@ impl Seq2SeqModel for TimedModel<'_> {
             rec.last_step_end = Some(e);
         }
         r
-    }
-    fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
-        self.inner.select_rows(state, rows)
     }
 }
 

@@ -364,6 +364,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn mul_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()>;
     /// `x *= s`.
     fn scale(&self, x: &mut Tensor, s: f32) -> Result<()>;
+    /// `x[index[i]] = value` for every i: `index` (u32, on this backend) holds
+    /// flat positions into the contiguous `x` (repeats allowed). Search on the
+    /// backend bans ids with it (`value` = -inf). The default goes through the
+    /// host (it allocates).
+    fn scatter_fill(&self, x: &mut Tensor, index: &Tensor, value: f32) -> Result<()> {
+        let idx = self.download(index)?;
+        crate::checks::scatter_fill(x, idx.as_u32()?)?;
+        let mut h = self.download(x)?.contiguous()?;
+        let v = h.as_f32_mut()?;
+        for &i in idx.as_u32()? {
+            v[i as usize] = value;
+        }
+        self.copy_from_host(&h, x)
+    }
     /// `out[i, :] = table[ids[i], :] * scale` (ids u32).
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()>;
 
@@ -385,6 +399,42 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The `k` largest entries of each row, largest first (ties: lower index
     /// first): `(indices, values)`, each `rows * k` long, on the host.
     fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)>;
+    /// [`topk`](Self::topk) into tensors of this backend: u32 `ids_out` and f32
+    /// `vals_out`, both contiguous `[rows, k]`, so that search on the device
+    /// fetches only these small buffers (with [`copy_to_host`](Self::copy_to_host))
+    /// and allocates nothing per step. The default goes through `topk` and
+    /// `copy_from_host` (it allocates).
+    fn topk_into(
+        &self,
+        x: &Tensor,
+        k: usize,
+        ids_out: &mut Tensor,
+        vals_out: &mut Tensor,
+    ) -> Result<()> {
+        crate::checks::topk_into(x, k, ids_out, vals_out)?;
+        let rows = x.rows();
+        let (ids, vals) = self.topk(x, k)?;
+        self.copy_from_host(&Tensor::from_u32(ids, [rows, k])?, ids_out)?;
+        self.copy_from_host(&Tensor::from_f32(vals, [rows, k])?, vals_out)
+    }
+    /// The two numbers a row's softmax normalises with: f32 `out[r] =
+    /// (max_r, sum_j e^(x[r, j] - max_r))` for `out` contiguous `[rows, 2]`
+    /// (the row's log-sum-exp is `max + ln(sum)`). Device search uses it to
+    /// score the chosen id without fetching the row. The default reads `x`
+    /// on the host (it allocates).
+    fn softmax_stats(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
+        crate::checks::softmax_stats(x, out)?;
+        let host = self.download(x)?.contiguous()?;
+        let cols = x.cols();
+        let mut stats = Vec::with_capacity(2 * x.rows());
+        for row in host.as_f32()?.chunks(cols.max(1)).take(x.rows()) {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s: f64 = row.iter().map(|&v| f64::from(v - m).exp()).sum();
+            stats.push(m);
+            stats.push(s as f32);
+        }
+        self.copy_from_host(&Tensor::from_f32(stats, [x.rows(), 2])?, out)
+    }
 }
 
 /// A profiler range ([`Backend::range_push`]) that is closed when dropped, also on

@@ -257,6 +257,70 @@ pub fn topk(x: &Tensor, k: usize) -> Result<()> {
     Ok(())
 }
 
+/// `topk_into`: k <= the row length, outputs `[rows, k]` (u32 ids, f32 values).
+pub fn topk_into(x: &Tensor, k: usize, ids: &Tensor, vals: &Tensor) -> Result<()> {
+    topk(x, k)?;
+    let want = [x.rows(), k];
+    for (t, dtype) in [(ids, DType::U32), (vals, DType::F32)] {
+        if t.dims() != want {
+            return Err(Error::ShapeMismatch {
+                op: "topk_into",
+                lhs: t.dims().to_vec(),
+                rhs: want.to_vec(),
+            });
+        }
+        if t.dtype() != dtype {
+            return Err(Error::DTypeMismatch {
+                op: "topk_into",
+                lhs: t.dtype(),
+                rhs: dtype,
+            });
+        }
+    }
+    if x.dtype() != DType::F32 {
+        return Err(Error::DTypeMismatch {
+            op: "topk_into",
+            lhs: x.dtype(),
+            rhs: DType::F32,
+        });
+    }
+    Ok(())
+}
+
+/// `scatter_fill`: every index within `x`.
+pub fn scatter_fill(x: &Tensor, index: &[u32]) -> Result<()> {
+    let n = x.elem_count();
+    if let Some(&bad) = index.iter().find(|&&i| i as usize >= n) {
+        return Err(Error::Invalid(format!(
+            "scatter_fill: index {bad} is out of range for x {:?} ({n} elements)",
+            x.dims()
+        )));
+    }
+    Ok(())
+}
+
+/// `softmax_stats`: f32 x, f32 out `[rows, 2]`.
+pub fn softmax_stats(x: &Tensor, out: &Tensor) -> Result<()> {
+    let want = [x.rows(), 2];
+    if out.dims() != want {
+        return Err(Error::ShapeMismatch {
+            op: "softmax_stats",
+            lhs: out.dims().to_vec(),
+            rhs: want.to_vec(),
+        });
+    }
+    for t in [x, out] {
+        if t.dtype() != DType::F32 {
+            return Err(Error::DTypeMismatch {
+                op: "softmax_stats",
+                lhs: t.dtype(),
+                rhs: DType::F32,
+            });
+        }
+    }
+    Ok(())
+}
+
 // ---- attention -------------------------------------------------------------
 
 /// The sizes of an attention call whose q, k and v agree (from [`attention`]),

@@ -1232,6 +1232,46 @@ impl Backend for ProfiledBackend {
         });
         r
     }
+    fn topk_into(
+        &self,
+        x: &Tensor,
+        k: usize,
+        ids_out: &mut Tensor,
+        vals_out: &mut Tensor,
+    ) -> Result<()> {
+        let t = self.begin("topk_into");
+        let r = self.inner.topk_into(x, k, ids_out, vals_out);
+        self.finish(t, || {
+            Self::simple(
+                "topk_into",
+                x.elem_count() as u64,
+                tbytes(x),
+                format!("{} k {k}", shape_str(x)),
+            )
+        });
+        r
+    }
+    fn scatter_fill(&self, x: &mut Tensor, index: &Tensor, value: f32) -> Result<()> {
+        let t = self.begin("scatter_fill");
+        let r = self.inner.scatter_fill(x, index, value);
+        self.finish(t, || {
+            Self::simple("scatter_fill", 0, 2 * tbytes(index), shape_str(index))
+        });
+        r
+    }
+    fn softmax_stats(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
+        let t = self.begin("softmax_stats");
+        let r = self.inner.softmax_stats(x, out);
+        self.finish(t, || {
+            Self::simple(
+                "softmax_stats",
+                3 * x.elem_count() as u64,
+                tbytes(x),
+                shape_str(x),
+            )
+        });
+        r
+    }
     fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         let t = self.begin("topk");
         let r = self.inner.topk(x, k);

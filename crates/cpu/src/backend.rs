@@ -153,6 +153,21 @@ fn f32_out<'a>(t: &'a mut Tensor, op: &'static str) -> Result<&'a mut [f32]> {
     }
 }
 
+/// The u32 elements of a contiguous, uniquely owned host tensor, writable.
+fn u32_out<'a>(t: &'a mut Tensor, op: &'static str) -> Result<&'a mut [u32]> {
+    host(t, op)?;
+    t.require_contiguous(op)?;
+    let (o, n) = (t.offset(), t.elem_count());
+    match t.host_mut(op)? {
+        HostStorage::U32(v) => Ok(&mut v[o..o + n]),
+        h => Err(Error::DTypeMismatch {
+            op,
+            lhs: h.dtype(),
+            rhs: DType::U32,
+        }),
+    }
+}
+
 /// The u32 elements of a contiguous host tensor.
 fn u32_in<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a [u32]> {
     let h = host(t, op)?;
@@ -592,6 +607,17 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn scatter_fill(&self, x: &mut Tensor, index: &Tensor, value: f32) -> Result<()> {
+        const OP: &str = "scatter_fill";
+        let idx = u32_in(index, OP)?;
+        checks::scatter_fill(x, idx)?;
+        let xs = f32_out(x, OP)?;
+        for &i in idx {
+            xs[i as usize] = value;
+        }
+        Ok(())
+    }
+
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
         const OP: &str = "embedding";
         let id = u32_in(ids, OP)?;
@@ -698,6 +724,40 @@ impl Backend for CpuBackend {
         checks::topk(x, k)?;
         let isa = isa::active();
         Ok(self.run(xs.len(), || topk::topk(isa, xs, c, k)))
+    }
+
+    fn topk_into(
+        &self,
+        x: &Tensor,
+        k: usize,
+        ids_out: &mut Tensor,
+        vals_out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "topk_into";
+        checks::topk_into(x, k, ids_out, vals_out)?;
+        let xs = f32_in(x, OP)?;
+        let c = x.cols();
+        let isa = isa::active();
+        if k > topk::INSERT_MAX_K {
+            let (i, v) = self.run(xs.len(), || topk::topk(isa, xs, c, k));
+            u32_out(ids_out, OP)?.copy_from_slice(&i);
+            f32_out(vals_out, OP)?.copy_from_slice(&v);
+            return Ok(());
+        }
+        let ids = u32_out(ids_out, OP)?;
+        let vals = f32_out(vals_out, OP)?;
+        topk::topk_into(isa, xs, c, ids, vals);
+        Ok(())
+    }
+
+    fn softmax_stats(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
+        const OP: &str = "softmax_stats";
+        checks::softmax_stats(x, out)?;
+        let xs = f32_in(x, OP)?;
+        let c = x.cols();
+        let o = f32_out(out, OP)?;
+        softmax::softmax_stats(isa::active(), xs, c, o);
+        Ok(())
     }
 }
 

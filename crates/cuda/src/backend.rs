@@ -950,6 +950,16 @@ impl Backend for CudaBackend {
         ops::elementwise::scale(&self.dev, xp, x.elem_count(), s)
     }
 
+    fn scatter_fill(&self, x: &mut Tensor, index: &Tensor, value: f32) -> Result<()> {
+        const OP: &str = "scatter_fill";
+        let (ip, idx) = self.u32_in(index, OP)?;
+        checks::scatter_fill(x, idx)?;
+        let n = idx.len();
+        let xp = self.f32_out(x, OP)?;
+        self.dev.bind()?;
+        ops::elementwise::scatter_fill(&self.dev, xp, ip, n, value)
+    }
+
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
         const OP: &str = "embedding";
         let (ip, id) = self.u32_in(ids, OP)?;
@@ -1065,5 +1075,57 @@ impl Backend for CudaBackend {
             return Ok(topk::topk_host(&host, c, k));
         }
         topk::topk(&self.dev, xp, rows, c, k)
+    }
+
+    fn topk_into(
+        &self,
+        x: &Tensor,
+        k: usize,
+        ids_out: &mut Tensor,
+        vals_out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "topk_into";
+        let xp = self.f32_in(x, OP)?;
+        self.buf(ids_out, OP)?;
+        self.buf(vals_out, OP)?;
+        checks::topk_into(x, k, ids_out, vals_out)?;
+        ids_out.require_contiguous(OP)?;
+        let c = x.cols();
+        let rows = x.rows();
+        if k == 0 || rows == 0 {
+            return Ok(());
+        }
+        let vp = self.f32_out(vals_out, OP)?;
+        self.dev.bind()?;
+        let io = ids_out.offset();
+        let n = ids_out.elem_count();
+        if k > topk::MAX_K || c > i32::MAX as usize || rows > u32::MAX as usize {
+            // Rare (k > 64): through the host, allocating.
+            let (i, v) = self.topk(x, k)?;
+            self.copy_from_host(&Tensor::from_f32(v, [rows, k])?, vals_out)?;
+            return self.copy_from_host(&Tensor::from_u32(i, [rows, k])?, ids_out);
+        }
+        let ib = self.buf_mut(ids_out, OP)?;
+        let ip = ib.ptr_at(io);
+        topk::topk_into(&self.dev, xp, rows, c, k, ip, vp)?;
+        // The host copy of the ids follows (a small copy, through the pinned
+        // buffer: no allocation), so the result can serve as an index too.
+        if let Some(mirror) = ib.ids.as_mut() {
+            // SAFETY: `ip` addresses the `n` u32 the kernel wrote.
+            unsafe {
+                self.dev.staging.download(&mut mirror[io..io + n], ip, OP)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn softmax_stats(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
+        const OP: &str = "softmax_stats";
+        let xp = self.f32_in(x, OP)?;
+        self.buf(out, OP)?;
+        checks::softmax_stats(x, out)?;
+        let op = self.f32_out(out, OP)?;
+        self.dev.bind()?;
+        ops::softmax::softmax_stats(&self.dev, xp, x.rows(), x.cols(), op)
     }
 }

@@ -111,6 +111,7 @@ impl Family {
                 "add_assign_f32",
                 "mul_assign_f32",
                 "scale_f32",
+                "scatter_fill_f32",
                 "activation_f32",
                 "gated_activation_f32",
                 "cast_f32_f16",
@@ -148,7 +149,7 @@ impl Family {
                 "add_layer_norm_f32",
                 "add_rms_norm_f32",
             ],
-            Family::Softmax => &["softmax_f32", "log_softmax_f32"],
+            Family::Softmax => &["softmax_f32", "log_softmax_f32", "softmax_stats_f32"],
             Family::Topk => &["topk_stage_f32"],
             Family::Gemm => &[
                 "linear_f32",

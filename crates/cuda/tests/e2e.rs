@@ -1,6 +1,7 @@
 //! End to end: the tiny fixtures of `tests/fixtures/` (T5 family and BART
 //! family) loaded on the CUDA backend and on the CPU backend, run through the
-//! same `Generator`: greedy ids identical for every golden case, alone and as
+//! same `Generator` (on CUDA the search runs on the device, on the CPU on the
+//! host: `Generator::search_stats` is checked): greedy ids identical for every golden case, alone and as
 //! one padded batch, beam search (4 beams: index_select and shared encoder K/V)
 //! identical, and first-step logits within rel L2 1e-5 / per element
 //! 1e-4 * max(|ref|, 1) in f32 — also with f16 and bf16 weights on the FP32-FMA
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use common::*;
 use encdec_core::testing::Tol;
-use encdec_core::{Backend, DType, Tensor};
+use encdec_core::{Backend, DType, Device, Tensor};
 use encdec_cuda::{AttentionPath, GemmPath};
 use encdec_generate::{GenerationConfig, GenerationOverrides, Generator, Seq2SeqModel};
 use serde_json::Value;
@@ -110,11 +111,20 @@ fn config(dir: &std::path::Path, beams: usize) -> GenerationConfig {
 
 fn ids_of(m: &dyn Seq2SeqModel, cfg: &GenerationConfig, sources: &[Vec<u32>]) -> Vec<Vec<u32>> {
     let mut g = Generator::new(m, cfg.clone()).unwrap();
-    g.generate(sources, None)
+    let ids = g
+        .generate(sources, None)
         .unwrap()
         .into_iter()
         .map(|h| h[0].ids.clone())
-        .collect()
+        .collect();
+    // On the device the search runs there (the CPU reference searches on the host).
+    let st = g.search_stats();
+    if m.backend().device() != Device::Cpu {
+        assert!(st.backend_steps > 0 && st.host_steps == 0, "{st:?}");
+    } else {
+        assert_eq!(st.backend_steps + st.fallback_steps, 0, "{st:?}");
+    }
+    ids
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! kernels/elementwise.cu against the CPU backend: add/mul (same shape and row
 //! broadcast), scale, every activation, gated activations, casts between
-//! f32/f16/bf16 and int8 quantisation.
+//! f32/f16/bf16 and int8 quantisation, `scatter_fill` (search on the
+//! backend's bans: exact, repeated positions, out-of-range index rejected).
 //!
 //! Tolerances: add/mul/scale, casts, quantisation and dequantisation are exact
 //! (IEEE operations in the same order, round to nearest even on both sides);
@@ -181,4 +182,44 @@ fn casts_and_quantisation_match_cpu_exactly() {
         vec![1.0, 2.0, 3.0]
     );
     f.finish("casts");
+}
+
+#[test]
+fn scatter_fill_matches_cpu_exactly() {
+    let g = gpu_or_skip!("scatter_fill_matches_cpu_exactly");
+    let mut f = Failures::default();
+    for &(rows, cols, n) in &[
+        (1usize, 1usize, 1usize),
+        (3, 7, 5),
+        (4, 50265, 300),
+        (2, 4097, 2),
+    ] {
+        let x = random_normal((rows * cols + n) as u64, rows * cols, 2.0);
+        // spread positions with repeats (the generator pads with a repeat)
+        let idx: Vec<u32> = (0..n)
+            .map(|j| ((j * 7919 + j / 3) % (rows * cols)) as u32)
+            .chain([0, 0])
+            .collect();
+        let it = Tensor::from_u32(idx.clone(), [idx.len()]).unwrap();
+        let mut want = host(x.clone(), &[rows, cols]);
+        cpu()
+            .scatter_fill(&mut want, &it, f32::NEG_INFINITY)
+            .unwrap();
+        let mut got = up(&g, &host(x, &[rows, cols]));
+        g.scatter_fill(&mut got, &up(&g, &it), f32::NEG_INFINITY)
+            .unwrap();
+        let want = want.to_f32_vec().unwrap();
+        for &i in &idx {
+            assert_eq!(want[i as usize], f32::NEG_INFINITY);
+        }
+        f.exact(
+            &format!("scatter_fill rows={rows} cols={cols} n={n}"),
+            &down(&g, &got),
+            &want,
+        );
+    }
+    let mut x = up(&g, &host(vec![1.0; 6], &[2, 3]));
+    let bad = up(&g, &Tensor::from_u32(vec![6], [1]).unwrap());
+    assert!(g.scatter_fill(&mut x, &bad, 0.0).is_err());
+    f.finish("scatter_fill");
 }

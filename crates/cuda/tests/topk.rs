@@ -2,12 +2,14 @@
 //! (exact), ties broken by the lower index, NaN ranked last, k in
 //! {1, 2, 5, 8, 33, 64} on the device and k > 64 through the host fallback,
 //! rows shorter and longer than one 4096-entry chunk (multi-stage selection).
+//! `topk_into` (search on the backend) the same, into poisoned device
+//! buffers, read back with `copy_to_host`.
 
 mod common;
 
 use common::*;
 use encdec_core::testing::random_normal;
-use encdec_core::{Backend, Tensor};
+use encdec_core::{Backend, DType, Tensor};
 
 #[test]
 fn topk_matches_cpu_exactly() {
@@ -72,4 +74,79 @@ fn topk_edge_cases() {
     // Every entry equal: indices in order.
     let same = up(&g, &Tensor::from_f32(vec![0.25; 5000], [1, 5000]).unwrap());
     assert_eq!(g.topk(&same, 8).unwrap().0, (0..8).collect::<Vec<u32>>());
+}
+
+#[test]
+fn topk_into_matches_cpu_exactly() {
+    let g = gpu_or_skip!("topk_into_matches_cpu_exactly");
+    let mut fails = Vec::new();
+    for &(rows, cols) in &[
+        (1usize, 1usize),
+        (3, 7),
+        (4, 130),
+        (2, 4097),
+        (4, 50265),
+        (1, 250_112),
+    ] {
+        let mut x = random_normal((rows * 3 + cols) as u64, rows * cols, 3.0);
+        for v in x.iter_mut().step_by(3) {
+            *v = (*v * 2.0).round() / 2.0;
+        }
+        if cols > 10 {
+            x[5] = f32::NAN;
+            x[9] = x[8];
+        }
+        let xh = host(x, &[rows, cols]);
+        let xd = up(&g, &xh);
+        for k in [1usize, 8, 16, 24, 64, 65] {
+            if k > cols {
+                continue;
+            }
+            let want = cpu().topk(&xh, k).unwrap();
+            // the CPU backend's topk_into is the reference too
+            let mut ci = Tensor::zeros([rows, k], DType::U32);
+            let mut cv = Tensor::zeros([rows, k], DType::F32);
+            cpu().topk_into(&xh, k, &mut ci, &mut cv).unwrap();
+            assert_eq!(
+                ci.as_u32().unwrap(),
+                want.0,
+                "cpu topk_into rows={rows} cols={cols} k={k}"
+            );
+            let mut ids = up(
+                &g,
+                &Tensor::from_u32(vec![u32::MAX; rows * k], [rows, k]).unwrap(),
+            );
+            let mut vals = poisoned(&g, &[rows, k]);
+            if let Err(e) = g.topk_into(&xd, k, &mut ids, &mut vals) {
+                fails.push(format!("topk_into rows={rows} cols={cols} k={k}: {e}"));
+                continue;
+            }
+            let mut hi = Tensor::zeros([rows, k], DType::U32);
+            let mut hv = Tensor::zeros([rows, k], DType::F32);
+            g.copy_to_host(&ids, &mut hi).unwrap();
+            g.copy_to_host(&vals, &mut hv).unwrap();
+            let same_vals = hv
+                .as_f32()
+                .unwrap()
+                .iter()
+                .zip(&want.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            if hi.as_u32().unwrap() != want.0 || !same_vals {
+                fails.push(format!(
+                    "topk_into rows={rows} cols={cols} k={k}:\n got  {:?}\n want {:?}",
+                    &hi.as_u32().unwrap()[..k.min(16)],
+                    &want.0[..k.min(16)]
+                ));
+            }
+        }
+    }
+    // wrong shapes and dtypes are errors
+    let x = up(&g, &host(vec![1.0; 12], &[2, 6]));
+    let mut ids = up(&g, &Tensor::from_u32(vec![0; 6], [2, 3]).unwrap());
+    let mut bad = poisoned(&g, &[2, 2]);
+    assert!(g.topk_into(&x, 3, &mut ids, &mut bad).is_err());
+    let mut vals = poisoned(&g, &[2, 3]);
+    let mut wrong = poisoned(&g, &[2, 3]);
+    assert!(g.topk_into(&x, 3, &mut wrong, &mut vals).is_err());
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
 }

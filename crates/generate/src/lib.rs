@@ -9,7 +9,10 @@
 //!   transformers 5 does, with CLI [`GenerationOverrides`] on top.
 //! - [`processors`]: the logits processors, HF semantics and order.
 //! - [`search`]: greedy, sampling and beam search ([`Generator`]).
+//! - [`backend_search`]: greedy and beam search on the backend's candidates
+//!   (the logits stay on the device; [`SearchStats`] says where steps ran).
 
+pub mod backend_search;
 pub mod config;
 pub mod math;
 pub mod model;
@@ -17,7 +20,8 @@ pub mod processors;
 pub mod rng;
 pub mod search;
 
+pub use backend_search::SearchStats;
 pub use config::{EarlyStopping, GenerationConfig, GenerationOverrides, SearchMode};
 pub use model::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
-pub use processors::{LogitsProcessor, LogitsProcessorList, RowContext};
+pub use processors::{LogitsProcessor, LogitsProcessorList, RowContext, RowEdits};
 pub use search::{plan_batches, Generator, Hypothesis, TraceEvent, TraceFn, TRACE_TOP};

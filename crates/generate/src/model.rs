@@ -74,6 +74,23 @@ pub trait Seq2SeqModel: Send + Sync {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> Result<()>;
+    /// [`step`](Self::step), leaving the logits on the backend: `logits` is an
+    /// f32 `[rows, vocab]` tensor of [`backend`](Self::backend), owned by the
+    /// caller and reused every step (search on the backend reads only a few
+    /// numbers of each row back). The default runs `step` into a host tensor
+    /// and copies it up (it allocates); the models of `encdec-models` write the
+    /// lm_head output there directly.
+    fn step_on_backend(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> Result<()> {
+        let mut host = Tensor::zeros(logits.dims(), encdec_core::DType::F32);
+        self.step(enc, state, tokens, &mut host)?;
+        self.backend().copy_from_host(&host, logits)
+    }
     /// Keep rows `rows` in that order (beam reordering, finished rows leaving);
     /// the result has `rows.len()` rows.
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> Result<()>;

@@ -27,11 +27,58 @@ pub struct RowContext<'a> {
     pub source: &'a [u32],
 }
 
+/// What the processors do to one row when all they do is ban ids (set them to
+/// -inf) or force the row (every id -inf except a few, which become 0): search
+/// on the backend applies that to a row's best candidates instead of the row.
+#[derive(Debug)]
+pub struct RowEdits {
+    /// Ids set to -inf (may repeat; ids outside the vocabulary mean nothing).
+    pub banned: Vec<u32>,
+    /// Whether the row was replaced: every id -inf except `forced`, which are 0
+    /// (then `banned` holds only bans made after the forcing).
+    pub is_forced: bool,
+    pub forced: Vec<u32>,
+}
+
+impl Default for RowEdits {
+    fn default() -> Self {
+        // room for the usual bans, so that a decode step does not allocate
+        RowEdits {
+            banned: Vec::with_capacity(256),
+            is_forced: false,
+            forced: Vec::with_capacity(16),
+        }
+    }
+}
+
+impl RowEdits {
+    pub fn clear(&mut self) {
+        self.banned.clear();
+        self.is_forced = false;
+        self.forced.clear();
+    }
+    /// Replace the row: every id -inf except `ids`, which become 0.
+    pub fn force(&mut self, ids: &[u32]) {
+        self.banned.clear();
+        self.is_forced = true;
+        self.forced.clear();
+        self.forced.extend_from_slice(ids);
+    }
+}
+
 /// One logits processor.
 pub trait LogitsProcessor: Send {
     /// The name of the HF class with the same semantics.
     fn name(&self) -> &'static str;
     fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>);
+    /// Adds to `edits` what [`process`](Self::process) would do to the row of
+    /// `ctx`, if it only bans ids or forces the row (see [`RowEdits`]), and
+    /// returns true; returns false if it can change a score in any other way
+    /// (the caller then needs the whole row). The default: false.
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        let _ = (ctx, edits);
+        false
+    }
 }
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
@@ -110,6 +157,18 @@ fn ban_ngram_completions(scores: &mut [f32], seq: &[u32], prefix: &[u32], n: usi
     }
 }
 
+/// The ids [`ban_ngram_completions`] bans, pushed onto `out`.
+fn ngram_completions(out: &mut Vec<u32>, seq: &[u32], prefix: &[u32], n: usize) {
+    if seq.len() < n {
+        return;
+    }
+    for w in seq.windows(n) {
+        if &w[..n - 1] == prefix {
+            out.push(w[n - 1]);
+        }
+    }
+}
+
 impl LogitsProcessor for NoRepeatNGram {
     fn name(&self) -> &'static str {
         "NoRepeatNGramLogitsProcessor"
@@ -122,6 +181,16 @@ impl LogitsProcessor for NoRepeatNGram {
         }
         let prefix = &h[h.len() + 1 - n..];
         ban_ngram_completions(scores, h, prefix, n);
+    }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        let h = ctx.history;
+        let n = self.n;
+        if n == 0 || h.len() < n {
+            return true;
+        }
+        let prefix = &h[h.len() + 1 - n..];
+        ngram_completions(&mut edits.banned, h, prefix, n);
+        true
     }
 }
 
@@ -149,6 +218,16 @@ impl LogitsProcessor for EncoderNoRepeatNGram {
         }
         let prefix = &h[h.len() + 1 - n..];
         ban_ngram_completions(scores, ctx.source, prefix, n);
+    }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        let h = ctx.history;
+        let n = self.n;
+        if n == 0 || h.len() + 1 < n {
+            return true;
+        }
+        let prefix = &h[h.len() + 1 - n..];
+        ngram_completions(&mut edits.banned, ctx.source, prefix, n);
+        true
     }
 }
 
@@ -203,6 +282,17 @@ impl LogitsProcessor for NoBadWords {
             }
         }
     }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        edits.banned.extend_from_slice(&self.single);
+        let h = ctx.history;
+        for seq in &self.multi {
+            let p = seq.len() - 1;
+            if p <= h.len() && h[h.len() - p..] == seq[..p] {
+                edits.banned.push(seq[p]);
+            }
+        }
+        true
+    }
 }
 
 fn ban(scores: &mut [f32], ids: &[u32]) {
@@ -237,6 +327,12 @@ impl LogitsProcessor for MinLength {
             ban(scores, &self.eos);
         }
     }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        if ctx.history.len() < self.min_length {
+            edits.banned.extend_from_slice(&self.eos);
+        }
+        true
+    }
 }
 
 /// `MinNewTokensLengthLogitsProcessor`: EOS banned while fewer than
@@ -267,6 +363,13 @@ impl LogitsProcessor for MinNewTokens {
             ban(scores, &self.eos);
         }
     }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        let new = ctx.history.len() as i64 - self.prompt_length as i64;
+        if new < self.min_new_tokens as i64 {
+            edits.banned.extend_from_slice(&self.eos);
+        }
+        true
+    }
 }
 
 /// `ForcedBOSTokenLogitsProcessor`: at the first step (history = the start
@@ -292,6 +395,12 @@ impl LogitsProcessor for ForcedBos {
                 *s = 0.0;
             }
         }
+    }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        if ctx.history.len() == 1 {
+            edits.force(&[self.bos]);
+        }
+        true
     }
 }
 
@@ -324,6 +433,12 @@ impl LogitsProcessor for ForcedEos {
                 }
             }
         }
+    }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        if ctx.history.len() + 1 == self.max_length {
+            edits.force(&self.eos);
+        }
+        true
     }
 }
 
@@ -586,5 +701,24 @@ impl LogitsProcessorList {
         for p in &mut self.procs {
             p.process(scores, ctx);
         }
+    }
+
+    /// What the whole list does to the row of `ctx`, into `edits` (cleared
+    /// first), when every processor only bans or forces; false otherwise.
+    pub fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        edits.clear();
+        self.procs.iter_mut().all(|p| p.edits(ctx, edits))
+    }
+
+    /// Whether [`edits`](Self::edits) can describe every processor (none
+    /// changes a score other than by banning or forcing), judged on an
+    /// empty history.
+    pub fn only_bans(&mut self) -> bool {
+        let mut e = RowEdits::default();
+        let ctx = RowContext {
+            history: &[0],
+            source: &[],
+        };
+        self.edits(&ctx, &mut e)
     }
 }

@@ -27,6 +27,21 @@
 //!   report the sum over generated ids of `log_softmax(processed scores)[id]`
 //!   (what HF's `compute_transition_scores(..., normalize_logits=True)` sums to).
 //!
+//! Where the search runs: on the host (the step's full `[rows, vocab]` logits
+//! are copied there), or for greedy and beam search on the backend
+//! ([`crate::backend_search`]): the logits stay where the model computed
+//! them, the processors' bans are written into them there, and only each
+//! row's top-K candidates (greedy: its argmax and softmax statistics) cross
+//! to the host. The default is the backend when it is not the CPU;
+//! [`Generator::set_search_on_backend`] forces either. A step searches on the
+//! host when a processor does more than ban ids (repetition penalty,
+//! sampling warpers) or a trace is asked for, and falls back to the full
+//! rows (copied then) when the candidates cannot decide it exactly: a greedy
+//! row with every id banned, in beam search an id a row did not send that
+//! could reach the selection, or too many bans. Sampling and beam sampling
+//! always search on the host.
+//! [`Generator::search_stats`] counts the steps of each kind.
+//!
 //! Sampling uses this crate's seeded generator ([`crate::rng`]), one stream per
 //! (seed, source index, sample): same distribution as HF, not torch's numbers.
 //!
@@ -35,14 +50,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use encdec_core::{DType, Error, RangeGuard, Result, Tensor};
+use encdec_core::{DType, Device, Error, RangeGuard, Result, Tensor};
 
+use crate::backend_search::{BackendBuffers, GreedyOutcome, SearchStats};
 use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
 use crate::math::{
     exp_into, exp_nonpos, log_softmax_in_place, log_sum_exp, max_argmax, max_of, sum_exp,
 };
 use crate::model::{DecoderState, EncoderOutput, Seq2SeqModel};
-use crate::processors::{LogitsProcessorList, RowContext};
+use crate::processors::{LogitsProcessorList, RowContext, RowEdits};
 use crate::rng::Rng;
 
 /// One generated sequence.
@@ -101,7 +117,16 @@ pub struct Generator<'m> {
     procs: LogitsProcessorList,
     vocab: usize,
     seed: u64,
+    /// None: search on the backend when it is not the host's (a GPU).
+    search_on_backend: Option<bool>,
+    stats: SearchStats,
 }
+
+/// Candidates per row beam search on the backend fetches beyond the ones HF keeps.
+const BEAM_EXTRA_K: usize = 4;
+/// Most candidates per row search on the backend fetches (the CUDA top-k
+/// kernel's limit); a beam search that needs more stays on the host.
+const MAX_BACKEND_K: usize = 64;
 
 impl<'m> Generator<'m> {
     /// Validates `cfg` against the model and builds the processors.
@@ -138,7 +163,48 @@ impl<'m> Generator<'m> {
             procs,
             vocab,
             seed,
+            search_on_backend: None,
+            stats: SearchStats::default(),
         })
+    }
+
+    /// Where greedy and beam search run: `Some(true)` on the backend (the
+    /// logits stay there, only each row's best candidates come to the host),
+    /// `Some(false)` on the host (the full logits come to the host every
+    /// step), `None` (the default) on the backend when it is not the CPU.
+    /// Sampling, beam sampling and tracing always search on the host; see
+    /// [`crate::backend_search`] for when a step falls back to the full rows.
+    pub fn set_search_on_backend(&mut self, on: Option<bool>) {
+        self.search_on_backend = on;
+    }
+
+    /// Where the decode steps' search ran so far.
+    pub fn search_stats(&self) -> SearchStats {
+        self.stats
+    }
+
+    /// Whether this generation searches on the backend, and with how many
+    /// candidates per row: greedy / beam search whose processors only ban
+    /// ids, no trace, and the choice (or the default) asks for it.
+    fn backend_k(&mut self, tracing: bool) -> Option<usize> {
+        let on = self
+            .search_on_backend
+            .unwrap_or(self.model.backend().device() != Device::Cpu);
+        if !on || tracing || self.cfg.do_sample || !self.procs.only_bans() {
+            return None;
+        }
+        let cfg = &self.cfg;
+        // greedy: the argmax of the banned row; beam search: the candidates
+        // HF keeps, plus a few to bound what a row did not send
+        let k = if cfg.num_beams > 1 {
+            (1 + cfg.eos_token_id.len()).max(2) * cfg.num_beams + BEAM_EXTRA_K
+        } else {
+            1
+        };
+        if k > MAX_BACKEND_K && k < self.vocab {
+            return None;
+        }
+        Some(k.min(self.vocab))
     }
 
     pub fn config(&self) -> &GenerationConfig {
@@ -265,6 +331,19 @@ impl<'m> Generator<'m> {
         Ok(())
     }
 
+    /// A decode step that leaves the logits on the backend (`bufs.logits`).
+    fn step_on_backend(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        bufs: &mut BackendBuffers,
+    ) -> Result<()> {
+        let _range = RangeGuard::open(self.model.backend(), "decode step");
+        self.model
+            .step_on_backend(enc, state, tokens, &mut bufs.logits)
+    }
+
     // -----------------------------------------------------------------------------
     // greedy and sampling
     // -----------------------------------------------------------------------------
@@ -305,6 +384,17 @@ impl<'m> Generator<'m> {
             .collect();
         let mut top = [(0u32, 0f32); TRACE_TOP];
         let mut probs = vec![0f32; if sample { v } else { 0 }];
+        let model = self.model;
+        let be = model.backend();
+        let backend_k = self.backend_k(trace.is_some());
+        let mut bufs = match backend_k {
+            Some(k) => Some(BackendBuffers::new(be, rows, v, k)?),
+            None => None,
+        };
+        let mut edits: Vec<RowEdits> = (0..if bufs.is_some() { rows } else { 0 })
+            .map(|_| RowEdits::default())
+            .collect();
+        let mut choice = vec![(0usize, 0f32); rows];
 
         let mut cur_len = 1;
         loop {
@@ -312,10 +402,55 @@ impl<'m> Generator<'m> {
             for (i, &r) in active.iter().enumerate() {
                 tokens[i] = hist[r * ml + hlen[r] - 1];
             }
-            self.step(enc, &mut state, &tokens[..na], &mut logits)?;
-            let data = logits.as_f32_mut()?;
+            // search on the backend when every row's processors only ban ids
+            let mut decided = false;
+            if let Some(bufs) = bufs.as_mut() {
+                let mut only_bans = true;
+                for (i, &r) in active.iter().enumerate() {
+                    let ctx = RowContext {
+                        history: &hist[r * ml..r * ml + hlen[r]],
+                        source: &sources[r / per],
+                    };
+                    if !self.procs.edits(&ctx, &mut edits[i]) {
+                        only_bans = false;
+                        break;
+                    }
+                }
+                if only_bans {
+                    self.step_on_backend(enc, &mut state, &tokens[..na], bufs)?;
+                    let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na])?;
+                    decided = out == GreedyOutcome::Decided;
+                    if decided {
+                        self.stats.backend_steps += 1;
+                    } else {
+                        be.copy_to_host(&bufs.logits, &mut logits)?;
+                        self.stats.fallback_steps += 1;
+                    }
+                } else {
+                    self.step(enc, &mut state, &tokens[..na], &mut logits)?;
+                    self.stats.host_steps += 1;
+                }
+            } else {
+                self.step(enc, &mut state, &tokens[..na], &mut logits)?;
+                self.stats.host_steps += 1;
+            }
+            let data: &mut [f32] = if decided {
+                &mut []
+            } else {
+                logits.as_f32_mut()?
+            };
             keep.clear();
             for (i, &r) in active.iter().enumerate() {
+                if decided {
+                    let (tok, lp) = choice[i];
+                    score[r] += f64::from(lp);
+                    hist[r * ml + hlen[r]] = tok as u32;
+                    hlen[r] += 1;
+                    if !eos.contains(&(tok as u32)) {
+                        keep.push(i as u32);
+                    }
+                    continue;
+                }
                 let row = &mut data[i * v..(i + 1) * v];
                 let ctx = RowContext {
                     history: &hist[r * ml..r * ml + hlen[r]],
@@ -363,6 +498,9 @@ impl<'m> Generator<'m> {
                 }
                 active.truncate(keep.len());
                 logits = Tensor::zeros([keep.len(), v], DType::F32);
+                if let Some(b) = bufs.as_mut() {
+                    b.resize(be, keep.len())?;
+                }
             }
         }
 
@@ -460,6 +598,17 @@ impl<'m> Generator<'m> {
         let mut select: Vec<u32> = Vec::with_capacity(n * nb);
         let mut tokens = vec![0u32; n * nb];
         let mut logits = Tensor::zeros([n * nb, v], DType::F32);
+        let model = self.model;
+        let be = model.backend();
+        let mut bufs = match self.backend_k(tracing) {
+            Some(k) => Some(BackendBuffers::new(be, n * nb, v, k)?),
+            None => None,
+        };
+        let mut edits: Vec<RowEdits> = (0..if bufs.is_some() { n * nb } else { 0 })
+            .map(|_| RowEdits::default())
+            .collect();
+        let mut dev_score = vec![0f32; if bufs.is_some() { n * k_keep } else { 0 }];
+        let mut dev_idx = vec![0u32; dev_score.len()];
 
         let mut cur_len = 1usize;
         loop {
@@ -469,18 +618,80 @@ impl<'m> Generator<'m> {
                     tokens[p * nb + j] = run[(b * nb + j) * ml + cur_len - 1];
                 }
             }
-            self.step(enc, &mut state, &tokens[..na * nb], &mut logits)?;
-            let data = logits.as_f32_mut()?;
+            // search on the backend when every row's processors only ban ids:
+            // log_softmax there, each row's best candidates to the host
+            let mut decided = false;
+            let mut normalized = false;
+            if let Some(bufs) = bufs.as_mut() {
+                let mut only_bans = true;
+                'rows: for (p, &b) in active.iter().enumerate() {
+                    for j in 0..nb {
+                        let hist_at = (b * nb + j) * ml;
+                        let ctx = RowContext {
+                            history: &run[hist_at..hist_at + cur_len],
+                            source: &sources[b],
+                        };
+                        if !self.procs.edits(&ctx, &mut edits[p * nb + j]) {
+                            only_bans = false;
+                            break 'rows;
+                        }
+                    }
+                }
+                if only_bans {
+                    self.step_on_backend(enc, &mut state, &tokens[..na * nb], bufs)?;
+                    be.log_softmax(&mut bufs.logits)?;
+                    normalized = true;
+                    decided = bufs.beam_fetch(be, &mut edits[..na * nb])?;
+                    for (p, &b) in active.iter().enumerate().take(if decided { na } else { 0 }) {
+                        let at = p * k_keep..(p + 1) * k_keep;
+                        if !bufs.beam_candidates(
+                            p,
+                            nb,
+                            &run_score[b * nb..(b + 1) * nb],
+                            &edits,
+                            &mut dev_score[at.clone()],
+                            &mut dev_idx[at],
+                        )? {
+                            decided = false;
+                            break;
+                        }
+                    }
+                    if decided {
+                        self.stats.backend_steps += 1;
+                    } else {
+                        be.copy_to_host(&bufs.logits, &mut logits)?;
+                        self.stats.fallback_steps += 1;
+                    }
+                } else {
+                    self.step(enc, &mut state, &tokens[..na * nb], &mut logits)?;
+                    self.stats.host_steps += 1;
+                }
+            } else {
+                self.step(enc, &mut state, &tokens[..na * nb], &mut logits)?;
+                self.stats.host_steps += 1;
+            }
+            let data: &mut [f32] = if decided {
+                &mut []
+            } else {
+                logits.as_f32_mut()?
+            };
             select.clear();
             next_active.clear();
 
             for (p, &b) in active.iter().enumerate() {
                 // b. log-probs, processors, accumulated scores; c. top-K candidates
                 let mut count = 0usize;
-                for j in 0..nb {
+                if decided {
+                    cand_score.copy_from_slice(&dev_score[p * k_keep..(p + 1) * k_keep]);
+                    cand_idx.copy_from_slice(&dev_idx[p * k_keep..(p + 1) * k_keep]);
+                }
+                for j in 0..if decided { 0 } else { nb } {
                     let r = p * nb + j;
                     let row = &mut data[r * v..(r + 1) * v];
-                    log_softmax_in_place(row);
+                    if !normalized {
+                        // (after a fallback the backend's log_softmax is in the row)
+                        log_softmax_in_place(row);
+                    }
                     let hist_at = (b * nb + j) * ml;
                     let ctx = RowContext {
                         history: &run[hist_at..hist_at + cur_len],
@@ -511,7 +722,7 @@ impl<'m> Generator<'m> {
                         }
                     }
                 }
-                if sample {
+                if sample && !decided {
                     let rows = &data[p * nb * v..(p + 1) * nb * v];
                     sample_candidates(
                         rows,
@@ -662,6 +873,9 @@ impl<'m> Generator<'m> {
                 }
                 active.truncate(next_active.len());
                 logits = Tensor::zeros([active.len() * nb, v], DType::F32);
+                if let Some(b) = bufs.as_mut() {
+                    b.resize(be, active.len() * nb)?;
+                }
             }
         }
 

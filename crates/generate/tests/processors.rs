@@ -200,3 +200,65 @@ fn bad_words_outside_vocabulary_are_refused() {
         .expect("error");
     assert!(err.to_string().contains("99"), "{err}");
 }
+
+/// Search on the backend applies `LogitsProcessorList::edits` (bans and forced
+/// rows) instead of `process`: for every ban processor, at every history
+/// length, the edits give exactly the processed row; a repetition penalty
+/// reports that it is not a ban.
+#[test]
+fn edits_describe_what_the_ban_processors_do() {
+    let v = 40usize;
+    let kwargs = [
+        serde_json::json!({"no_repeat_ngram_size": 2, "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"no_repeat_ngram_size": 1, "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"encoder_no_repeat_ngram_size": 2, "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"min_length": 5, "eos_token_id": [3, 4], "max_length": 12}),
+        serde_json::json!({"min_new_tokens": 4, "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"bad_words_ids": [[7], [8, 9], [1, 2, 5]], "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"forced_bos_token_id": 6, "forced_eos_token_id": [3, 4],
+                           "no_repeat_ngram_size": 3, "min_length": 4, "eos_token_id": 3, "max_length": 12}),
+    ];
+    let history: Vec<u32> = vec![0, 1, 2, 5, 1, 2, 8, 9, 1, 2, 1, 5];
+    let source: Vec<u32> = vec![2, 5, 6, 1, 2, 9, 3];
+    for kw in &kwargs {
+        let mut kw = kw.clone();
+        kw["decoder_start_token_id"] = serde_json::json!(0);
+        let cfg = GenerationConfig::from_values(&kw, &GenerationOverrides::default()).expect("cfg");
+        let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
+        assert!(list.only_bans(), "{kw}");
+        let mut edits = RowEdits::default();
+        for len in 1..history.len() {
+            let ctx = RowContext {
+                history: &history[..len],
+                source: &source,
+            };
+            let raw: Vec<f32> = (0..v)
+                .map(|i| ((i * 37 + len * 11) % 23) as f32 * 0.25 - 2.0)
+                .collect();
+            let mut want = raw.clone();
+            list.process(&mut want, &ctx);
+            assert!(list.edits(&ctx, &mut edits), "{kw}");
+            let mut got = raw.clone();
+            if edits.is_forced {
+                got.fill(f32::NEG_INFINITY);
+                for &t in &edits.forced {
+                    got[t as usize] = 0.0;
+                }
+            }
+            for &t in &edits.banned {
+                if (t as usize) < v {
+                    got[t as usize] = f32::NEG_INFINITY;
+                }
+            }
+            assert_eq!(got, want, "{kw} at history length {len}");
+        }
+    }
+    let cfg = GenerationConfig::from_values(
+        &serde_json::json!({"repetition_penalty": 1.3, "no_repeat_ngram_size": 2,
+                            "decoder_start_token_id": 0}),
+        &GenerationOverrides::default(),
+    )
+    .expect("cfg");
+    let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
+    assert!(!list.only_bans());
+}

@@ -1224,6 +1224,23 @@ impl Seq2SeqModel for BartModel {
         )
     }
 
+    fn step_on_backend(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        if logits.device() != self.backend.device() {
+            return Err(invalid(format!(
+                "BART step_on_backend: logits on {}, the model's backend is {}",
+                logits.device(),
+                self.backend.device()
+            )));
+        }
+        self.step(enc, state, tokens, logits)
+    }
+
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
         select_rows::<StepBuffers>("BART", &*self.backend, state, rows, self.d_model)
     }

@@ -569,14 +569,16 @@ impl<X> StepScratch<X> {
         attn.o.forward(be, &b.a, &mut self.y)
     }
 
-    /// `logits = lm_head(x)`, through a device buffer on non-CPU backends.
+    /// `logits = lm_head(x)`: into `logits` itself when it lives on the backend
+    /// (search on the backend, or the CPU), else through a device buffer and a
+    /// copy to the host.
     pub fn project_logits(
         &mut self,
         be: &dyn Backend,
         lm_head: &Linear,
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        if be.device() == Device::Cpu {
+        if be.device() == Device::Cpu || logits.device() == be.device() {
             lm_head.forward(be, &self.x, logits)
         } else {
             ensure_f32(be, &mut self.logits, logits.dims())?;

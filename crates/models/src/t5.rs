@@ -49,9 +49,9 @@ use crate::config::{
 use crate::error::Result;
 use crate::layers::{
     attention_operand_dtype, attention_params, check_start, check_weight_dtype, decode_step,
-    embedding_dtype, empty_f32, encoder_output, ensure_f32, lm_head_weight, load_f32, load_weight,
-    new_decoder_state, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
-    AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
+    embedding_dtype, empty_f32, encoder_output, ensure_f32, invalid, lm_head_weight, load_f32,
+    load_weight, new_decoder_state, select_rows, teacher_forced_cross_attention, Attention,
+    AttentionBuffers, AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -839,6 +839,23 @@ impl Seq2SeqModel for T5Model {
             self.spec.vocab_size,
             |st, sc, lg| self.step_with(enc, st, tokens, lg, sc),
         )
+    }
+
+    fn step_on_backend(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        if logits.device() != self.backend.device() {
+            return Err(invalid(format!(
+                "T5 step_on_backend: logits on {}, the model's backend is {}",
+                logits.device(),
+                self.backend.device()
+            )));
+        }
+        self.step(enc, state, tokens, logits)
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {

@@ -35,6 +35,16 @@ pub fn log_softmax_reference(x: &mut [f32], cols: usize) {
     }
 }
 
+/// `out[r] = (max, sum(exp(x - max)))` of each row of `cols` elements, in f64.
+pub fn softmax_stats_reference(x: &[f32], cols: usize, out: &mut [f32]) {
+    for (row, o) in x.chunks_exact(cols.max(1)).zip(out.chunks_exact_mut(2)) {
+        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+        o[0] = m as f32;
+        o[1] = s as f32;
+    }
+}
+
 // ---- generic kernels -------------------------------------------------------
 
 /// `max(x)` (`-inf` for an empty row).
@@ -203,6 +213,24 @@ fn log_softmax_generic<S: Simd>(s: S, x: &mut [f32], cols: usize) {
     }
 }
 
+#[inline(always)]
+fn softmax_stats_generic<S: Simd>(s: S, x: &[f32], cols: usize, out: &mut [f32]) {
+    if cols == 0 {
+        return;
+    }
+    for (row, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(2)) {
+        let m = row_max(s, row);
+        o[0] = m;
+        o[1] = exp_sub_sum_ro(s, row, m);
+    }
+}
+
+multiversion! {
+    /// `(max, sum(exp(x - max)))` of each row of `cols` elements, on this thread.
+    pub fn softmax_stats[softmax_stats_avx512, softmax_stats_avx2, softmax_stats_neon,
+        softmax_stats_scalar](x: &[f32], cols: usize, out: &mut [f32]) => softmax_stats_generic;
+}
+
 multiversion! {
     /// Softmax of each row of `cols` elements, on this thread.
     pub fn softmax_rows[softmax_avx512, softmax_avx2, softmax_neon, softmax_scalar](
@@ -258,6 +286,25 @@ mod tests {
                 let rows = if cols > 1000 { 2 } else { 3 };
                 let x = random_normal(i as u64, rows * cols, 4.0);
                 check(isa, &x, cols, &format!("{} cols {cols}", isa.name()));
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_stats_match_reference_on_every_isa() {
+        for isa in isa::available() {
+            for (i, &cols) in COLS.iter().enumerate() {
+                let rows = 3;
+                let x = random_normal(i as u64 + 40, rows * cols, 4.0);
+                let mut want = vec![0f32; rows * 2];
+                softmax_stats_reference(&x, cols, &mut want);
+                let mut got = vec![f32::NAN; rows * 2];
+                softmax_stats(isa, &x, cols, &mut got);
+                let what = format!("softmax_stats {} cols {cols}", isa.name());
+                compare(&what, &got, &f64s(&want), Tol::F32).unwrap();
+                for r in 0..rows {
+                    assert_eq!(got[2 * r], want[2 * r], "{what}: the max is exact");
+                }
             }
         }
     }

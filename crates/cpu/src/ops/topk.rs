@@ -199,6 +199,93 @@ pub fn topk(isa: Isa, x: &[f32], cols: usize, k: usize) -> (Vec<u32>, Vec<f32>) 
     (idx, val)
 }
 
+/// Insert `(v, i)` into the sorted best-first list `idx`/`val` holding `*n`
+/// entries (at most `idx.len()`): it enters when the list has room or it
+/// ranks before the last entry, which then drops out.
+#[inline(always)]
+fn insert_sorted(idx: &mut [u32], val: &mut [f32], n: &mut usize, i: u32, v: f32) {
+    let k = idx.len();
+    let e = Entry(v, i);
+    let mut pos = if *n < k {
+        *n += 1;
+        *n - 1
+    } else if better(&e, &Entry(val[k - 1], idx[k - 1])) == Ordering::Less {
+        k - 1
+    } else {
+        return;
+    };
+    while pos > 0 && better(&e, &Entry(val[pos - 1], idx[pos - 1])) == Ordering::Less {
+        val[pos] = val[pos - 1];
+        idx[pos] = idx[pos - 1];
+        pos -= 1;
+    }
+    val[pos] = v;
+    idx[pos] = i;
+}
+
+/// Top-k of one row straight into `idx`/`val` (`k = idx.len() <= row.len()`),
+/// by insertion into the output itself, skipping 64-entry blocks whose SIMD
+/// max does not beat the k-th best: no allocation (search on the backend
+/// runs it every decode step). For small k (the cost is O(row * k) worst case).
+#[inline(always)]
+fn topk_insert_generic<S: Simd>(s: S, row: &[f32], idx: &mut [u32], val: &mut [f32]) {
+    let k = idx.len();
+    if k == 0 {
+        return;
+    }
+    let l = S::LANES;
+    let mut n = 0usize;
+    let aligned = k.next_multiple_of(BLOCK).min(row.len());
+    for (i, &v) in row.iter().enumerate().take(aligned) {
+        insert_sorted(idx, val, &mut n, i as u32, v);
+    }
+    let blocks = row[aligned..].chunks_exact(BLOCK);
+    let tail_start = aligned + blocks.len() * BLOCK;
+    for (bi, blk) in blocks.enumerate() {
+        let thr = val[k - 1];
+        if n == k && !thr.is_nan() {
+            let mut m = s.splat(f32::NEG_INFINITY);
+            for c in blk.chunks_exact(l) {
+                m = s.max(m, s.load(c));
+            }
+            // NaN values rank lowest, so a block of only NaN and values <= thr is skipped.
+            if s.reduce_max(m) <= thr {
+                continue;
+            }
+        }
+        let base = aligned + bi * BLOCK;
+        for (j, &v) in blk.iter().enumerate() {
+            insert_sorted(idx, val, &mut n, (base + j) as u32, v);
+        }
+    }
+    for (i, &v) in row.iter().enumerate().skip(tail_start) {
+        insert_sorted(idx, val, &mut n, i as u32, v);
+    }
+}
+
+multiversion! {
+    /// Insertion top-k of one row (`k = idx.len()`), on this thread, allocation-free.
+    pub fn topk_insert[topk_insert_avx512, topk_insert_avx2, topk_insert_neon, topk_insert_scalar](
+        row: &[f32], idx: &mut [u32], val: &mut [f32]
+    ) => topk_insert_generic;
+}
+
+/// Largest k [`topk_into`] serves by insertion; larger k goes through [`topk`].
+pub const INSERT_MAX_K: usize = 64;
+
+/// Top-k (`k <= INSERT_MAX_K`, `k <= cols`) of each row of `cols` elements into
+/// `idx`/`val` (`rows * k` each), on this thread, without allocating.
+pub fn topk_into(isa: Isa, x: &[f32], cols: usize, idx: &mut [u32], val: &mut [f32]) {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    let k = idx.len().checked_div(rows).unwrap_or(0);
+    if k == 0 {
+        return;
+    }
+    for ((r, i), v) in x.chunks(cols).zip(idx.chunks_mut(k)).zip(val.chunks_mut(k)) {
+        topk_insert(isa, r, i, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +312,40 @@ mod tests {
                     let (gi, gv) = topk(isa, &x, cols, k);
                     assert_eq!(gi, wi, "{} cols {cols} k {k}", isa.name());
                     assert_eq!(gv, wv, "{} cols {cols} k {k}", isa.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn topk_into_matches_a_full_sort_on_every_isa() {
+        for isa in isa::available() {
+            for (ci, &cols) in [1usize, 3, 17, 64, 65, 100, 257, 1000, 32128]
+                .iter()
+                .enumerate()
+            {
+                for k in [1usize, 2, 5, 8, 16, 50, 64] {
+                    if k > cols {
+                        continue;
+                    }
+                    let rows = 3;
+                    let mut x = random_normal(ci as u64 * 17 + k as u64, rows * cols, 2.0);
+                    if ci % 2 == 0 {
+                        for v in &mut x {
+                            *v = (*v * 4.0).round();
+                        }
+                    }
+                    if cols > 70 {
+                        x[3] = f32::NAN;
+                        x[66] = f32::NAN;
+                    }
+                    let (wi, wv) = topk_reference(&x, cols, k);
+                    let mut gi = vec![u32::MAX; rows * k];
+                    let mut gv = vec![f32::NAN; rows * k];
+                    topk_into(isa, &x, cols, &mut gi, &mut gv);
+                    assert_eq!(gi, wi, "{} cols {cols} k {k}", isa.name());
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&gv), bits(&wv), "{} cols {cols} k {k}", isa.name());
                 }
             }
         }

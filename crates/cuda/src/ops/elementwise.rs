@@ -45,6 +45,16 @@ pub(crate) fn scale(dev: &Dev, x: u64, n: usize, s: f32) -> Result<()> {
     pointwise(dev, "scale_f32", n, &mut kargs![x, n as i64, s])
 }
 
+/// `x[idx[j]] = value` for `n_idx` u32 positions at `idx`.
+pub(crate) fn scatter_fill(dev: &Dev, x: u64, idx: u64, n_idx: usize, value: f32) -> Result<()> {
+    pointwise(
+        dev,
+        "scatter_fill_f32",
+        n_idx,
+        &mut kargs![x, idx, n_idx as i64, value],
+    )
+}
+
 /// The activation code of `kernels/elementwise.cu`.
 pub(crate) fn act_code(act: Activation) -> i32 {
     match act {

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use encdec_core::Result;
 
 use crate::launch::{kargs, Dev};
+use crate::memory::Block;
 use crate::module::Family;
 
 /// Entries of one chunk (`TOPK_CHUNK` in topk.cu).
@@ -77,6 +78,73 @@ pub(crate) fn topk(
         ));
     }
     Ok((out_i, out_v))
+}
+
+/// Top-`k` (1..=MAX_K) of `rows` rows of `cols` f32 at `x` into the device
+/// buffers `out_idx` / `out_val` (`[rows, k]` each), without a host copy: the
+/// last stage writes there, earlier stages (rows longer than one chunk) into
+/// two pairs of pool blocks used in turn, so nothing is allocated on the host
+/// and, once the pool is warm, on the device.
+pub(crate) fn topk_into(
+    dev: &Dev,
+    x: u64,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    out_idx: u64,
+    out_val: u64,
+) -> Result<()> {
+    debug_assert!((1..=MAX_K).contains(&k) && k <= cols);
+    let mut len = cols;
+    let mut vals = x;
+    let mut idx = 0u64;
+    let mut stride = cols;
+    // (values, indices) of the stage before, kept alive while the next reads them
+    let mut prev: Option<(Block, Block)> = None;
+    loop {
+        let chunks = len.div_ceil(CHUNK);
+        let last = chunks == 1;
+        let out_stride = if last { k } else { chunks * k };
+        let next = if last {
+            None
+        } else {
+            Some((
+                dev.alloc(rows * out_stride * 4)?,
+                dev.alloc(rows * out_stride * 4)?,
+            ))
+        };
+        let (vp, ip) = match &next {
+            Some((v, i)) => (v.ptr, i.ptr),
+            None => (out_val, out_idx),
+        };
+        dev.launch(
+            Family::Topk,
+            "topk_stage_f32",
+            (rows as u32, chunks as u32, 1),
+            256,
+            0,
+            &mut kargs![
+                vals,
+                idx,
+                len as i32,
+                stride as i64,
+                k as i32,
+                vp,
+                ip,
+                out_stride as i64
+            ],
+        )?;
+        if last {
+            // the stream orders the kernel before any reuse of the freed blocks
+            drop(prev);
+            return Ok(());
+        }
+        vals = vp;
+        idx = ip;
+        stride = out_stride;
+        len = out_stride;
+        prev = next;
+    }
 }
 
 /// `Less` if `(va, ia)` ranks before `(vb, ib)`: larger value first, then the

@@ -1,0 +1,328 @@
+//! Search on the backend: the logits stay where the model computed them, and
+//! only each row's best candidates (and a few numbers) come to the host.
+//!
+//! The processors that only ban ids ([`RowEdits`]: min length / min new
+//! tokens, no-repeat n-grams, bad words) are evaluated on the host from the
+//! row's history, and the banned ids are set to -inf on the backend in one
+//! [`Backend::scatter_fill`]; a forced row (forced BOS/EOS: every id -inf but
+//! a few, which are 0) is known in full on the host and needs no logits.
+//!
+//! Greedy: per row the backend computes the processed row's softmax
+//! statistics (max and sum of `e^(x - max)`, [`Backend::softmax_stats`]) and
+//! its best entry ([`Backend::topk_into`], K = 1: the argmax, ties to the
+//! lower id as `torch.argmax`). The chosen id's log-prob is
+//! `(x - max) - ln(sum)`: HF's score, with no row on the host.
+//!
+//! Beam search: `log_softmax` in place on the backend (HF applies the
+//! processors to log-probs), the bans, then the top-K of each row (K = HF's
+//! `max(2, 1 + #eos) * num_beams` + 4). The host adds each row's running beam
+//! score and takes HF's top `max(2, 1 + #eos) * num_beams` over the union of
+//! the rows' candidates, ordered as the host search orders them (score, then
+//! the lower flat index). That is the top over beams x vocab when no id a row
+//! did not send can reach the last one selected: checked per row against the
+//! row's K-th candidate (ties included).
+//!
+//! When the candidates cannot decide a step exactly (a greedy row with every
+//! id banned, an unsent id that could reach the beam selection, NaN, more bans
+//! than the buffer holds), [`GreedyOutcome::Fallback`] / `false` tells the
+//! caller to copy the full rows to the host (bans already applied there are
+//! applied again by the host processors: the same -inf).
+
+use encdec_core::{Backend, DType, Result, Tensor};
+
+use crate::processors::RowEdits;
+
+/// Where the search of a [`crate::Generator`] ran, counted in decode steps
+/// since the generator was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Steps decided on the backend's candidates alone (no full row on the host).
+    pub backend_steps: u64,
+    /// Steps that went to the backend, but whose candidates could not decide
+    /// them exactly: the full logits were copied to the host and searched there.
+    pub fallback_steps: u64,
+    /// Steps searched on the host from the start (search on the backend off,
+    /// sampling, tracing, or a processor that does more than ban ids).
+    pub host_steps: u64,
+}
+
+impl SearchStats {
+    /// Steps whose full `[rows, vocab]` logits were read on the host.
+    pub fn full_row_steps(&self) -> u64 {
+        self.fallback_steps + self.host_steps
+    }
+}
+
+/// The backend and host buffers of search on the backend, allocated when a
+/// generation starts and when rows leave the batch, never per step.
+pub(crate) struct BackendBuffers {
+    pub rows: usize,
+    pub k: usize,
+    vocab: usize,
+    ban_cap: usize,
+    /// f32 `[rows, vocab]` on the backend: the model writes the step's logits here.
+    pub logits: Tensor,
+    ids: Tensor,
+    vals: Tensor,
+    ids_h: Tensor,
+    vals_h: Tensor,
+    stats: Tensor,
+    stats_h: Tensor,
+    /// u32 `[ban_cap]`: flat positions of the banned ids (host, and on the backend).
+    ban_idx_h: Tensor,
+    ban_idx: Tensor,
+    /// Candidate pool of one source (beam search): (score, beam * vocab + id).
+    pool: Vec<(f32, u32)>,
+}
+
+impl BackendBuffers {
+    pub fn new(be: &dyn Backend, rows: usize, vocab: usize, k: usize) -> Result<Self> {
+        let ban_cap = (16 * rows).max(256);
+        let mut b = BackendBuffers {
+            rows: 0,
+            k,
+            vocab,
+            ban_cap,
+            logits: Tensor::zeros([0], DType::F32),
+            ids: Tensor::zeros([0], DType::U32),
+            vals: Tensor::zeros([0], DType::F32),
+            ids_h: Tensor::zeros([0], DType::U32),
+            vals_h: Tensor::zeros([0], DType::F32),
+            stats: Tensor::zeros([0], DType::F32),
+            stats_h: Tensor::zeros([0], DType::F32),
+            ban_idx_h: Tensor::zeros([ban_cap], DType::U32),
+            ban_idx: be.zeros(&[ban_cap], DType::U32)?,
+            pool: Vec::new(),
+        };
+        b.resize(be, rows)?;
+        Ok(b)
+    }
+
+    /// Buffers for `rows` rows (reallocated only when the count changes).
+    pub fn resize(&mut self, be: &dyn Backend, rows: usize) -> Result<()> {
+        if rows == self.rows {
+            return Ok(());
+        }
+        let (k, v) = (self.k, self.vocab);
+        self.rows = rows;
+        self.logits = be.zeros(&[rows, v], DType::F32)?;
+        self.ids = be.zeros(&[rows, k], DType::U32)?;
+        self.vals = be.zeros(&[rows, k], DType::F32)?;
+        self.ids_h = Tensor::zeros([rows, k], DType::U32);
+        self.vals_h = Tensor::zeros([rows, k], DType::F32);
+        self.stats = be.zeros(&[rows, 2], DType::F32)?;
+        self.stats_h = Tensor::zeros([rows, 2], DType::F32);
+        self.pool = Vec::with_capacity(rows * k + 64);
+        Ok(())
+    }
+
+    /// Bans on the backend: the banned ids of every row (sorted and
+    /// deduplicated here) become -inf in `self.logits`, in one
+    /// [`Backend::scatter_fill`]; forced rows are left alone (the host knows
+    /// them in full). False, with the logits untouched, when there are more
+    /// bans than the buffer holds.
+    fn apply_bans(&mut self, be: &dyn Backend, edits: &mut [RowEdits]) -> Result<bool> {
+        let (rows, v) = (self.rows, self.vocab);
+        let at = self.ban_idx_h.as_u32_mut_slice()?;
+        let mut g = 0usize;
+        for (i, e) in edits.iter_mut().enumerate().take(rows) {
+            e.banned.retain(|&b| (b as usize) < v);
+            e.banned.sort_unstable();
+            e.banned.dedup();
+            if e.is_forced {
+                continue;
+            }
+            if g + e.banned.len() > self.ban_cap {
+                return Ok(false);
+            }
+            for &b in &e.banned {
+                at[g] = (i * v) as u32 + b;
+                g += 1;
+            }
+        }
+        if g > 0 {
+            // the unused slots repeat a real position
+            let first = at[0];
+            at[g..].fill(first);
+            be.copy_from_host(&self.ban_idx_h, &mut self.ban_idx)?;
+            be.scatter_fill(&mut self.logits, &self.ban_idx, f32::NEG_INFINITY)?;
+        }
+        Ok(true)
+    }
+
+    /// Greedy: the chosen id and its log-prob under the processed row, per
+    /// row, from the raw logits in `self.logits` and each row's edits: bans on
+    /// the backend, then each row's softmax statistics and best entry (K = 1)
+    /// to the host. A forced row needs nothing from the backend.
+    pub fn greedy(
+        &mut self,
+        be: &dyn Backend,
+        edits: &mut [RowEdits],
+        choice: &mut [(usize, f32)],
+    ) -> Result<GreedyOutcome> {
+        let (rows, v, k) = (self.rows, self.vocab, self.k);
+        if !self.apply_bans(be, edits)? {
+            return Ok(GreedyOutcome::Fallback);
+        }
+        be.softmax_stats(&self.logits, &mut self.stats)?;
+        be.topk_into(&self.logits, k, &mut self.ids, &mut self.vals)?;
+        be.copy_to_host(&self.stats, &mut self.stats_h)?;
+        be.copy_to_host(&self.ids, &mut self.ids_h)?;
+        be.copy_to_host(&self.vals, &mut self.vals_h)?;
+        let ids = self.ids_h.as_u32()?;
+        let vals = self.vals_h.as_f32()?;
+        let stats = self.stats_h.as_f32()?;
+        for (i, e) in edits.iter().enumerate().take(rows) {
+            if e.is_forced {
+                // every id -inf except the forced ones (0): the lowest wins,
+                // with log-prob -ln(#forced)
+                let mut n = 0usize;
+                let mut tok = None;
+                for (j, &t) in e.forced.iter().enumerate() {
+                    if t as usize >= v || e.forced[..j].contains(&t) || e.banned.contains(&t) {
+                        continue;
+                    }
+                    n += 1;
+                    tok = Some(tok.map_or(t, |o: u32| o.min(t)));
+                }
+                let Some(tok) = tok else {
+                    return Ok(GreedyOutcome::Fallback);
+                };
+                choice[i] = (tok as usize, -((n as f64).ln() as f32));
+                continue;
+            }
+            // the argmax of the processed row (ties: the lower id, as topk)
+            let (tok, x) = (ids[i * k], vals[i * k]);
+            let (m, s) = (stats[2 * i], f64::from(stats[2 * i + 1]));
+            // every id banned (the host path decides what that gives), or NaN
+            if !x.is_finite() || x != m || s.is_nan() || s < 1.0 {
+                return Ok(GreedyOutcome::Fallback);
+            }
+            // log_softmax(processed)[tok] = (x - max) - ln(sum e^(x - max))
+            choice[i] = (tok as usize, (f64::from(x - m) - s.ln()) as f32);
+        }
+        Ok(GreedyOutcome::Decided)
+    }
+
+    /// Beam search, after `log_softmax` of `self.logits` on the backend:
+    /// bans there, then every row's top-K to the host. False (fall back to the
+    /// full rows) when there are too many bans.
+    pub fn beam_fetch(&mut self, be: &dyn Backend, edits: &mut [RowEdits]) -> Result<bool> {
+        if !self.apply_bans(be, edits)? {
+            return Ok(false);
+        }
+        be.topk_into(&self.logits, self.k, &mut self.ids, &mut self.vals)?;
+        be.copy_to_host(&self.ids, &mut self.ids_h)?;
+        be.copy_to_host(&self.vals, &mut self.vals_h)?;
+        Ok(true)
+    }
+
+    /// Beam search, after [`beam_fetch`](Self::beam_fetch): the
+    /// `cand_score.len()` best (accumulated score, beam * vocab + id) of
+    /// source `p` (rows `p * nb .. (p + 1) * nb`, running scores
+    /// `beam_scores`), ordered as the host search orders them (score, then the
+    /// lower flat index). False when the candidates cannot decide it.
+    pub fn beam_candidates(
+        &mut self,
+        p: usize,
+        nb: usize,
+        beam_scores: &[f32],
+        edits: &[RowEdits],
+        cand_score: &mut [f32],
+        cand_idx: &mut [u32],
+    ) -> Result<bool> {
+        let (v, k) = (self.vocab, self.k);
+        let keep = cand_score.len();
+        let ids = self.ids_h.as_u32()?;
+        let vals = self.vals_h.as_f32()?;
+        let pool = &mut self.pool;
+        pool.clear();
+        // best score an id no row sent can have (-inf: every finite entry was sent)
+        let mut unseen = f32::NEG_INFINITY;
+        for (j, &base) in beam_scores.iter().enumerate().take(nb) {
+            let r = p * nb + j;
+            let e = &edits[r];
+            let flat = (j * v) as u32;
+            if e.is_forced {
+                // forced ids are 0 (log-prob space, as HF), all others -inf
+                for (q, &t) in e.forced.iter().enumerate() {
+                    if (t as usize) < v
+                        && !e.forced[..q].contains(&t)
+                        && e.banned.binary_search(&t).is_err()
+                    {
+                        pool.push((0.0 + base, flat + t));
+                    }
+                }
+                continue;
+            }
+            // banned ids are -inf on the backend: they sort last and are left out
+            for (&t, &x) in ids[r * k..(r + 1) * k]
+                .iter()
+                .zip(&vals[r * k..(r + 1) * k])
+            {
+                if x > f32::NEG_INFINITY || x.is_nan() {
+                    pool.push((x + base, flat + t));
+                }
+            }
+            if k < v {
+                unseen = unseen.max(vals[r * k + k - 1] + base);
+            }
+        }
+        if pool.iter().any(|c| c.0.is_nan()) || unseen.is_nan() {
+            return Ok(false);
+        }
+        pool.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        if pool.len() >= keep {
+            // an unsent id could tie or beat the last one selected
+            if unseen >= pool[keep - 1].0 {
+                return Ok(false);
+            }
+        } else {
+            if unseen > f32::NEG_INFINITY {
+                return Ok(false);
+            }
+            // every finite entry is in the pool: the rest are -inf, lowest flat index first
+            let mut f = 0u32;
+            while pool.len() < keep && (f as usize) < nb * v {
+                if !pool.iter().any(|c| c.1 == f) {
+                    pool.push((f32::NEG_INFINITY, f));
+                }
+                f += 1;
+            }
+            if pool.len() < keep {
+                return Ok(false);
+            }
+        }
+        for (c, (s, i)) in pool.iter().take(keep).enumerate() {
+            cand_score[c] = *s;
+            cand_idx[c] = *i;
+        }
+        Ok(true)
+    }
+}
+
+/// What [`BackendBuffers::greedy`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GreedyOutcome {
+    Decided,
+    /// The candidates cannot decide the step: search the full rows.
+    Fallback,
+}
+
+/// `Tensor` helpers for host u32 buffers.
+trait HostU32 {
+    fn as_u32_mut_slice(&mut self) -> Result<&mut [u32]>;
+}
+
+impl HostU32 for Tensor {
+    fn as_u32_mut_slice(&mut self) -> Result<&mut [u32]> {
+        match self.host_mut("backend search")? {
+            encdec_core::HostStorage::U32(v) => Ok(v.as_mut_slice()),
+            h => Err(encdec_core::Error::DTypeMismatch {
+                op: "backend search",
+                lhs: h.dtype(),
+                rhs: DType::U32,
+            }),
+        }
+    }
+}
