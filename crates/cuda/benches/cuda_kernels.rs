@@ -202,7 +202,37 @@ fn softmax_topk(b: &mut B) {
                     let _ = g.topk(&x, k).unwrap();
                 },
             );
+            // The device search's form: into device buffers, no wait.
+            let mut ids = g.zeros(&[rows, k], DType::U32).unwrap();
+            let mut vals = g.zeros(&[rows, k], DType::F32).unwrap();
+            b.run(
+                &format!("topk_into/cuda/k{k}"),
+                &name,
+                Throughput::Bytes(4 * n),
+                || g.topk_into(&x, k, &mut ids, &mut vals).unwrap(),
+            );
         }
+        // greedy's row statistics (max, sum of exp): one read of the row
+        let mut stats = g.zeros(&[rows, 2], DType::F32).unwrap();
+        b.run(
+            "softmax_stats/cuda/f32",
+            &name,
+            Throughput::Bytes(4 * n),
+            || g.softmax_stats(&x, &mut stats).unwrap(),
+        );
+        // bans of one step: 64 ids per row set to -inf
+        let banned: Vec<u32> = (0..rows)
+            .flat_map(|r| (0..64).map(move |j| (r * v + j * 97) as u32))
+            .collect();
+        let index = g
+            .upload(&Tensor::from_u32(banned, [rows * 64]).unwrap())
+            .unwrap();
+        b.run(
+            "scatter_fill/cuda/f32",
+            &name,
+            Throughput::Bytes((rows * 64 * 8) as u64),
+            || g.scatter_fill(&mut x, &index, f32::NEG_INFINITY).unwrap(),
+        );
     }
 }
 
