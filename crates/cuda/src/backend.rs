@@ -369,6 +369,30 @@ impl CudaBackend {
         unsafe { self.dev.drv.dtoh(dst, src, op) }
     }
 
+    /// `linear` / `linear_act`: checks (errors named `op`), then the GEMM
+    /// with `act` fused or applied after (`ops::gemm::linear`).
+    fn linear_with(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let xp = self.f32_in(x, op)?;
+        let [m, n, k] = checks::linear_weight(x, w)?;
+        let wp = self.weights(w, op)?;
+        self.dev.bind()?;
+        let (bp, _btmp) = match bias {
+            Some(b) => self.vec_f32(b, n, op)?,
+            None => (0, None),
+        };
+        checks::linear_out(x, n, out)?;
+        let outp = self.f32_out(out, op)?;
+        ops::gemm::linear(&self.dev, xp, wp, bp, outp, m, n, k, act, self.gemm_path())
+    }
+
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
         // SAFETY: both addresses start live blocks of at least `bytes` bytes.
         unsafe { self.dev.drv.dtod(dst, src, bytes) }
@@ -795,29 +819,7 @@ impl Backend for CudaBackend {
         bias: Option<&Tensor>,
         out: &mut Tensor,
     ) -> Result<()> {
-        const OP: &str = "linear";
-        let xp = self.f32_in(x, OP)?;
-        let [m, n, k] = checks::linear_weight(x, w)?;
-        let wp = self.weights(w, OP)?;
-        self.dev.bind()?;
-        let (bp, _btmp) = match bias {
-            Some(b) => self.vec_f32(b, n, OP)?,
-            None => (0, None),
-        };
-        checks::linear_out(x, n, out)?;
-        let op = self.f32_out(out, OP)?;
-        ops::gemm::linear(
-            &self.dev,
-            xp,
-            wp,
-            bp,
-            op,
-            m,
-            n,
-            k,
-            Activation::Identity,
-            self.gemm_path(),
-        )
+        self.linear_with("linear", x, w, bias, Activation::Identity, out)
     }
 
     fn linear_act(
@@ -828,18 +830,7 @@ impl Backend for CudaBackend {
         act: Activation,
         out: &mut Tensor,
     ) -> Result<()> {
-        const OP: &str = "linear_act";
-        let xp = self.f32_in(x, OP)?;
-        let [m, n, k] = checks::linear_weight(x, w)?;
-        let wp = self.weights(w, OP)?;
-        self.dev.bind()?;
-        let (bp, _btmp) = match bias {
-            Some(b) => self.vec_f32(b, n, OP)?,
-            None => (0, None),
-        };
-        checks::linear_out(x, n, out)?;
-        let op = self.f32_out(out, OP)?;
-        ops::gemm::linear(&self.dev, xp, wp, bp, op, m, n, k, act, self.gemm_path())
+        self.linear_with("linear_act", x, w, bias, act, out)
     }
 
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {

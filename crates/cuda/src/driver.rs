@@ -152,14 +152,24 @@ impl Driver {
         }
     }
 
-    /// Marks the current end of the stream for waiting only (no timing).
-    pub(crate) fn fence(&self) -> Result<Mark> {
-        match self {
-            Driver::Cuda { stream, .. } => stream
-                .record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
-                .map(Mark::Cuda)
-                .map_err(|e| cuda_err("record event", e)),
-            Driver::Emu(_) => Ok(Mark::Host(std::time::Instant::now())),
+    /// Marks the current end of the stream in `fence` for waiting only (no
+    /// timing), re-recording the event already there.
+    pub(crate) fn record_fence(&self, fence: &mut Option<Mark>) -> Result<()> {
+        match (self, fence.as_ref()) {
+            (Driver::Cuda { stream, .. }, Some(Mark::Cuda(e))) => {
+                e.record(stream).map_err(|e| cuda_err("record event", e))
+            }
+            (Driver::Cuda { stream, .. }, _) => {
+                let e = stream
+                    .record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                    .map_err(|e| cuda_err("record event", e))?;
+                *fence = Some(Mark::Cuda(e));
+                Ok(())
+            }
+            (Driver::Emu(_), _) => {
+                *fence = Some(Mark::Host(std::time::Instant::now()));
+                Ok(())
+            }
         }
     }
 

@@ -94,7 +94,7 @@ impl Staging {
             return Ok(());
         }
         let mut b = self.lock();
-        if let Some(fence) = b.up_fence.take() {
+        if let Some(fence) = &b.up_fence {
             fence
                 .wait()
                 .map_err(|e| Error::Cuda(format!("{op}: {e}")))?;
@@ -106,7 +106,8 @@ impl Staging {
             std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, b.up.ptr, bytes);
             self.drv.htod_pinned(dst, b.up.ptr, bytes, op)?;
         }
-        b.up_fence = Some(self.drv.fence()?);
+        // One event, re-recorded each upload (no event made per step).
+        self.drv.record_fence(&mut b.up_fence)?;
         Ok(())
     }
 

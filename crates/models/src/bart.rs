@@ -66,11 +66,11 @@ use crate::config::{
 };
 use crate::error::Result;
 use crate::layers::{
-    attention_operand_dtype, attention_params, check_start, check_weight_dtype, copy_to_backend,
-    decode_step, embedding_dtype, empty_f32, encoder_output, ensure_f32, host_u32, invalid,
-    lm_head_weight, load_f32, load_weight, new_decoder_state, select_rows,
-    teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape, LayerRanges,
-    Linear, PaddedSources, StepScratch,
+    attention_operand_dtype, attention_params, check_logits_on_backend, check_start,
+    check_weight_dtype, copy_to_backend, decode_step, embedding_dtype, empty_f32, encoder_output,
+    ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight, new_decoder_state,
+    select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape,
+    LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -1231,13 +1231,7 @@ impl Seq2SeqModel for BartModel {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        if logits.device() != self.backend.device() {
-            return Err(invalid(format!(
-                "BART step_on_backend: logits on {}, the model's backend is {}",
-                logits.device(),
-                self.backend.device()
-            )));
-        }
+        check_logits_on_backend("BART", &*self.backend, logits)?;
         self.step(enc, state, tokens, logits)
     }
 

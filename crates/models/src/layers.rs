@@ -588,6 +588,22 @@ impl<X> StepScratch<X> {
     }
 }
 
+/// [`Seq2SeqModel::step_on_backend`]'s logits must live on the model's backend.
+pub fn check_logits_on_backend(
+    model: &str,
+    backend: &dyn Backend,
+    logits: &Tensor,
+) -> encdec_core::Result<()> {
+    if logits.device() != backend.device() {
+        return Err(invalid(format!(
+            "{model} step_on_backend: logits on {}, the model's backend is {}",
+            logits.device(),
+            backend.device()
+        )));
+    }
+    Ok(())
+}
+
 /// [`Seq2SeqModel::step`] around a model's own step `f`: checks the tokens, the
 /// room left in the cache and the logits shape, lends `f` the step scratch, and
 /// counts the token once `f` succeeds.
