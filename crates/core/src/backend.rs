@@ -211,6 +211,27 @@ impl std::fmt::Debug for DeviceTimestamp {
     }
 }
 
+/// Ops a backend recorded between [`Backend::begin_capture`] and
+/// [`Backend::end_capture`] (a CUDA graph), run again by [`Backend::replay`];
+/// dropping it frees what the recording reserved. Only the backend that made
+/// it reads it.
+pub struct CapturedGraph(Box<dyn std::any::Any + Send + Sync>);
+
+impl CapturedGraph {
+    pub fn new<T: std::any::Any + Send + Sync>(graph: T) -> Self {
+        CapturedGraph(Box::new(graph))
+    }
+    pub fn downcast_ref<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for CapturedGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CapturedGraph")
+    }
+}
+
 /// Device memory held by a backend ([`Backend::device_memory`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceMemory {
@@ -275,6 +296,41 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         )))
     }
 
+    // ---- recorded steps (CUDA graphs) ---------------------------------------
+    /// Starts recording the ops that follow instead of running them, so that a
+    /// decode step recorded once can be run again with one launch
+    /// ([`Backend::replay`]). Returns false, recording nothing, where the
+    /// backend cannot record (the CPU): its ops then run as usual.
+    ///
+    /// While recording, nothing an op computes can be read: ops that cross to
+    /// or from the host (upload, download, the host copies, topk to the host,
+    /// synchronize, timestamps) fail. Scalar arguments are frozen into the
+    /// recording, so what changes between replays must come from backend
+    /// tensors the caller refills before each replay ([`Backend::attention_at`],
+    /// [`Backend::write_rows_at`], ids). Buffers the recorded ops allocate stay
+    /// reserved for the recording until it is dropped; the tensors the caller
+    /// passed must stay where they are while it replays ([`Tensor::address`]).
+    fn begin_capture(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Ends the recording a `begin_capture` returning true started; call it
+    /// also when an op failed in between (it then returns an error). Ops run
+    /// as usual afterwards.
+    fn end_capture(&self) -> Result<CapturedGraph> {
+        Err(crate::Error::Invalid(format!(
+            "{}: no recording in progress",
+            self.describe()
+        )))
+    }
+    /// Queues a recording this backend made, like any op (no wait).
+    fn replay(&self, graph: &CapturedGraph) -> Result<()> {
+        let _ = graph;
+        Err(crate::Error::Invalid(format!(
+            "{} cannot replay recorded ops",
+            self.describe()
+        )))
+    }
+
     // ---- memory -------------------------------------------------------------
     /// A zero-filled tensor on this backend.
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor>;
@@ -299,6 +355,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `dst[b, start + t, :] = src[b, t, :]` for src `[B, T, C]`, dst `[B, Tcap, C]`
     /// (writes decoder steps into a KV cache).
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()>;
+    /// [`Backend::write_rows`] at `start = positions[0]`, read when the op runs
+    /// (`positions` as in [`Backend::attention_at`]), so that a recorded decode
+    /// step writes each replay's row. The default reads `positions` on the
+    /// host (a copy; test doubles only).
+    fn write_rows_at(&self, src: &Tensor, dst: &mut Tensor, positions: &Tensor) -> Result<()> {
+        let host = self.download(positions)?;
+        let (start, _) = crate::checks::positions(&host)?;
+        self.write_rows(src, dst, start)
+    }
     /// `dst[i] = src[index[i]]` along dim 0 (beam reordering). `index` is u32.
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()>;
 
@@ -390,6 +455,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         params: &AttentionParams,
         out: &mut Tensor,
     ) -> Result<()>;
+
+    /// [`Backend::attention`] at positions read when the op runs: `positions`
+    /// is u32 `[2]` = `(q_offset, kv_len)` on this backend and replaces
+    /// `params.q_offset` and `params.kv_len`, so that a recorded decode step
+    /// attends over each replay's prefix. kv_len must not exceed the cache's
+    /// `Tcap` (a device that cannot check it when the op runs clamps it), and
+    /// `params.position_bias`, whose shape depends on kv_len, must be None.
+    /// The default reads `positions` on the host (a copy; test doubles only).
+    fn attention_at(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        positions: &Tensor,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let host = self.download(positions)?;
+        let p = crate::checks::attention_at(params, &host)?;
+        self.attention(q, k, v, &p, out)
+    }
 
     // ---- search -------------------------------------------------------------
     /// Row-wise softmax over the last dim, in place.

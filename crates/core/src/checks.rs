@@ -136,6 +136,46 @@ pub fn write_rows(src: &Tensor, dst: &Tensor, start: usize) -> Result<[usize; 4]
     Ok([batch, t, tcap, c])
 }
 
+/// The `(q_offset, kv_len)` of a host u32 `[2]` positions tensor
+/// ([`Backend::attention_at`](crate::Backend::attention_at)).
+pub fn positions(t: &Tensor) -> Result<(usize, usize)> {
+    if t.dtype() != DType::U32 || t.dims() != [2] {
+        return Err(Error::Invalid(format!(
+            "positions must be u32 [2] (q_offset, kv_len), got {} {:?}",
+            t.dtype(),
+            t.dims()
+        )));
+    }
+    let v = match t.host()? {
+        crate::HostStorage::U32(v) => v,
+        h => {
+            return Err(Error::DTypeMismatch {
+                op: "positions",
+                lhs: h.dtype(),
+                rhs: DType::U32,
+            })
+        }
+    };
+    // Rank 1: no index vector to allocate (the decode loop reads it every step).
+    let at = |i: usize| v[t.offset() + i * t.strides()[0]] as usize;
+    Ok((at(0), at(1)))
+}
+
+/// `params` with the q_offset and kv_len of the host positions tensor `t`.
+pub fn attention_at<'a>(p: &AttentionParams<'a>, t: &Tensor) -> Result<AttentionParams<'a>> {
+    if p.position_bias.is_some() {
+        return Err(Error::Invalid(
+            "attention_at: position_bias depends on kv_len; use relative_bias".into(),
+        ));
+    }
+    let (q_offset, kv_len) = positions(t)?;
+    Ok(AttentionParams {
+        q_offset,
+        kv_len,
+        ..*p
+    })
+}
+
 /// `dst` is `index.len()` rows of `src`'s shape, same dtype, and every index
 /// names a row of `src`.
 pub fn index_select(src: &Tensor, index: &[u32], dst: &Tensor) -> Result<()> {

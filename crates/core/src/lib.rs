@@ -17,7 +17,8 @@ pub mod tensor;
 pub mod testing;
 
 pub use backend::{
-    Activation, AttentionParams, Backend, DeviceMemory, DeviceTimestamp, NormKind, RangeGuard,
+    Activation, AttentionParams, Backend, CapturedGraph, DeviceMemory, DeviceTimestamp, NormKind,
+    RangeGuard,
 };
 pub use dtype::DType;
 pub use error::{Error, Result};

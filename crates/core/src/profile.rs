@@ -168,6 +168,45 @@ pub fn attention_role(q: &[usize], k: &[usize], params: &AttentionParams) -> Rol
     Role::SelfAttn
 }
 
+/// The cost of an attention call (flops and bytes of the module docs).
+fn attention_cost(q: &Tensor, k: &Tensor, params: &AttentionParams) -> Cost {
+    let qd = q.dims();
+    let b = qd.first().copied().unwrap_or(1);
+    let hd = params.num_heads * params.head_dim;
+    let kv_rows = match params.kv_index.map(Tensor::as_u32) {
+        Some(Ok(idx)) => {
+            let mut u: Vec<u32> = idx.to_vec();
+            u.sort_unstable();
+            u.dedup();
+            u.len()
+        }
+        Some(Err(_)) => b.min(k.dims().first().copied().unwrap_or(b)),
+        None => k.dims().first().copied().unwrap_or(b),
+    };
+    let kv_el = k.dtype().size_in_bytes();
+    let bytes = 2 * tbytes(q)
+        + (2 * kv_rows * params.kv_len * hd * kv_el) as u64
+        + params
+            .key_mask
+            .map_or(0, |m| (kv_rows * m.cols() * 4) as u64)
+        + params.position_bias.map_or(0, tbytes)
+        + params.relative_bias.map_or(0, |r| tbytes(r.table));
+    Cost {
+        op: "attention",
+        role: attention_role(qd, k.dims(), params),
+        flops: attention_flops(qd, params),
+        bytes,
+        detail: format!(
+            "q {} k {} heads {} kv_len {}{}",
+            shape_str(q),
+            shape_str(k),
+            params.num_heads,
+            params.kv_len,
+            if params.causal { " causal" } else { "" }
+        ),
+    }
+}
+
 /// FLOPs of an attention call (see the module docs).
 pub fn attention_flops(q: &[usize], params: &AttentionParams) -> u64 {
     let (b, tq) = (
@@ -963,6 +1002,19 @@ impl Backend for ProfiledBackend {
         });
         r
     }
+    fn write_rows_at(&self, src: &Tensor, dst: &mut Tensor, positions: &Tensor) -> Result<()> {
+        let t = self.begin("write_rows");
+        let r = self.inner.write_rows_at(src, dst, positions);
+        self.finish(t, || {
+            Self::simple(
+                "write_rows",
+                0,
+                2 * tbytes(src),
+                format!("src {} dst {}", shape_str(src), shape_str(dst)),
+            )
+        });
+        r
+    }
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
         let t = self.begin("index_select");
         let r = self.inner.index_select(src, index, dst);
@@ -1163,43 +1215,28 @@ impl Backend for ProfiledBackend {
         let t = self.begin("attention");
         let recorded = t.is_some();
         let r = self.inner.attention(q, k, v, params, out);
-        self.finish(t, || {
-            let qd = q.dims();
-            let b = qd.first().copied().unwrap_or(1);
-            let hd = params.num_heads * params.head_dim;
-            let kv_rows = match params.kv_index.map(Tensor::as_u32) {
-                Some(Ok(idx)) => {
-                    let mut u: Vec<u32> = idx.to_vec();
-                    u.sort_unstable();
-                    u.dedup();
-                    u.len()
-                }
-                Some(Err(_)) => b.min(k.dims().first().copied().unwrap_or(b)),
-                None => k.dims().first().copied().unwrap_or(b),
-            };
-            let kv_el = k.dtype().size_in_bytes();
-            let bytes = 2 * tbytes(q)
-                + (2 * kv_rows * params.kv_len * hd * kv_el) as u64
-                + params
-                    .key_mask
-                    .map_or(0, |m| (kv_rows * m.cols() * 4) as u64)
-                + params.position_bias.map_or(0, tbytes)
-                + params.relative_bias.map_or(0, |r| tbytes(r.table));
-            Cost {
-                op: "attention",
-                role: attention_role(qd, k.dims(), params),
-                flops: attention_flops(qd, params),
-                bytes,
-                detail: format!(
-                    "q {} k {} heads {} kv_len {}{}",
-                    shape_str(q),
-                    shape_str(k),
-                    params.num_heads,
-                    params.kv_len,
-                    if params.causal { " causal" } else { "" }
-                ),
-            }
-        });
+        self.finish(t, || attention_cost(q, k, params));
+        if recorded {
+            self.lock().last_attn_out = storage_addr(out);
+        }
+        r
+    }
+
+    /// Costed with the caller's host view of the positions (`params.q_offset`,
+    /// `params.kv_len`): reading `positions` would wait for the device.
+    fn attention_at(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        positions: &Tensor,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let t = self.begin("attention");
+        let recorded = t.is_some();
+        let r = self.inner.attention_at(q, k, v, params, positions, out);
+        self.finish(t, || attention_cost(q, k, params));
         if recorded {
             self.lock().last_attn_out = storage_addr(out);
         }

@@ -79,6 +79,11 @@ pub trait DeviceBuffer: std::fmt::Debug + Send + Sync {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn device(&self) -> Device;
     fn dtype(&self) -> DType;
+    /// The device address of the first element (the default: this buffer
+    /// object's, unique while it lives).
+    fn address(&self) -> usize {
+        self as *const Self as *const u8 as usize
+    }
     /// Elements held.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -214,6 +219,21 @@ impl Tensor {
     /// Mutable storage; fails while a view shares it.
     pub fn storage_mut(&mut self, op: &'static str) -> Result<&mut Storage> {
         Arc::get_mut(&mut self.storage).ok_or(Error::SharedOutput { op })
+    }
+    /// Where the tensor's first element lives (host or device memory). Two
+    /// live tensors with the same address, shape and strides view the same
+    /// elements: a recorded decode step ([`crate::CapturedGraph`]) stays valid
+    /// while the addresses of its tensors do.
+    pub fn address(&self) -> usize {
+        let base = match &*self.storage {
+            Storage::Host(HostStorage::F32(v)) => v.as_ptr() as usize,
+            Storage::Host(HostStorage::F16(v)) => v.as_ptr() as usize,
+            Storage::Host(HostStorage::BF16(v)) => v.as_ptr() as usize,
+            Storage::Host(HostStorage::I8 { data, .. }) => data.as_ptr() as usize,
+            Storage::Host(HostStorage::U32(v)) => v.as_ptr() as usize,
+            Storage::Device(b) => b.address(),
+        };
+        base + self.offset * self.dtype().size_in_bytes()
     }
     pub fn is_contiguous(&self) -> bool {
         let mut expected = 1;

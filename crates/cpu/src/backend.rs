@@ -376,6 +376,12 @@ impl Backend for CpuBackend {
         Tensor::from_host(out, *src.shape())
     }
 
+    fn write_rows_at(&self, src: &Tensor, dst: &mut Tensor, positions: &Tensor) -> Result<()> {
+        host(positions, "write_rows_at")?;
+        let (start, _) = checks::positions(positions)?;
+        self.write_rows(src, dst, start)
+    }
+
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
         const OP: &str = "write_rows";
         host(src, OP)?;
@@ -630,6 +636,20 @@ impl Backend for CpuBackend {
     }
 
     // ---- attention ------------------------------------------------------
+
+    fn attention_at(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttentionParams,
+        positions: &Tensor,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        host(positions, "attention_at")?;
+        let p = checks::attention_at(p, positions)?;
+        self.attention(q, k, v, &p, out)
+    }
 
     fn attention(
         &self,
