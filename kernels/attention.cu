@@ -45,11 +45,13 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
     const int r = a.kv_index ? (int)a.kv_index[b] : b;
     const float* kb = a.k + (i64)r * a.k_sb + (i64)h * D;
     const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
-    const int lim = attn_limit(a, i);
+    const AttnPos pos = attn_pos(a);
+    const int lim = attn_limit(a, pos, i);
+    const int qpos = pos.q_offset + i;
     // Keys any query of this block needs.
-    const int kv_hi = attn_limit(a, min(i0 + nw, a.tq) - 1);
+    const int kv_hi = attn_limit(a, pos, min(i0 + nw, a.tq) - 1);
     const float* mask_row = a.key_mask ? a.key_mask + (i64)r * a.tcap : nullptr;
-    const float* bias_row = (a.pos_bias && active) ? a.pos_bias + ((i64)h * a.tq + i) * a.kv_len : nullptr;
+    const float* bias_row = (a.pos_bias && active) ? a.pos_bias + ((i64)h * a.tq + i) * pos.kv_len : nullptr;
 
     if (active) {
         const float* qrow = a.q + (i64)b * a.q_sb + (i64)i * a.q_st + (i64)h * D;
@@ -83,7 +85,7 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
             const float* qr = qs + warp * D;
             float dot = 0.0f;
             for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
-            s = attn_score(a, dot, bias_row, mask_row, h, i, j);
+            s = attn_score(a, dot, bias_row, mask_row, h, qpos, j);
         }
         const float tmax = warp_max(s);
         if (tmax == NEG_INF) continue;  // no usable key in this tile (warp-uniform)
@@ -106,8 +108,8 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
     }
     if (!active) return;
     float* orow = a.out + (((i64)b * a.tq + i) * a.heads + h) * D;
-    if (m == NEG_FLT_MAX && lim < a.kv_len) {
-        attn_uniform(a, vb, orow, lane, 32);
+    if (m == NEG_FLT_MAX && lim < pos.kv_len) {
+        attn_uniform(a, pos, vb, orow, lane, 32);
         return;
     }
     const float inv = 1.0f / l;

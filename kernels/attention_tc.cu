@@ -123,7 +123,8 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
     const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
     const float* mask_row = a.key_mask ? a.key_mask + (i64)r * a.tcap : nullptr;
     // Keys any row of the block needs (limit() grows with i).
-    const int kv_hi = attn_limit(a, min(q0 + ATC_BQ, a.tq) - 1);
+    const AttnPos pos = attn_pos(a);
+    const int kv_hi = attn_limit(a, pos, min(q0 + ATC_BQ, a.tq) - 1);
     const int ntiles = (kv_hi + ATC_BK - 1) / ATC_BK;
     // Block-uniform: may K/V rows be copied in 16 B chunks?
     const bool kv_vec = (((u64)kb | (u64)vb) & 15) == 0 && ((a.k_st | a.v_st) & 3) == 0;
@@ -196,11 +197,11 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
         const int i = wrow + g + 8 * hr;
-        lim[hr] = i < a.tq ? attn_limit(a, i) : 0;
-        bias_r[hr] = (a.pos_bias && i < a.tq) ? a.pos_bias + ((i64)h * a.tq + i) * a.kv_len : nullptr;
+        lim[hr] = i < a.tq ? attn_limit(a, pos, i) : 0;
+        bias_r[hr] = (a.pos_bias && i < a.tq) ? a.pos_bias + ((i64)h * a.tq + i) * pos.kv_len : nullptr;
     }
     // Keys this warp needs (0 for a warp entirely past Tq).
-    const int warp_hi = wrow < a.tq ? attn_limit(a, min(wrow + 15, a.tq - 1)) : 0;
+    const int warp_hi = wrow < a.tq ? attn_limit(a, pos, min(wrow + 15, a.tq - 1)) : 0;
 
     float o[D / 8][4];
 #pragma unroll
@@ -233,7 +234,7 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
         if (a.rel_table && tid < ATC_BQ + ATC_BK - 1) {
             // Offset x = jl - il + 63 of (local row il, local key jl): relative
             // position j - (q_offset + i) = j0 - (q_offset + q0) + x - 63.
-            const int rel = j0 - (a.q_offset + q0) + tid - (ATC_BQ - 1);
+            const int rel = j0 - (pos.q_offset + q0) + tid - (ATC_BQ - 1);
             rel_s[tid] = a.rel_table[(i64)attn_rel_bucket(a, rel) * a.heads + h];
         }
         __syncthreads();  // Kh/Vh/mask/bias ready; the stage is free
@@ -333,8 +334,8 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
         const int i = wrow + g + 8 * hr;
         if (i >= a.tq) continue;
         float* orow = a.out + (((i64)b * a.tq + i) * a.heads + h) * D;
-        if (m[hr] == NEG_FLT_MAX && lim[hr] < a.kv_len) {
-            attn_uniform(a, vb, orow, t, 4);  // fully masked causal row (rare)
+        if (m[hr] == NEG_FLT_MAX && lim[hr] < pos.kv_len) {
+            attn_uniform(a, pos, vb, orow, t, 4);  // fully masked causal row (rare)
             continue;
         }
         const float inv = 1.0f / l[hr];

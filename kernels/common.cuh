@@ -156,6 +156,10 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // per (query, key) (attn_rel_bias); rel_log_ratio is the f32
 // ln(rel_max_distance / max_exact) of the host (encdec_core::backend::
 // RelativeBiasSpec::log_ratio). Never together with pos_bias.
+// positions u32 [2] or null: (q_offset, kv_len) read when the kernel runs, in
+// place of the two fields (kv_len clamped to tcap), so that a decode step
+// recorded once in a CUDA graph replays at every position (attn_pos); the host
+// then plans the launch for kv_len = tcap. Never together with pos_bias.
 struct AttnArgs {
     const float* q;
     const float* k;
@@ -165,12 +169,24 @@ struct AttnArgs {
     const float* pos_bias;
     const u32* kv_index;
     const float* rel_table;
+    const u32* positions;
     i64 q_sb, q_st, k_sb, k_st, v_sb, v_st;
     int batch, tq, heads, head_dim, tcap, kv_len, causal, q_offset;
     float scale;
     int rel_buckets, rel_max_distance, rel_bidirectional;
     float rel_log_ratio;
 };
+
+// The call's q_offset and kv_len: the fields, or read from a.positions (a
+// recorded step). Read once per kernel and passed along (a modified copy of
+// AttnArgs would go to local memory).
+struct AttnPos {
+    int q_offset, kv_len;
+};
+__device__ __forceinline__ AttnPos attn_pos(const AttnArgs& a) {
+    if (a.positions) return {(int)min(a.positions[0], 0x7fffffffu), (int)min(a.positions[1], (u32)a.tcap)};
+    return {a.q_offset, a.kv_len};
+}
 
 // HF T5Attention._relative_position_bucket of rel = key - query position, the
 // steps of encdec_core::backend::relative_position_bucket: exact offsets below
@@ -195,24 +211,24 @@ __device__ __forceinline__ int attn_rel_bucket(const AttnArgs& a, int rel) {
     return bucket + large;
 }
 
-// The relative bias of query row i (position q_offset + i), key j, head h.
-__device__ __forceinline__ float attn_rel_bias(const AttnArgs& a, int h, int i, int j) {
-    return a.rel_table[(i64)attn_rel_bucket(a, j - (a.q_offset + i)) * a.heads + h];
+// The relative bias of the query at absolute position qpos (row i: q_offset + i), key j, head h.
+__device__ __forceinline__ float attn_rel_bias(const AttnArgs& a, int h, int qpos, int j) {
+    return a.rel_table[(i64)attn_rel_bucket(a, j - qpos) * a.heads + h];
 }
 
 // Keys query row i may attend to: kv_len, or with causal min(kv_len, q_offset + i + 1).
-__device__ __forceinline__ int attn_limit(const AttnArgs& a, int i) {
-    return a.causal ? min(a.kv_len, a.q_offset + i + 1) : a.kv_len;
+__device__ __forceinline__ int attn_limit(const AttnArgs& a, const AttnPos& p, int i) {
+    return a.causal ? min(p.kv_len, p.q_offset + i + 1) : p.kv_len;
 }
 
 // scale * q.k is computed by the caller; this adds (bias + mask) in the CPU
 // op's order: bias + mask first, then added to the dot product. The bias of
-// (row i, key j, head h) is bias_row[j] (pos_bias), or with a.rel_table the
-// table entry of its bucket (the same f32 value).
+// (query at absolute position qpos, key j, head h) is bias_row[j] (pos_bias),
+// or with a.rel_table the table entry of its bucket (the same f32 value).
 __device__ __forceinline__ float attn_score(const AttnArgs& a, float dot, const float* bias_row,
-                                            const float* mask_row, int h, int i, int j) {
+                                            const float* mask_row, int h, int qpos, int j) {
     const bool has_bias = bias_row != nullptr || a.rel_table != nullptr;
-    const float bias = bias_row ? bias_row[j] : (a.rel_table ? attn_rel_bias(a, h, i, j) : 0.0f);
+    const float bias = bias_row ? bias_row[j] : (a.rel_table ? attn_rel_bias(a, h, qpos, j) : 0.0f);
     if (has_bias && mask_row) return dot + (bias + mask_row[j]);
     if (has_bias) return dot + bias;
     if (mask_row) return dot + mask_row[j];
@@ -222,12 +238,12 @@ __device__ __forceinline__ float attn_score(const AttnArgs& a, float dot, const 
 // HF's fully masked row: every allowed score is f32::MIN, so HF's scores are all
 // f32::MIN and its softmax is uniform over all kv_len keys (also those past the
 // causal limit). Writes that mean of V for the D dims this lane owns.
-__device__ __forceinline__ void attn_uniform(const AttnArgs& a, const float* vb, float* orow, int first_d,
+__device__ __forceinline__ void attn_uniform(const AttnArgs& a, const AttnPos& p, const float* vb, float* orow, int first_d,
                                              int step) {
-    const float p = 1.0f / (float)a.kv_len;
+    const float w = 1.0f / (float)p.kv_len;
     for (int d = first_d; d < a.head_dim; d += step) {
         float acc = 0.0f;
-        for (int j = 0; j < a.kv_len; ++j) acc = fmaf(p, vb[(i64)j * a.v_st + d], acc);
+        for (int j = 0; j < p.kv_len; ++j) acc = fmaf(w, vb[(i64)j * a.v_st + d], acc);
         orow[d] = acc;
     }
 }

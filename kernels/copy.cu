@@ -3,7 +3,8 @@
 // What it computes (reference: crates/cpu/src/ops/copy.rs, Tensor::contiguous)
 //   write_rows_b{2,4}      dst[b, start + t, c] = src[b, t, c]
 //                          src [B, T, C] contiguous, dst [B, Tcap, C] contiguous
-//                          (a decoder step written into a KV cache)
+//                          (a decoder step written into a KV cache); start is
+//                          start_at[0] when start_at is not null
 //   index_select_b{1,2,4}  dst[i, :] = src[index[i], :], rows of `row` elements,
 //                          index u32 [n] (beam reordering; int8 scales use b4)
 //   gather_b{1,2,4}        dst[flat] = src[offset + sum_d idx_d * stride_d]: a strided
@@ -19,24 +20,29 @@
 #define GRID_STRIDE(i, n) \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
+// start_at (u32 [1+] or null) replaces `start` when the kernel runs, so that a
+// decode step recorded in a CUDA graph writes each replay's row; rows that
+// would land past tcap are not written (the host checks `start` otherwise).
 template <class T>
-__device__ void write_rows(const T* src, T* dst, i64 batch, i64 t, i64 tcap, i64 c, i64 start) {
+__device__ void write_rows(const T* src, T* dst, i64 batch, i64 t, i64 tcap, i64 c, i64 start,
+                           const u32* start_at) {
+    if (start_at) start = (i64)start_at[0];
     const i64 n = batch * t * c;
     GRID_STRIDE(i, n) {
         const i64 ci = i % c;
         const i64 ti = (i / c) % t;
         const i64 bi = i / (c * t);
-        dst[(bi * tcap + start + ti) * c + ci] = src[i];
+        if (start + ti < tcap) dst[(bi * tcap + start + ti) * c + ci] = src[i];
     }
 }
 
 extern "C" __global__ void write_rows_b2(const u16* src, u16* dst, i64 batch, i64 t, i64 tcap, i64 c,
-                                         i64 start) {
-    write_rows<u16>(src, dst, batch, t, tcap, c, start);
+                                         i64 start, const u32* start_at) {
+    write_rows<u16>(src, dst, batch, t, tcap, c, start, start_at);
 }
 extern "C" __global__ void write_rows_b4(const u32* src, u32* dst, i64 batch, i64 t, i64 tcap, i64 c,
-                                         i64 start) {
-    write_rows<u32>(src, dst, batch, t, tcap, c, start);
+                                         i64 start, const u32* start_at) {
+    write_rows<u32>(src, dst, batch, t, tcap, c, start, start_at);
 }
 
 template <class T>

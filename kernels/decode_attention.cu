@@ -44,11 +44,13 @@ __device__ __forceinline__ void attention_split(const AttnArgs& a, int keys_per_
     const int r = a.kv_index ? (int)a.kv_index[b] : b;
     const float* kb = a.k + (i64)r * a.k_sb + (i64)h * D;
     const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
-    const int lim = attn_limit(a, i);
+    const AttnPos pos = attn_pos(a);
+    const int lim = attn_limit(a, pos, i);
+    const int qpos = pos.q_offset + i;
     const int j_begin = split * keys_per_split;
     const int j_end = min(lim, j_begin + keys_per_split);
     const float* mask_row = a.key_mask ? a.key_mask + (i64)r * a.tcap : nullptr;
-    const float* bias_row = a.pos_bias ? a.pos_bias + ((i64)h * a.tq + i) * a.kv_len : nullptr;
+    const float* bias_row = a.pos_bias ? a.pos_bias + ((i64)h * a.tq + i) * pos.kv_len : nullptr;
 
     const float* qrow = a.q + (i64)b * a.q_sb + (i64)i * a.q_st + (i64)h * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qrow[d] * a.scale;
@@ -65,7 +67,7 @@ __device__ __forceinline__ void attention_split(const AttnArgs& a, int keys_per_
             const float* kr = kb + (i64)j * a.k_st;
             float dot = 0.0f;
             for (int d = 0; d < D; ++d) dot = fmaf(qs[d], kr[d], dot);
-            s = attn_score(a, dot, bias_row, mask_row, h, i, j);
+            s = attn_score(a, dot, bias_row, mask_row, h, qpos, j);
         }
         const float tmax = warp_max(s);
         if (tmax == NEG_INF) continue;  // warp-uniform
@@ -117,8 +119,11 @@ __device__ __forceinline__ void attention_split(const AttnArgs& a, int keys_per_
     }
 }
 
+// Min 6 blocks per SM: the host launches about 2 per SM, so occupancy is not
+// what limits this kernel; the bound lets ptxas keep everything in registers
+// (without one it picks 32 registers and spills on sm_90).
 #define SPLIT(NAME, DCH)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128)                                                   \
+    extern "C" __global__ void __launch_bounds__(128, 6)                                          \
         NAME(const AttnArgs a, int keys_per_split, float* pm, float* pl, float* po) {                   \
         attention_split<DCH>(a, keys_per_split, pm, pl, po);                                            \
     }
@@ -129,6 +134,7 @@ SPLIT(attention_split_f32_d256, 8)
 
 extern "C" __global__ void __launch_bounds__(128)
     attention_combine_f32(const AttnArgs a, int splits, const float* pm, const float* pl, const float* po) {
+    const AttnPos pos = attn_pos(a);
     const int D = a.head_dim;
     const int h = blockIdx.x;
     const int b = blockIdx.y / a.tq, i = blockIdx.y % a.tq;
@@ -136,10 +142,10 @@ extern "C" __global__ void __launch_bounds__(128)
     float* orow = a.out + (((i64)b * a.tq + i) * a.heads + h) * D;
     float M = NEG_INF;
     for (int s = 0; s < splits; ++s) M = fmaxf(M, pm[slot0 + s]);
-    if (M == NEG_FLT_MAX && attn_limit(a, i) < a.kv_len) {
+    if (M == NEG_FLT_MAX && attn_limit(a, pos, i) < pos.kv_len) {
         const int r = a.kv_index ? (int)a.kv_index[b] : b;
         const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
-        attn_uniform(a, vb, orow, threadIdx.x, blockDim.x);
+        attn_uniform(a, pos, vb, orow, threadIdx.x, blockDim.x);
         return;
     }
     float L = 0.0f;

@@ -268,6 +268,132 @@ impl CudaBackend {
         Ok((b.ptr_at(o), &ids[o..o + t.elem_count()]))
     }
 
+    /// Attention; `positions` is the address of u32 `(q_offset, kv_len)` the
+    /// kernels read instead of `p`'s (whose values are checked here), or 0.
+    fn attention_impl(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttentionParams,
+        positions: u64,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "attention";
+        let (qp, q_sb, q_st) = self.view3(q, OP)?;
+        let (kp, k_sb, k_st) = self.view3(k, OP)?;
+        let (vp, v_sb, v_st) = self.view3(v, OP)?;
+        let shape = checks::attention(q, k, v, p)?;
+        let (batch, tq, tcap) = (shape.batch, shape.tq, shape.tcap);
+        // Each optional input: its device and dtype first, then its shape.
+        let key_mask = p.key_mask.map(|m| self.f32_in(m, OP)).transpose()?;
+        shape.check_key_mask(p.key_mask)?;
+        let position_bias = p.position_bias.map(|b| self.f32_in(b, OP)).transpose()?;
+        shape.check_position_bias(p.position_bias)?;
+        let rel_table = p
+            .relative_bias
+            .map(|r| self.f32_in(r.table, OP))
+            .transpose()?;
+        shape.check_relative_bias(p.relative_bias.as_ref(), p.position_bias)?;
+        let kv_index = p.kv_index.map(|ix| self.u32_in(ix, OP)).transpose()?;
+        shape.check_kv_index(p.kv_index.zip(kv_index.map(|(_, ids)| ids)))?;
+        shape.check_out(out)?;
+        let op = self.f32_out(out, OP)?;
+        i32_fits(
+            OP,
+            &[batch, tq, p.num_heads, p.head_dim, tcap, p.q_offset + tq],
+        )?;
+        let rel = p.relative_bias;
+        if let Some(r) = rel {
+            i32_fits(OP, &[r.num_buckets, r.max_distance])?;
+        }
+        let args = AttnArgs {
+            q: qp,
+            k: kp,
+            v: vp,
+            out: op,
+            key_mask: key_mask.unwrap_or(0),
+            pos_bias: position_bias.unwrap_or(0),
+            kv_index: kv_index.map_or(0, |(ptr, _)| ptr),
+            rel_table: rel_table.unwrap_or(0),
+            positions,
+            q_sb: q_sb as i64,
+            q_st: q_st as i64,
+            k_sb: k_sb as i64,
+            k_st: k_st as i64,
+            v_sb: v_sb as i64,
+            v_st: v_st as i64,
+            batch: batch as i32,
+            tq: tq as i32,
+            heads: p.num_heads as i32,
+            head_dim: p.head_dim as i32,
+            tcap: tcap as i32,
+            // With positions the kernels read both values when they run: the
+            // launch carries the cache's bound (what a recording must fit).
+            kv_len: if positions != 0 { tcap } else { p.kv_len } as i32,
+            causal: p.causal as i32,
+            q_offset: if positions != 0 { 0 } else { p.q_offset } as i32,
+            scale: p.scale,
+            rel_buckets: rel.map_or(0, |r| r.num_buckets as i32),
+            rel_max_distance: rel.map_or(0, |r| r.max_distance as i32),
+            rel_bidirectional: rel.is_some_and(|r| r.bidirectional) as i32,
+            rel_log_ratio: rel.map_or(0.0, |r| r.log_ratio()),
+        };
+        self.dev.bind()?;
+        ops::attention::attention(&self.dev, &args, p.operand_dtype, self.attention_path())
+    }
+
+    /// `write_rows` at `start`, or at the u32 the kernel reads at `start_at`
+    /// (`start` is then that u32's value now, which the host checks).
+    fn write_rows_impl(
+        &self,
+        src: &Tensor,
+        dst: &mut Tensor,
+        start: usize,
+        start_at: u64,
+    ) -> Result<()> {
+        const OP: &str = "write_rows";
+        let sb = self.buf(src, OP)?;
+        self.buf(dst, OP)?;
+        let [batch, t, tcap, c] = checks::write_rows(src, dst, start)?;
+        if src.dtype() == DType::I8 {
+            return Err(self.unsupported(OP, DType::I8));
+        }
+        dst.require_contiguous(OP)?;
+        self.dev.bind()?;
+        let (sp, _tmp) = self.contiguous_ptr(src, sb, OP)?;
+        let src_ids: Option<Vec<u32>> = sb
+            .ids
+            .as_ref()
+            .map(|ids| src.strided_indices().map(|i| ids[i]).collect());
+        let es = src.dtype().size_in_bytes();
+        let dof = dst.offset();
+        let db = self.buf_mut(dst, OP)?;
+        ops::copy::write_rows(
+            &self.dev,
+            es,
+            sp,
+            db.ptr_at(dof),
+            batch,
+            t,
+            tcap,
+            c,
+            // The kernel reads the start at `start_at` when it runs.
+            if start_at != 0 { 0 } else { start },
+            start_at,
+        )?;
+        if let (Some(v), Some(ids)) = (src_ids, db.ids.as_mut()) {
+            for bi in 0..batch {
+                for ti in 0..t {
+                    let from = (bi * t + ti) * c;
+                    let to = dof + (bi * tcap + start + ti) * c;
+                    ids[to..to + c].copy_from_slice(&v[from..from + c]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A vector of `n` f32/f16/bf16 values as an f32 address (converted into
     /// the returned temporary block when not f32).
     fn vec_f32(&self, t: &Tensor, n: usize, op: &'static str) -> Result<(u64, Option<Block>)> {
@@ -735,34 +861,21 @@ impl Backend for CudaBackend {
     }
 
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
-        const OP: &str = "write_rows";
-        let sb = self.buf(src, OP)?;
-        self.buf(dst, OP)?;
-        let [batch, t, tcap, c] = checks::write_rows(src, dst, start)?;
-        if src.dtype() == DType::I8 {
-            return Err(self.unsupported(OP, DType::I8));
+        self.write_rows_impl(src, dst, start, 0)
+    }
+
+    /// The kernel reads `start` from `positions` (so a recorded step replays
+    /// at any row); the host checks the value `positions` holds now.
+    fn write_rows_at(&self, src: &Tensor, dst: &mut Tensor, positions: &Tensor) -> Result<()> {
+        const OP: &str = "write_rows_at";
+        let (pp, pos) = self.u32_in(positions, OP)?;
+        if pos.len() != 2 {
+            return Err(Error::Invalid(format!(
+                "{OP}: positions must be u32 [2] (q_offset, kv_len), got {:?}",
+                positions.dims()
+            )));
         }
-        dst.require_contiguous(OP)?;
-        self.dev.bind()?;
-        let (sp, _tmp) = self.contiguous_ptr(src, sb, OP)?;
-        let src_ids: Option<Vec<u32>> = sb
-            .ids
-            .as_ref()
-            .map(|ids| src.strided_indices().map(|i| ids[i]).collect());
-        let es = src.dtype().size_in_bytes();
-        let dof = dst.offset();
-        let db = self.buf_mut(dst, OP)?;
-        ops::copy::write_rows(&self.dev, es, sp, db.ptr_at(dof), batch, t, tcap, c, start)?;
-        if let (Some(v), Some(ids)) = (src_ids, db.ids.as_mut()) {
-            for bi in 0..batch {
-                for ti in 0..t {
-                    let from = (bi * t + ti) * c;
-                    let to = dof + (bi * tcap + start + ti) * c;
-                    ids[to..to + c].copy_from_slice(&v[from..from + c]);
-                }
-            }
-        }
-        Ok(())
+        self.write_rows_impl(src, dst, pos[0] as usize, pp)
     }
 
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
@@ -973,65 +1086,39 @@ impl Backend for CudaBackend {
         p: &AttentionParams,
         out: &mut Tensor,
     ) -> Result<()> {
-        const OP: &str = "attention";
-        let (qp, q_sb, q_st) = self.view3(q, OP)?;
-        let (kp, k_sb, k_st) = self.view3(k, OP)?;
-        let (vp, v_sb, v_st) = self.view3(v, OP)?;
-        let shape = checks::attention(q, k, v, p)?;
-        let (batch, tq, tcap) = (shape.batch, shape.tq, shape.tcap);
-        // Each optional input: its device and dtype first, then its shape.
-        let key_mask = p.key_mask.map(|m| self.f32_in(m, OP)).transpose()?;
-        shape.check_key_mask(p.key_mask)?;
-        let position_bias = p.position_bias.map(|b| self.f32_in(b, OP)).transpose()?;
-        shape.check_position_bias(p.position_bias)?;
-        let rel_table = p
-            .relative_bias
-            .map(|r| self.f32_in(r.table, OP))
-            .transpose()?;
-        shape.check_relative_bias(p.relative_bias.as_ref(), p.position_bias)?;
-        let kv_index = p.kv_index.map(|ix| self.u32_in(ix, OP)).transpose()?;
-        shape.check_kv_index(p.kv_index.zip(kv_index.map(|(_, ids)| ids)))?;
-        shape.check_out(out)?;
-        let op = self.f32_out(out, OP)?;
-        i32_fits(
-            OP,
-            &[batch, tq, p.num_heads, p.head_dim, tcap, p.q_offset + tq],
-        )?;
-        let rel = p.relative_bias;
-        if let Some(r) = rel {
-            i32_fits(OP, &[r.num_buckets, r.max_distance])?;
+        self.attention_impl(q, k, v, p, 0, out)
+    }
+
+    /// The kernels read `(q_offset, kv_len)` from `positions` (so a recorded
+    /// step replays at any position); the host checks the values it holds now.
+    fn attention_at(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        positions: &Tensor,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "attention_at";
+        let (pp, pos) = self.u32_in(positions, OP)?;
+        if pos.len() != 2 {
+            return Err(Error::Invalid(format!(
+                "{OP}: positions must be u32 [2] (q_offset, kv_len), got {:?}",
+                positions.dims()
+            )));
         }
-        let args = AttnArgs {
-            q: qp,
-            k: kp,
-            v: vp,
-            out: op,
-            key_mask: key_mask.unwrap_or(0),
-            pos_bias: position_bias.unwrap_or(0),
-            kv_index: kv_index.map_or(0, |(ptr, _)| ptr),
-            rel_table: rel_table.unwrap_or(0),
-            q_sb: q_sb as i64,
-            q_st: q_st as i64,
-            k_sb: k_sb as i64,
-            k_st: k_st as i64,
-            v_sb: v_sb as i64,
-            v_st: v_st as i64,
-            batch: batch as i32,
-            tq: tq as i32,
-            heads: p.num_heads as i32,
-            head_dim: p.head_dim as i32,
-            tcap: tcap as i32,
-            kv_len: p.kv_len as i32,
-            causal: p.causal as i32,
-            q_offset: p.q_offset as i32,
-            scale: p.scale,
-            rel_buckets: rel.map_or(0, |r| r.num_buckets as i32),
-            rel_max_distance: rel.map_or(0, |r| r.max_distance as i32),
-            rel_bidirectional: rel.is_some_and(|r| r.bidirectional) as i32,
-            rel_log_ratio: rel.map_or(0.0, |r| r.log_ratio()),
+        if params.position_bias.is_some() {
+            return Err(Error::Invalid(format!(
+                "{OP}: position_bias depends on kv_len; use relative_bias"
+            )));
+        }
+        let p = AttentionParams {
+            q_offset: pos[0] as usize,
+            kv_len: pos[1] as usize,
+            ..*params
         };
-        self.dev.bind()?;
-        ops::attention::attention(&self.dev, &args, p.operand_dtype, self.attention_path())
+        self.attention_impl(q, k, v, &p, pp, out)
     }
 
     // ---- search ---------------------------------------------------------

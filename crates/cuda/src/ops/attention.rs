@@ -20,6 +20,8 @@ pub(crate) struct AttnArgs {
     pub kv_index: u64,
     /// f32 `[rel_buckets, heads]` or 0 (T5's relative position bias table).
     pub rel_table: u64,
+    /// u32 `[2]` `(q_offset, kv_len)` read by the kernels, or 0 (`attention_at`).
+    pub positions: u64,
     pub q_sb: i64,
     pub q_st: i64,
     pub k_sb: i64,
@@ -194,8 +196,11 @@ pub(crate) fn attention(
 
 /// Flash-decoding: partial softmax states per key split, then a combine kernel.
 fn split_kv(dev: &Dev, a: &AttnArgs, b: usize, tq: usize, h: usize, d: usize) -> Result<()> {
-    // Keys any query row attends to.
-    let kv_hi = if a.causal != 0 {
+    // Keys any query row attends to; with positions read on the device, any
+    // of the cache's (a recorded step's launch must fit every replay).
+    let kv_hi = if a.positions != 0 {
+        a.tcap as usize
+    } else if a.causal != 0 {
         (a.kv_len as usize).min(a.q_offset as usize + tq)
     } else {
         a.kv_len as usize

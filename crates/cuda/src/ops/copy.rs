@@ -19,7 +19,8 @@ fn by_size(op: &str, base: &'static [&'static str; 3], esize: usize) -> Result<&
     }
 }
 
-/// `dst[b, start + t, :] = src[b, t, :]`, elements of `esize` bytes (2 or 4).
+/// `dst[b, start + t, :] = src[b, t, :]`, elements of `esize` bytes (2 or 4);
+/// with `start_at` (a u32 on the device, or 0) the kernel reads `start` there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_rows(
     dev: &Dev,
@@ -31,6 +32,7 @@ pub(crate) fn write_rows(
     tcap: usize,
     c: usize,
     start: usize,
+    start_at: u64,
 ) -> Result<()> {
     let name = match esize {
         2 => "write_rows_b2",
@@ -58,7 +60,8 @@ pub(crate) fn write_rows(
             t as i64,
             tcap as i64,
             c as i64,
-            start as i64
+            start as i64,
+            start_at
         ],
     )
 }
