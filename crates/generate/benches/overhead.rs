@@ -45,6 +45,7 @@ impl Seq2SeqModel for Flat {
             self_v: Vec::new(),
             kv_index: Tensor::from_u32(rows.to_vec(), [rows.len()])?,
             scratch: None,
+            recorded: Default::default(),
         })
     }
     fn step(

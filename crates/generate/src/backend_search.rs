@@ -44,9 +44,22 @@ pub struct SearchStats {
     /// Steps searched on the host from the start (search on the backend off,
     /// sampling, tracing, or a processor that does more than ban ids).
     pub host_steps: u64,
+    /// Decode steps whose ops the backend recorded (a CUDA graph; the step
+    /// ran by replaying it), replayed from an earlier recording, or ran op by
+    /// op ([`crate::RecordedSteps`]).
+    pub recorded_steps: u64,
+    pub replayed_steps: u64,
+    pub unrecorded_steps: u64,
 }
 
 impl SearchStats {
+    /// Moves the step counts of a decoder state's recordings into these stats.
+    pub(crate) fn count_recordings(&mut self, r: &mut crate::RecordedSteps) {
+        self.recorded_steps += std::mem::take(&mut r.recorded);
+        self.replayed_steps += std::mem::take(&mut r.replayed);
+        self.unrecorded_steps += std::mem::take(&mut r.unrecorded);
+    }
+
     /// Steps whose full `[rows, vocab]` logits were read on the host.
     pub fn full_row_steps(&self) -> u64 {
         self.fallback_steps + self.host_steps

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 
-use encdec_core::{Backend, Error, Result, Tensor};
+use encdec_core::{Backend, CapturedGraph, Error, Result, Tensor};
 
 /// Facts about a model that search needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +49,102 @@ pub struct DecoderState {
     pub kv_index: Tensor,
     /// Model-owned scratch buffers, reused every step.
     pub scratch: Option<Box<dyn Any + Send + Sync>>,
+    /// Decode steps the backend recorded (CUDA graphs) for these buffers.
+    pub recorded: RecordedSteps,
+}
+
+/// How many recordings a decoder state keeps: beam search alternates between
+/// two sets of caches (`select_rows` swaps them), so two are in use at once.
+const MAX_RECORDINGS: usize = 4;
+
+/// A model's decode step recorded by the backend once and replayed with one
+/// launch ([`Backend::begin_capture`]: CUDA graphs), for each set of buffers it
+/// runs on. The model stages what changes per step (ids, positions) in
+/// backend tensors before [`RecordedSteps::run`], and keys each recording by
+/// the addresses of the tensors it does not own ([`RecordedSteps::key_mut`]):
+/// a recording is replayed only with the buffers it was recorded with.
+///
+/// `ENCDEC_CUDA_GRAPHS=0` turns recording off (every step runs op by op).
+#[derive(Debug, Default)]
+pub struct RecordedSteps {
+    key: Vec<usize>,
+    entries: Vec<(Vec<usize>, CapturedGraph)>,
+    /// Why steps of this state run op by op (the backend cannot record, it is
+    /// turned off, or a recording failed), if they do.
+    pub off: Option<String>,
+    /// Steps recorded (each also ran, by a replay), replayed, and run op by op.
+    pub recorded: u64,
+    pub replayed: u64,
+    pub unrecorded: u64,
+}
+
+impl RecordedSteps {
+    /// The key of the next step: what the model's step reads or writes that
+    /// the model's scratch does not own (caches, encoder output, logits),
+    /// as addresses and sizes. Cleared; fill it before [`RecordedSteps::run`].
+    pub fn key_mut(&mut self) -> &mut Vec<usize> {
+        self.key.clear();
+        &mut self.key
+    }
+
+    /// Forgets every recording (the model's scratch buffers were reallocated).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Runs `step` (the part of a decode step between staging its inputs and
+    /// reading its outputs): by replaying the recording of the current key,
+    /// else by recording it and replaying that, else op by op. When a
+    /// recording fails (an op that cannot be recorded), nothing has run:
+    /// `step` runs op by op, and so does every later step of this state.
+    pub fn run(&mut self, be: &dyn Backend, mut step: impl FnMut() -> Result<()>) -> Result<()> {
+        if self.off.is_none() && !recording_allowed() {
+            self.off = Some("ENCDEC_CUDA_GRAPHS=0".into());
+        }
+        if self.off.is_some() {
+            self.unrecorded += 1;
+            return step();
+        }
+        if let Some((_, graph)) = self.entries.iter().find(|(k, _)| *k == self.key) {
+            be.replay(graph)?;
+            self.replayed += 1;
+            return Ok(());
+        }
+        if !be.begin_capture()? {
+            self.off = Some(format!("{} does not record steps", be.describe()));
+            self.unrecorded += 1;
+            return step();
+        }
+        let ran = step();
+        let graph = be.end_capture();
+        match (ran, graph) {
+            (Ok(()), Ok(graph)) => {
+                be.replay(&graph)?;
+                if self.entries.len() >= MAX_RECORDINGS {
+                    self.entries.remove(0);
+                }
+                self.entries.push((self.key.clone(), graph));
+                self.recorded += 1;
+                Ok(())
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                self.off = Some(format!("recording a step failed: {e}"));
+                self.unrecorded += 1;
+                step()
+            }
+        }
+    }
+}
+
+/// `ENCDEC_CUDA_GRAPHS=0` (or `false`/`off`) keeps decode steps unrecorded.
+fn recording_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        !matches!(
+            std::env::var("ENCDEC_CUDA_GRAPHS").as_deref(),
+            Ok("0" | "false" | "off")
+        )
+    })
 }
 
 /// An encoder-decoder model driven one step at a time.

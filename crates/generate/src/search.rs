@@ -434,6 +434,7 @@ impl<'m> Generator<'m> {
                 self.step(enc, &mut state, &tokens[..na], &mut logits)?;
                 self.stats.host_steps += 1;
             }
+            self.stats.count_recordings(&mut state.recorded);
             let data: &mut [f32] = if decided {
                 &mut []
             } else {
@@ -670,6 +671,7 @@ impl<'m> Generator<'m> {
                 self.step(enc, &mut state, &tokens[..na * nb], &mut logits)?;
                 self.stats.host_steps += 1;
             }
+            self.stats.count_recordings(&mut state.recorded);
             let data: &mut [f32] = if decided {
                 &mut []
             } else {

@@ -69,8 +69,8 @@ use crate::layers::{
     attention_operand_dtype, attention_params, check_logits_on_backend, check_start,
     check_weight_dtype, copy_to_backend, decode_step, embedding_dtype, empty_f32, encoder_output,
     ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight, new_decoder_state,
-    select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape,
-    LayerRanges, Linear, PaddedSources, StepScratch,
+    run_step, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
+    AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -1277,14 +1277,37 @@ impl BartModel {
         ensure_f32(be, &mut sc.extra.p, &[r, 1, d])?;
         ensure_f32(be, &mut sc.extra.f, &[r, 1, ff])?;
 
-        let ids = sc.upload_ids(be, tokens)?;
+        sc.stage_inputs(be, tokens, len)?;
         {
             let pos = host_u32(&mut sc.extra.pos, r)?;
             for (i, &t) in tokens.iter().enumerate() {
                 position_ids(self.arch.positions, &[t], len, &mut pos[i..i + 1]);
             }
         }
-        let pos = copy_to_backend(be, &sc.extra.pos, &mut sc.extra.pos_on_backend)?;
+        drop(copy_to_backend(
+            be,
+            &sc.extra.pos,
+            &mut sc.extra.pos_on_backend,
+        )?);
+        run_step(be, enc, state, sc, logits, |state, sc, logits| {
+            self.step_ops(enc, state, sc, logits)
+        })
+    }
+
+    /// The ops of a decoder step over the staged inputs (token and position
+    /// ids, the self-attention's positions): the backend may record them once
+    /// and replay them.
+    fn step_ops(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        sc: &mut StepScratch<StepBuffers>,
+        logits: Option<&mut Tensor>,
+    ) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        let len = state.len;
+        let ids = sc.step_ids();
+        let pos = sc.extra.pos_on_backend.clone();
         let first = self
             .decoder
             .first()

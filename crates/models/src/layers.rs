@@ -447,6 +447,7 @@ pub fn new_decoder_state<X: Default + Send + Sync + 'static>(
         self_v,
         kv_index,
         scratch: Some(Box::new(StepScratch::<X>::new(layers))),
+        recorded: Default::default(),
     })
 }
 
@@ -458,6 +459,14 @@ pub struct StepScratch<X> {
     /// u32 `[rows]`: the tokens of the step (host), and on the backend.
     ids: Tensor,
     ids_on_backend: Tensor,
+    /// u32 `[2]`: the step's `(q_offset, kv_len)` (host), and on the backend,
+    /// where the self-attention reads them (`attention_at`), so that a
+    /// recorded step replays at every position.
+    positions: Tensor,
+    positions_on_backend: Tensor,
+    /// `(rows, capacity, sources, src_len)` the state's recordings were made
+    /// for: another shape reallocates this scratch, which they must not outlive.
+    recorded_shape: Option<[usize; 4]>,
     /// `[rows, 1, d]`: residual stream, sublayer input, sublayer output.
     pub h: Tensor,
     pub x: Tensor,
@@ -476,6 +485,9 @@ impl<X: Default + Send + Sync + 'static> StepScratch<X> {
         StepScratch {
             ids: Tensor::zeros([0], DType::U32),
             ids_on_backend: Tensor::zeros([0], DType::U32),
+            positions: Tensor::zeros([0], DType::U32),
+            positions_on_backend: Tensor::zeros([0], DType::U32),
+            recorded_shape: None,
             h: empty_f32(),
             x: empty_f32(),
             y: empty_f32(),
@@ -517,15 +529,38 @@ impl<X> StepScratch<X> {
         self.attn.ensure(be, &[rows, 1, inner])
     }
 
-    /// The step's token ids on the backend (a handle to the scratch buffer
-    /// they are copied into; drop it before the next step).
-    pub fn upload_ids(&mut self, be: &dyn Backend, tokens: &[u32]) -> encdec_core::Result<Tensor> {
+    /// Copies the step's inputs to the backend, before its ops run (or replay):
+    /// the token ids, and `(pos, pos + 1)` as the self-attention's
+    /// `(q_offset, kv_len)` for the step at position `pos`.
+    pub fn stage_inputs(
+        &mut self,
+        be: &dyn Backend,
+        tokens: &[u32],
+        pos: usize,
+    ) -> encdec_core::Result<()> {
         host_u32(&mut self.ids, tokens.len())?.copy_from_slice(tokens);
-        copy_to_backend(be, &self.ids, &mut self.ids_on_backend)
+        drop(copy_to_backend(be, &self.ids, &mut self.ids_on_backend)?);
+        let at = u32::try_from(pos + 1)
+            .map_err(|_| invalid(format!("decoder position {pos} does not fit u32")))?;
+        host_u32(&mut self.positions, 2)?.copy_from_slice(&[at - 1, at]);
+        drop(copy_to_backend(
+            be,
+            &self.positions,
+            &mut self.positions_on_backend,
+        )?);
+        Ok(())
+    }
+
+    /// The step's token ids on the backend, as [`StepScratch::stage_inputs`]
+    /// left them (a handle: drop it before the next step).
+    pub fn step_ids(&self) -> Tensor {
+        self.ids_on_backend.clone()
     }
 
     /// Decoder self-attention sublayer, `y = o(attend(q x, cache))`: the step's K/V
-    /// go into row `params.q_offset` (the step's position) of the layer's cache.
+    /// go into row `q_offset` of the layer's cache, and attend over `kv_len` rows,
+    /// both read on the backend from the staged positions (`params` holds the
+    /// host's view of them, for the profiler).
     pub fn self_attention(
         &mut self,
         be: &dyn Backend,
@@ -535,12 +570,13 @@ impl<X> StepScratch<X> {
         params: &AttentionParams,
     ) -> encdec_core::Result<()> {
         let b = &mut self.attn;
+        let at = &self.positions_on_backend;
         attn.q.forward(be, &self.x, &mut b.q)?;
         attn.k.forward(be, &self.x, &mut b.k)?;
         attn.v.forward(be, &self.x, &mut b.v)?;
-        be.write_rows(&b.k, cache_k, params.q_offset)?;
-        be.write_rows(&b.v, cache_v, params.q_offset)?;
-        be.attention(&b.q, cache_k, cache_v, params, &mut b.a)?;
+        be.write_rows_at(&b.k, cache_k, at)?;
+        be.write_rows_at(&b.v, cache_v, at)?;
+        be.attention_at(&b.q, cache_k, cache_v, params, at, &mut b.a)?;
         attn.o.forward(be, &b.a, &mut self.y)
     }
 
@@ -569,23 +605,81 @@ impl<X> StepScratch<X> {
         attn.o.forward(be, &b.a, &mut self.y)
     }
 
-    /// `logits = lm_head(x)`: into `logits` itself when it lives on the backend
-    /// (search on the backend, or the CPU), else through a device buffer and a
-    /// copy to the host.
+    /// `logits = lm_head(x)`: into `logits` (on the backend), or with None
+    /// into the scratch's device buffer that [`run_step`] copies to the host.
     pub fn project_logits(
         &mut self,
         be: &dyn Backend,
         lm_head: &Linear,
-        logits: &mut Tensor,
+        logits: Option<&mut Tensor>,
     ) -> encdec_core::Result<()> {
-        if be.device() == Device::Cpu || logits.device() == be.device() {
-            lm_head.forward(be, &self.x, logits)
-        } else {
-            ensure_f32(be, &mut self.logits, logits.dims())?;
-            lm_head.forward(be, &self.x, &mut self.logits)?;
-            be.copy_to_host(&self.logits, logits)
+        match logits {
+            Some(l) => lm_head.forward(be, &self.x, l),
+            None => lm_head.forward(be, &self.x, &mut self.logits),
         }
     }
+}
+
+/// Runs the ops of a decode step, `body(state, scratch, logits)`, after the
+/// model staged the step's inputs ([`StepScratch::stage_inputs`]): through the
+/// state's recordings where the backend records ([`RecordedSteps`]: a CUDA
+/// graph per set of buffers, replayed with one launch), else op by op.
+/// `body` gets `Some(logits)` when `logits` lives on the backend (search on
+/// the backend, or the CPU), else None: it then projects into a device buffer
+/// and the logits are copied to the host after the step.
+///
+/// [`RecordedSteps`]: encdec_generate::RecordedSteps
+pub fn run_step<X>(
+    be: &dyn Backend,
+    enc: &EncoderOutput,
+    state: &mut DecoderState,
+    sc: &mut StepScratch<X>,
+    logits: &mut Tensor,
+    mut body: impl FnMut(
+        &mut DecoderState,
+        &mut StepScratch<X>,
+        Option<&mut Tensor>,
+    ) -> encdec_core::Result<()>,
+) -> encdec_core::Result<()> {
+    let direct = be.device() == Device::Cpu || logits.device() == be.device();
+    if !direct {
+        ensure_f32(be, &mut sc.logits, logits.dims())?;
+    }
+    if sc.capture.is_some() {
+        // A cross-attention map reads each layer's queries on the host.
+        body(state, sc, direct.then_some(&mut *logits))?;
+    } else {
+        let shape = [state.rows, state.capacity, enc.sources, enc.src_len];
+        if sc.recorded_shape != Some(shape) {
+            state.recorded.clear();
+            sc.recorded_shape = Some(shape);
+        }
+        let mut recorded = std::mem::take(&mut state.recorded);
+        let key = recorded.key_mut();
+        key.extend_from_slice(&shape);
+        key.push(enc.key_mask.address());
+        key.extend(enc.cross_k.iter().chain(&enc.cross_v).map(Tensor::address));
+        key.extend(
+            state
+                .self_k
+                .iter()
+                .chain(&state.self_v)
+                .map(Tensor::address),
+        );
+        key.push(state.kv_index.address());
+        key.push(if direct {
+            logits.address()
+        } else {
+            sc.logits.address()
+        });
+        let ran = recorded.run(be, || body(state, sc, direct.then_some(&mut *logits)));
+        state.recorded = recorded;
+        ran?;
+    }
+    if !direct {
+        be.copy_to_host(&sc.logits, logits)?;
+    }
+    Ok(())
 }
 
 /// [`Seq2SeqModel::step_on_backend`]'s logits must live on the model's backend.

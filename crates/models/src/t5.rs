@@ -50,7 +50,7 @@ use crate::error::Result;
 use crate::layers::{
     attention_operand_dtype, attention_params, check_logits_on_backend, check_start,
     check_weight_dtype, decode_step, embedding_dtype, empty_f32, encoder_output, ensure_f32,
-    lm_head_weight, load_f32, load_weight, new_decoder_state, select_rows,
+    lm_head_weight, load_f32, load_weight, new_decoder_state, run_step, select_rows,
     teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape, LayerRanges,
     Linear, PaddedSources, StepScratch,
 };
@@ -874,7 +874,8 @@ impl Seq2SeqModel for T5Model {
 }
 
 impl T5Model {
-    /// One decoder step with the scratch taken out of `state`.
+    /// One decoder step with the scratch taken out of `state`: its inputs are
+    /// staged, then its ops run (or replay, [`run_step`]).
     fn step_with(
         &self,
         enc: &EncoderOutput,
@@ -886,16 +887,31 @@ impl T5Model {
         let be: &dyn Backend = &*self.backend;
         let r = tokens.len();
         let (d, inner, ff) = (self.d_model, self.inner, self.d_ff);
-        let pos = state.len;
-        let kv_len = pos + 1;
-
         sc.ensure(be, r, d, inner)?;
         let ffn = &mut sc.extra;
         for t in [&mut ffn.f1, &mut ffn.f2, &mut ffn.f3] {
             ensure_f32(be, t, &[r, 1, ff])?;
         }
+        sc.stage_inputs(be, tokens, state.len)?;
+        run_step(be, enc, state, sc, logits, |state, sc, logits| {
+            self.step_ops(enc, state, sc, logits)
+        })
+    }
 
-        let ids = sc.upload_ids(be, tokens)?;
+    /// The ops of a decoder step over the staged inputs. Everything that
+    /// changes per step is read from backend tensors, so the backend may
+    /// record this once and replay it.
+    fn step_ops(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        sc: &mut StepScratch<StepBuffers>,
+        logits: Option<&mut Tensor>,
+    ) -> encdec_core::Result<()> {
+        let be: &dyn Backend = &*self.backend;
+        let pos = state.len;
+        let kv_len = pos + 1;
+        let ids = sc.step_ids();
         be.embedding(&ids, &self.embed, 1.0, &mut sc.h)?;
         drop(ids);
 

@@ -152,6 +152,7 @@ impl Seq2SeqModel for Mock {
             self_v: Vec::new(),
             kv_index: Tensor::from_u32(source_of_row.to_vec(), [rows])?,
             scratch: Some(Box::new(scratch)),
+            recorded: Default::default(),
         })
     }
     fn step(
