@@ -10,7 +10,11 @@
 //! What crosses to or from the host (upload, download, the host copies, topk
 //! to the host, topk_into, whose ids' host copy needs a download,
 //! synchronize, timestamps) fails while recording, and so does `end_capture`
-//! afterwards (the recording is discarded; the backend keeps working). Scalar
+//! afterwards (the recording is discarded; the backend keeps working); so do
+//! a launch, device copy or memset that fails, and a replay while recording.
+//! An op whose argument checks fail queues nothing: it returns its error and
+//! leaves the recording as it was (the caller, holding the error, discards
+//! it). `end_capture` always ends the capture on the stream. Scalar
 //! arguments and device addresses are frozen into the recording: what changes
 //! between replays must be written, outside the recording, into the tensors
 //! the recorded ops read.

@@ -51,7 +51,8 @@ pub struct MemoryStats {
     pub reserved_bytes: usize,
     /// Bytes sitting in the free list.
     pub cached_bytes: usize,
-    /// Bytes in blocks handed out and not yet returned (size classes, not requests).
+    /// Bytes in blocks handed out and not yet returned (size classes, not
+    /// requests), including those a recorded graph keeps until it is dropped.
     pub in_use_bytes: usize,
     /// Most `in_use_bytes` at once since the pool was made or `reset_peak`.
     pub peak_in_use_bytes: usize,

@@ -230,6 +230,7 @@ fn host_crossings_fail_while_recording_and_the_backend_recovers() {
     let x = be.upload(&host(xv.clone(), &[2, 8])).unwrap();
     let mut ids = be.zeros(&[2, 3], DType::U32).unwrap();
     let mut vals = be.zeros(&[2, 3], DType::F32).unwrap();
+    let t0 = be.device_timestamp().unwrap().expect("a device timer");
     type Op<'a> = Box<dyn Fn(&CudaBackend) -> Result<()> + 'a>;
     let ops: Vec<(&str, Op)> = vec![
         (
@@ -253,6 +254,10 @@ fn host_crossings_fail_while_recording_and_the_backend_recovers() {
         (
             "device_timestamp",
             Box::new(|be| be.device_timestamp().map(drop)),
+        ),
+        (
+            "device_elapsed_ns",
+            Box::new(|be| be.device_elapsed_ns(&t0, &t0).map(drop)),
         ),
     ];
     for (name, op) in &ops {
@@ -378,6 +383,19 @@ fn recordings_do_not_nest() {
     be.add_assign(&mut acc, &x).unwrap();
     let g = be.end_capture().unwrap();
     assert!(be.end_capture().is_err(), "a second end_capture");
+    // An op whose argument checks fail queues nothing and leaves the
+    // recording as it was (documented in crates/cuda/src/graph.rs).
+    let mut acc2 = be.zeros(&[8], DType::F32).unwrap();
+    assert!(be.begin_capture().unwrap());
+    let bad = be.zeros(&[3], DType::F32).unwrap();
+    assert!(be.add_assign(&mut acc2, &bad).is_err());
+    be.add_assign(&mut acc2, &x).unwrap();
+    let g2 = be.end_capture().unwrap();
+    be.replay(&g2).unwrap();
+    assert_eq!(
+        be.download(&acc2).unwrap().to_f32_vec().unwrap(),
+        vec![1.5; 8]
+    );
     // Replaying while recording is refused (and fails that recording).
     assert!(be.begin_capture().unwrap());
     assert!(be
