@@ -21,6 +21,7 @@
 #include <deque>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -198,12 +199,40 @@ void call(void (*f)(A...), void** args) {
     call_impl(f, args, std::index_sequence_for<A...>{});
 }
 
+// A launch recorded for a CUDA graph (emu_record): the kernel and a copy of
+// each argument value, unpacked with the kernel's parameter types (the
+// caller's argument values are temporaries that are gone by replay time).
+struct Recorded {
+    virtual ~Recorded() = default;
+    virtual void invoke() = 0;
+    unsigned gx = 0, gy = 0, gz = 0, block = 0, smem = 0;
+    const char* name = nullptr;
+};
+
+template <class... A>
+struct RecordedArgs final : Recorded {
+    void (*f)(A...);
+    std::tuple<std::remove_cv_t<std::remove_reference_t<A>>...> vals;
+    RecordedArgs(void (*f)(A...), std::remove_cv_t<std::remove_reference_t<A>>... v) : f(f), vals(v...) {}
+    void invoke() override { std::apply(f, vals); }
+};
+
+template <class... A, size_t... I>
+Recorded* record_impl(void (*f)(A...), void** args, std::index_sequence<I...>) {
+    return new RecordedArgs<A...>(f, *reinterpret_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+}
+template <class... A>
+Recorded* record(void (*f)(A...), void** args) {
+    return record_impl(f, args, std::index_sequence_for<A...>{});
+}
+
 struct Entry {
     const char* name;
     void (*invoke)(void**);
+    Recorded* (*record)(void**);
 };
 
-#define K(name) {#name, [](void** a) { call(&name, a); }}
+#define K(name) {#name, [](void** a) { call(&name, a); }, [](void** a) { return record(&name, a); }}
 const Entry table[] = {
 #include "kernels_table.inc"
 };
@@ -334,18 +363,28 @@ void emu_cp_async_wait(int n) {
 
 void __syncthreads() { yield_as(AT_SYNC); }
 
-extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
-                          unsigned smem_bytes, void** args, char* err, size_t errlen) {
-    auto fail = [&](const std::string& m) {
-        snprintf(err, errlen, "%s: %s", name, m.c_str());
-        return 1;
-    };
+namespace {
+
+// The kernel `name` and the launch shape checked, or an error message.
+const Entry* find_kernel(const char* name, unsigned block, unsigned smem_bytes, std::string& why) {
     const Entry* e = nullptr;
     for (const auto& x : table)
         if (strcmp(x.name, name) == 0) e = &x;
-    if (!e) return fail("no such kernel in the emulator");
-    if (block == 0 || block > 1024 || block % 32 != 0) return fail("block size " + std::to_string(block));
-    if (smem_bytes > sizeof(smem)) return fail("dynamic shared memory " + std::to_string(smem_bytes));
+    if (!e)
+        why = "no such kernel in the emulator";
+    else if (block == 0 || block > 1024 || block % 32 != 0)
+        why = "block size " + std::to_string(block);
+    else if (smem_bytes > sizeof(smem))
+        why = "dynamic shared memory " + std::to_string(smem_bytes);
+    else
+        return e;
+    return nullptr;
+}
+
+// Runs the grid, one block at a time, each block's threads running `run`.
+template <class F>
+int run_grid(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned block, unsigned smem_bytes,
+             F&& run, char* err, size_t errlen) {
     gridDim = {gx, gy, gz};
     blockDim = {block, 1, 1};
     launch_error.clear();
@@ -356,12 +395,57 @@ extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned g
                 // Poison dynamic shared memory: reads before writes give NaN.
                 const float nan = __uint_as_float(0x7fc00000u);
                 std::fill(smem, smem + smem_bytes / 4, nan);
-                body = [&] { e->invoke(args); };
+                // Captures one reference: fits std::function's inline storage (no allocation).
+                body = [&run] { run(); };
                 std::string m = run_block(block);
                 if (m.empty() && !launch_error.empty()) m = launch_error;
-                if (!m.empty())
-                    return fail("block (" + std::to_string(x) + "," + std::to_string(y) + "," +
-                                std::to_string(z) + "): " + m);
+                if (!m.empty()) {
+                    m = "block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " + m;
+                    snprintf(err, errlen, "%s: %s", name, m.c_str());
+                    return 1;
+                }
             }
     return 0;
 }
+
+}  // namespace
+
+extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
+                          unsigned smem_bytes, void** args, char* err, size_t errlen) {
+    std::string why;
+    const Entry* e = find_kernel(name, block, smem_bytes, why);
+    if (!e) {
+        snprintf(err, errlen, "%s: %s", name, why.c_str());
+        return 1;
+    }
+    return run_grid(name, gx, gy, gz, block, smem_bytes, [&] { e->invoke(args); }, err, errlen);
+}
+
+// Records a launch instead of running it: checks the kernel and shape as
+// emu_launch does, copies the argument values, and returns a handle for
+// emu_run_recorded / emu_free_recorded (null on error, with `err` set).
+extern "C" void* emu_record(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
+                            unsigned smem_bytes, void** args, char* err, size_t errlen) {
+    std::string why;
+    const Entry* e = find_kernel(name, block, smem_bytes, why);
+    if (!e) {
+        snprintf(err, errlen, "%s: %s", name, why.c_str());
+        return nullptr;
+    }
+    Recorded* r = e->record(args);
+    r->name = e->name;
+    r->gx = gx;
+    r->gy = gy;
+    r->gz = gz;
+    r->block = block;
+    r->smem = smem_bytes;
+    return r;
+}
+
+// Runs a recorded launch (any number of times).
+extern "C" int emu_run_recorded(void* handle, char* err, size_t errlen) {
+    Recorded* r = static_cast<Recorded*>(handle);
+    return run_grid(r->name, r->gx, r->gy, r->gz, r->block, r->smem, [r] { r->invoke(); }, err, errlen);
+}
+
+extern "C" void emu_free_recorded(void* handle) { delete static_cast<Recorded*>(handle); }

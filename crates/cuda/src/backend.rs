@@ -11,6 +11,10 @@
 //! Dtypes: activations f32. `linear` and `embedding` weights f32, f16, bf16 or
 //! int8 (per-row scales); norm weights and biases f32, f16 or bf16 (non-f32 ones
 //! are converted on the device once per call, as the CPU backend does).
+//!
+//! Recording (CUDA graphs, `crate::graph`): the methods that cross to or from
+//! the host check [`Driver::host_guard`] first, so they fail with a clear
+//! error while recording instead of breaking the stream capture.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use encdec_core::{
 use half::{bf16, f16};
 
 use crate::driver::{Driver, Mark};
+use crate::graph::Graph;
 use crate::launch::Dev;
 use crate::memory::{cuda_err, Block, CudaBuffer, MemoryStats, Pool};
 use crate::module::Kernels;
@@ -82,7 +87,7 @@ impl CudaBackend {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_or(48 * 1024, |v| v.max(48 * 1024) as u32);
         let kernels = Kernels::new(ctx.clone(), info.compute_capability);
-        let drv = Arc::new(Driver::Cuda { ctx, stream });
+        let drv = Arc::new(Driver::cuda(ctx, stream));
         Ok(Self::with_driver(drv, Some(kernels), info, max_smem_optin))
     }
 
@@ -249,7 +254,9 @@ impl CudaBackend {
         Ok(p)
     }
 
-    /// Address and host copy of a contiguous u32 tensor.
+    /// Address and host copy of a contiguous u32 tensor. Range checks use
+    /// the host copy when an op is recorded; replays do not check again
+    /// (`crate::graph`: the caller validates what it uploads).
     fn u32_in<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<(u64, &'a [u32])> {
         let b = self.buf(t, op)?;
         t.require_contiguous(op)?;
@@ -582,6 +589,7 @@ impl Backend for CudaBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.dev.drv.host_guard("synchronize")?;
         self.dev.bind()?;
         self.dev.sync("synchronize")
     }
@@ -612,11 +620,13 @@ impl Backend for CudaBackend {
     }
 
     fn device_timestamp(&self) -> Result<Option<DeviceTimestamp>> {
+        self.dev.drv.host_guard("device_timestamp")?;
         self.dev.bind()?;
         Ok(Some(DeviceTimestamp::new(self.dev.drv.mark()?)))
     }
 
     fn device_elapsed_ns(&self, start: &DeviceTimestamp, end: &DeviceTimestamp) -> Result<u64> {
+        self.dev.drv.host_guard("device_elapsed_ns")?;
         match (start.downcast_ref::<Mark>(), end.downcast_ref::<Mark>()) {
             (Some(a), Some(b)) => {
                 self.dev.bind()?;
@@ -626,6 +636,19 @@ impl Backend for CudaBackend {
                 "device_elapsed_ns: timestamps not made by a CUDA backend".into(),
             )),
         }
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        Graph::begin(&self.dev)?;
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<encdec_core::CapturedGraph> {
+        Graph::end(&self.dev)
+    }
+
+    fn replay(&self, graph: &encdec_core::CapturedGraph) -> Result<()> {
+        Graph::replay(&self.dev, graph)
     }
 
     fn describe(&self) -> String {
@@ -668,6 +691,7 @@ impl Backend for CudaBackend {
             self.buf(t, OP)?;
             return Ok(t.clone());
         }
+        self.dev.drv.host_guard(OP)?;
         self.dev.bind()?;
         let n = t.elem_count();
         if let HostStorage::I8 { data, scales } = t.host()? {
@@ -700,6 +724,8 @@ impl Backend for CudaBackend {
 
     fn copy_from_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
         const OP: &str = "copy_from_host";
+        // Before the ids' host copy changes.
+        self.dev.drv.host_guard(OP)?;
         checks::same_shape_and_dtype(OP, src, dst)?;
         dst.require_contiguous(OP)?;
         src.require_contiguous(OP)?;
@@ -728,6 +754,7 @@ impl Backend for CudaBackend {
 
     fn copy_to_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
         const OP: &str = "copy_to_host";
+        self.dev.drv.host_guard(OP)?;
         checks::same_shape_and_dtype(OP, src, dst)?;
         dst.require_contiguous(OP)?;
         let b = self.buf(src, OP)?;
@@ -748,6 +775,7 @@ impl Backend for CudaBackend {
 
     fn download(&self, t: &Tensor) -> Result<Tensor> {
         const OP: &str = "download";
+        self.dev.drv.host_guard(OP)?;
         let b = self.buf(t, OP)?;
         self.dev.bind()?;
         let n = t.elem_count();
@@ -1139,6 +1167,7 @@ impl Backend for CudaBackend {
 
     fn topk(&self, x: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         const OP: &str = "topk";
+        self.dev.drv.host_guard(OP)?;
         let xp = self.f32_in(x, OP)?;
         let c = x.cols();
         checks::topk(x, k)?;
@@ -1163,6 +1192,10 @@ impl Backend for CudaBackend {
         vals_out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "topk_into";
+        // The ids' host copy follows the kernel by a download, which a
+        // recording cannot do (a replay could not update it either): fail
+        // rather than leave a stale host copy that index checks would trust.
+        self.dev.drv.host_guard(OP)?;
         let xp = self.f32_in(x, OP)?;
         self.buf(ids_out, OP)?;
         self.buf(vals_out, OP)?;

@@ -5,9 +5,14 @@
 //! `scripts/build-cuda-emu.sh`), which runs the same `kernels/*.cu` code with
 //! the same argument lists on host memory, so the conformance tests can
 //! exercise the kernels on a machine without a GPU.
+//!
+//! Both record a CUDA graph between [`Driver::begin_capture`] and
+//! [`Driver::end_capture`] (see `crate::graph`): the CUDA driver by stream
+//! capture, the emulator by storing its launches, copies and memsets.
 
 use std::ffi::{c_char, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{result, sys, CudaContext, CudaStream};
 use encdec_core::{Error, Result};
@@ -26,6 +31,20 @@ type EmuLaunch = unsafe extern "C" fn(
     usize,
 ) -> i32;
 
+type EmuRecord = unsafe extern "C" fn(
+    *const c_char,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    *mut *mut c_void,
+    *mut c_char,
+    usize,
+) -> *mut c_void;
+type EmuRunRecorded = unsafe extern "C" fn(*mut c_void, *mut c_char, usize) -> i32;
+type EmuFreeRecorded = unsafe extern "C" fn(*mut c_void);
+
 /// The emulator has global state (one block at a time), shared by every
 /// backend that loaded it: launches are serialised process-wide.
 static EMU_LOCK: Mutex<()> = Mutex::new(());
@@ -33,8 +52,126 @@ static EMU_LOCK: Mutex<()> = Mutex::new(());
 /// The CPU emulator library.
 pub(crate) struct Emu {
     launch: EmuLaunch,
+    record: EmuRecord,
+    run_recorded: EmuRunRecorded,
+    free_recorded: EmuFreeRecorded,
+    rec: Rec,
     path: String,
     _lib: libloading::Library,
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        // A recording never ended (the backend dropped mid-recording): free
+        // its stored launches while the library is still loaded.
+        let nodes = std::mem::take(&mut self.rec.lock().nodes);
+        self.free_nodes(nodes);
+    }
+}
+
+/// The recording state of a driver (one recording at a time).
+#[derive(Debug, Default)]
+pub(crate) struct Rec {
+    /// Set between begin_capture and end_capture: what ops check (one
+    /// atomic load, so the eager path stays as cheap as before).
+    active: AtomicBool,
+    state: Mutex<RecState>,
+}
+
+#[derive(Debug, Default)]
+struct RecState {
+    /// The first error of an op while recording; end_capture returns it.
+    failed: Option<String>,
+    /// Emulator only: what replay runs, in order.
+    nodes: Vec<EmuNode>,
+}
+
+impl Rec {
+    fn lock(&self) -> MutexGuard<'_, RecState> {
+        // Every mutation is a push or a take: a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Keeps the first error of the recording for end_capture.
+    fn note(&self, e: &Error) {
+        let mut st = self.lock();
+        if st.failed.is_none() {
+            st.failed = Some(e.to_string());
+        }
+    }
+}
+
+/// One step of an emulated graph.
+#[derive(Debug)]
+pub(crate) enum EmuNode {
+    /// A launch stored by `emu_record` (freed by `emu_free_recorded`).
+    Kernel(EmuRecorded),
+    /// A device-to-device copy (host memory on the emulator).
+    Copy { dst: u64, src: u64, bytes: usize },
+    /// A memset to zero.
+    Zero { ptr: u64, bytes: usize },
+}
+
+/// A handle `emu_record` returned.
+#[derive(Debug)]
+pub(crate) struct EmuRecorded(*mut c_void);
+
+// SAFETY: the handle points to an immutable C++ object (the kernel, shape and
+// argument copies) that is only read, under EMU_LOCK, and freed once.
+unsafe impl Send for EmuRecorded {}
+// SAFETY: as above.
+unsafe impl Sync for EmuRecorded {}
+
+/// A finished recording, as the driver runs it.
+#[derive(Debug)]
+pub(crate) enum Exec {
+    /// An instantiated CUDA graph.
+    Cuda(CudaExec),
+    /// The emulator's stored launches, copies and memsets.
+    Emu(Vec<EmuNode>),
+}
+
+/// A `CUgraphExec` (destroyed by [`Driver::destroy_exec`]).
+#[derive(Debug)]
+pub(crate) struct CudaExec(sys::CUgraphExec);
+
+// SAFETY: a graph exec is a driver handle usable from any thread with the
+// context bound; `crate::graph` serialises the calls on one exec (CUDA graph
+// objects are not internally synchronised).
+unsafe impl Send for CudaExec {}
+// SAFETY: as above.
+unsafe impl Sync for CudaExec {}
+
+/// The error of a host crossing while recording.
+fn host_while_recording(op: &str) -> Error {
+    Error::Invalid(format!(
+        "{op}: cannot copy to or from the host while recording a CUDA graph \
+         (upload step inputs before begin_capture, read results after replay)"
+    ))
+}
+
+/// The emulator's error text in `err` (NUL-terminated).
+fn emu_err(err: &[u8]) -> Error {
+    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+    Error::Cuda(format!(
+        "emulator: {}",
+        String::from_utf8_lossy(&err[..end])
+    ))
+}
+
+impl Emu {
+    fn free_nodes(&self, nodes: Vec<EmuNode>) {
+        for n in nodes {
+            if let EmuNode::Kernel(h) = n {
+                // SAFETY: a handle of emu_record, freed once (moved out here).
+                unsafe { (self.free_recorded)(h.0) };
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Emu {
@@ -48,6 +185,7 @@ pub(crate) enum Driver {
     Cuda {
         ctx: Arc<CudaContext>,
         stream: Arc<CudaStream>,
+        rec: Rec,
     },
     Emu(Emu),
 }
@@ -108,11 +246,255 @@ impl Driver {
         let launch: EmuLaunch = unsafe { lib.get::<EmuLaunch>(b"emu_launch\0") }
             .map(|s| *s)
             .map_err(|e| Error::NoCudaDevice(format!("{path}: no emu_launch: {e}")))?;
+        // An emulator built before recording existed lacks these: rebuild it.
+        let missing = |name: &str, e: libloading::Error| {
+            Error::NoCudaDevice(format!(
+                "{path}: no {name} ({e}); rebuild it with scripts/build-cuda-emu.sh"
+            ))
+        };
+        // SAFETY: these have these C signatures in crates/cuda/emu/emu.cpp.
+        let record: EmuRecord = unsafe { lib.get::<EmuRecord>(b"emu_record\0") }
+            .map(|s| *s)
+            .map_err(|e| missing("emu_record", e))?;
+        // SAFETY: as above.
+        let run_recorded: EmuRunRecorded =
+            unsafe { lib.get::<EmuRunRecorded>(b"emu_run_recorded\0") }
+                .map(|s| *s)
+                .map_err(|e| missing("emu_run_recorded", e))?;
+        // SAFETY: as above.
+        let free_recorded: EmuFreeRecorded =
+            unsafe { lib.get::<EmuFreeRecorded>(b"emu_free_recorded\0") }
+                .map(|s| *s)
+                .map_err(|e| missing("emu_free_recorded", e))?;
         Ok(Driver::Emu(Emu {
             launch,
+            record,
+            run_recorded,
+            free_recorded,
+            rec: Rec::default(),
             path: path.to_string(),
             _lib: lib,
         }))
+    }
+
+    /// A CUDA driver on `stream` of `ctx`.
+    pub(crate) fn cuda(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Self {
+        Driver::Cuda {
+            ctx,
+            stream,
+            rec: Rec::default(),
+        }
+    }
+
+    fn rec(&self) -> &Rec {
+        match self {
+            Driver::Cuda { rec, .. } => rec,
+            Driver::Emu(emu) => &emu.rec,
+        }
+    }
+
+    /// Whether a recording is in progress.
+    pub(crate) fn recording(&self) -> bool {
+        self.rec().active()
+    }
+
+    /// Fails (and marks the recording failed) when a recording is in
+    /// progress: `op` would cross to or from the host, or wait for the device.
+    pub(crate) fn host_guard(&self, op: &str) -> Result<()> {
+        let rec = self.rec();
+        if rec.active() {
+            let e = host_while_recording(op);
+            rec.note(&e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Marks the recording in progress (if any) failed with `e`; returns `e`.
+    pub(crate) fn fail_recording(&self, e: Error) -> Error {
+        let rec = self.rec();
+        if rec.active() {
+            rec.note(&e);
+        }
+        e
+    }
+
+    /// Passes `r` on, keeping its error for end_capture when recording.
+    fn noted<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            let rec = self.rec();
+            if rec.active() {
+                rec.note(e);
+            }
+        }
+        r
+    }
+
+    /// Starts recording the stream's work (the caller checked that no
+    /// recording is in progress: the pool's recording is the lock).
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        let rec = self.rec();
+        if rec.active() {
+            return Err(Error::Invalid(
+                "begin_capture: a recording is already in progress".into(),
+            ));
+        }
+        let stray = {
+            let mut st = rec.lock();
+            st.failed = None;
+            // Launches another thread stored as the last recording ended.
+            std::mem::take(&mut st.nodes)
+        };
+        self.free_nodes(stray);
+        if let Driver::Cuda { ctx, stream, .. } = self {
+            ctx.bind_to_thread()
+                .map_err(|e| cuda_err("begin_capture", e))?;
+            // Relaxed: the pool may call cuMemAlloc during a first recording,
+            // which the global and thread-local modes forbid.
+            // SAFETY: the backend's own live stream, not capturing (checked above).
+            unsafe {
+                result::stream::begin_capture(
+                    stream.cu_stream(),
+                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+                )
+            }
+            .map_err(|e| cuda_err("begin_capture (cuStreamBeginCapture)", e))?;
+        }
+        rec.active.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Ends the recording: what replay runs, or the first error of an op
+    /// while recording (the recording is then discarded). Ops run as usual
+    /// afterwards either way.
+    pub(crate) fn end_capture(&self) -> Result<Exec> {
+        let rec = self.rec();
+        if let Driver::Cuda { ctx, .. } = self {
+            // Before the state changes, so a failure leaves the recording as it was.
+            ctx.bind_to_thread()
+                .map_err(|e| cuda_err("end_capture", e))?;
+        }
+        if !rec.active.swap(false, Ordering::AcqRel) {
+            return Err(Error::Invalid(
+                "end_capture: no recording in progress (begin_capture first)".into(),
+            ));
+        }
+        let (failed, nodes) = {
+            let mut st = rec.lock();
+            (st.failed.take(), std::mem::take(&mut st.nodes))
+        };
+        let failure = |msg: String| {
+            Error::Invalid(format!(
+                "end_capture: an op failed while recording, the recording is discarded: {msg}"
+            ))
+        };
+        match self {
+            Driver::Cuda { stream, .. } => {
+                // Always end the capture on the stream, even after a failure,
+                // so the stream runs work again.
+                // SAFETY: the backend's stream, capturing since begin_capture.
+                let graph = unsafe { result::stream::end_capture(stream.cu_stream()) };
+                let graph = match (graph, failed) {
+                    (Ok(g), None) if !g.is_null() => g,
+                    (Ok(g), failed) => {
+                        if !g.is_null() {
+                            // SAFETY: the partial graph just returned, destroyed once.
+                            let _ = unsafe { result::graph::destroy(g) };
+                        }
+                        return Err(failure(
+                            failed.unwrap_or_else(|| "the driver returned no graph".into()),
+                        ));
+                    }
+                    (Err(e), Some(msg)) => {
+                        return Err(failure(format!("{msg} (then cuStreamEndCapture: {e})")))
+                    }
+                    (Err(e), None) => {
+                        return Err(cuda_err(
+                            "end_capture (cuStreamEndCapture: the capture was invalidated, \
+                             e.g. by work that cannot be recorded)",
+                            e,
+                        ))
+                    }
+                };
+                // SAFETY: a complete graph of this context.
+                let exec =
+                    unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
+                // The executable graph is independent of the graph it came from.
+                // SAFETY: `graph` came from end_capture above and is destroyed once.
+                let _ = unsafe { result::graph::destroy(graph) };
+                exec.map(|x| Exec::Cuda(CudaExec(x)))
+                    .map_err(|e| cuda_err("end_capture (cuGraphInstantiate)", e))
+            }
+            Driver::Emu(_) => match failed {
+                Some(msg) => {
+                    self.free_nodes(nodes);
+                    Err(failure(msg))
+                }
+                None => Ok(Exec::Emu(nodes)),
+            },
+        }
+    }
+
+    /// Queues a finished recording (no wait on a GPU; the emulator runs it).
+    pub(crate) fn replay(&self, exec: &Exec) -> Result<()> {
+        match (self, exec) {
+            (Driver::Cuda { stream, .. }, Exec::Cuda(x)) => {
+                // SAFETY: a live exec of this context, launched on its stream.
+                unsafe { result::graph::launch(x.0, stream.cu_stream()) }
+                    .map_err(|e| cuda_err("replay (cuGraphLaunch)", e))
+            }
+            (Driver::Emu(emu), Exec::Emu(nodes)) => {
+                let mut err = [0u8; 1024];
+                // The whole replay at once, as one launch would be.
+                let _guard = EMU_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+                for n in nodes {
+                    match *n {
+                        EmuNode::Kernel(ref h) => {
+                            // SAFETY: a live handle of emu_record; `err` is writable.
+                            let rc = unsafe {
+                                (emu.run_recorded)(h.0, err.as_mut_ptr() as *mut c_char, err.len())
+                            };
+                            if rc != 0 {
+                                return Err(emu_err(&err));
+                            }
+                        }
+                        // SAFETY: the addresses were live blocks when recorded, and the
+                        // caller keeps them alive while replaying (crate::graph).
+                        EmuNode::Copy { dst, src, bytes } => unsafe {
+                            std::ptr::copy(src as *const u8, dst as *mut u8, bytes)
+                        },
+                        // SAFETY: as above.
+                        EmuNode::Zero { ptr, bytes } => unsafe {
+                            std::ptr::write_bytes(ptr as *mut u8, 0, bytes)
+                        },
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(Error::Invalid(
+                "replay: a recording of another driver".into(),
+            )),
+        }
+    }
+
+    /// Frees what `end_capture` returned (a GPU finishes a replay in flight first).
+    pub(crate) fn destroy_exec(&self, exec: Exec) {
+        match (self, exec) {
+            (Driver::Cuda { ctx, .. }, Exec::Cuda(x)) => {
+                let _ = ctx.bind_to_thread();
+                // SAFETY: a live exec, destroyed once; the driver defers freeing
+                // it until a launch in flight has completed.
+                let _ = unsafe { result::graph::exec_destroy(x.0) };
+            }
+            (_, Exec::Emu(nodes)) => self.free_nodes(nodes),
+            (Driver::Emu(_), Exec::Cuda(_)) => {}
+        }
+    }
+
+    fn free_nodes(&self, nodes: Vec<EmuNode>) {
+        if let Driver::Emu(emu) = self {
+            emu.free_nodes(nodes);
+        }
     }
 
     pub(crate) fn is_emulated(&self) -> bool {
@@ -131,6 +513,7 @@ impl Driver {
 
     /// Waits for all queued work; a fault of an earlier kernel surfaces here.
     pub(crate) fn sync(&self, op: &str) -> Result<()> {
+        self.host_guard(op)?;
         match self {
             Driver::Cuda { stream, .. } => stream.synchronize().map_err(|e| {
                 Error::Cuda(format!(
@@ -143,6 +526,8 @@ impl Driver {
 
     /// Marks the current end of the stream (no wait).
     pub(crate) fn mark(&self) -> Result<Mark> {
+        // A timestamp inside a recording would be one of the recording, not of a replay.
+        self.host_guard("device_timestamp")?;
         match self {
             Driver::Cuda { stream, .. } => stream
                 .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
@@ -155,6 +540,7 @@ impl Driver {
     /// Marks the current end of the stream in `fence` for waiting only (no
     /// timing), re-recording the event already there.
     pub(crate) fn record_fence(&self, fence: &mut Option<Mark>) -> Result<()> {
+        self.host_guard("record event")?;
         match (self, fence.as_ref()) {
             (Driver::Cuda { stream, .. }, Some(Mark::Cuda(e))) => {
                 e.record(stream).map_err(|e| cuda_err("record event", e))
@@ -221,6 +607,7 @@ impl Driver {
         bytes: usize,
         op: &str,
     ) -> Result<()> {
+        self.host_guard(op)?;
         match self {
             Driver::Cuda { stream, .. } => {
                 // SAFETY: per the contract above.
@@ -296,6 +683,10 @@ impl Driver {
 
     /// Waits for the device before memory is given back to it.
     pub(crate) fn quiesce(&self) -> bool {
+        // Waiting for the device would break a recording in progress.
+        if self.recording() {
+            return false;
+        }
         match self {
             Driver::Cuda { ctx, .. } => ctx.bind_to_thread().is_ok() && ctx.synchronize().is_ok(),
             Driver::Emu(_) => true,
@@ -311,9 +702,13 @@ impl Driver {
             return Ok(());
         }
         match self {
-            Driver::Cuda { stream, .. } => {
+            Driver::Cuda { stream, .. } => self.noted(
                 result::memset_d8_async(ptr, 0, bytes, stream.cu_stream())
-                    .map_err(|e| cuda_err("memset", e))
+                    .map_err(|e| cuda_err("memset", e)),
+            ),
+            Driver::Emu(emu) if emu.rec.active() => {
+                emu.rec.lock().nodes.push(EmuNode::Zero { ptr, bytes });
+                Ok(())
             }
             Driver::Emu(_) => {
                 std::ptr::write_bytes(ptr as *mut u8, 0, bytes);
@@ -327,6 +722,7 @@ impl Driver {
     /// # Safety
     /// `dst` starts a live allocation of at least `size_of_val(src)` bytes.
     pub(crate) unsafe fn htod<T>(&self, dst: u64, src: &[T]) -> Result<()> {
+        self.host_guard("upload")?;
         if src.is_empty() {
             return Ok(());
         }
@@ -350,6 +746,7 @@ impl Driver {
     /// # Safety
     /// `src` starts a live allocation of at least `size_of_val(dst)` bytes.
     pub(crate) unsafe fn dtoh<T>(&self, dst: &mut [T], src: u64, op: &str) -> Result<()> {
+        self.host_guard(op)?;
         if dst.is_empty() {
             return Ok(());
         }
@@ -379,9 +776,13 @@ impl Driver {
             return Ok(());
         }
         match self {
-            Driver::Cuda { stream, .. } => {
+            Driver::Cuda { stream, .. } => self.noted(
                 result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream())
-                    .map_err(|e| cuda_err("copy", e))
+                    .map_err(|e| cuda_err("copy", e)),
+            ),
+            Driver::Emu(emu) if emu.rec.active() => {
+                emu.rec.lock().nodes.push(EmuNode::Copy { dst, src, bytes });
+                Ok(())
             }
             Driver::Emu(_) => {
                 std::ptr::copy(src as *const u8, dst as *mut u8, bytes);
@@ -409,15 +810,17 @@ impl Driver {
         match self {
             Driver::Cuda { stream, .. } => {
                 let f = func.ok_or_else(|| Error::Cuda(format!("{name}: no CUDA function")))?;
-                result::launch_kernel(
-                    f.cu_function(),
-                    grid,
-                    (block, 1, 1),
-                    smem,
-                    stream.cu_stream(),
-                    args,
+                self.noted(
+                    result::launch_kernel(
+                        f.cu_function(),
+                        grid,
+                        (block, 1, 1),
+                        smem,
+                        stream.cu_stream(),
+                        args,
+                    )
+                    .map_err(|e| cuda_err(name, e)),
                 )
-                .map_err(|e| cuda_err(name, e))
             }
             Driver::Emu(emu) => {
                 // On the stack: a launch allocates nothing, as on a GPU.
@@ -427,6 +830,26 @@ impl Driver {
                 }
                 cname[..name.len()].copy_from_slice(name.as_bytes());
                 let mut err = [0u8; 1024];
+                if emu.rec.active() {
+                    // Recorded, not run: emu_record copies the argument values
+                    // (they are the caller's temporaries).
+                    let h = (emu.record)(
+                        cname.as_ptr() as *const c_char,
+                        grid.0,
+                        grid.1,
+                        grid.2,
+                        block,
+                        smem,
+                        args.as_mut_ptr(),
+                        err.as_mut_ptr() as *mut c_char,
+                        err.len(),
+                    );
+                    if h.is_null() {
+                        return self.noted(Err(emu_err(&err)));
+                    }
+                    emu.rec.lock().nodes.push(EmuNode::Kernel(EmuRecorded(h)));
+                    return Ok(());
+                }
                 let _guard = EMU_LOCK.lock().unwrap_or_else(|p| p.into_inner());
                 let rc = (emu.launch)(
                     cname.as_ptr() as *const c_char,
@@ -440,11 +863,7 @@ impl Driver {
                     err.len(),
                 );
                 if rc != 0 {
-                    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-                    return Err(Error::Cuda(format!(
-                        "emulator: {}",
-                        String::from_utf8_lossy(&err[..end])
-                    )));
+                    return Err(emu_err(&err));
                 }
                 Ok(())
             }

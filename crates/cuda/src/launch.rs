@@ -44,8 +44,22 @@ impl Dev {
     /// Enqueues kernel `name` of `family` on the stream.
     ///
     /// `args` holds one pointer per kernel parameter, in order, each to a value
-    /// of exactly the parameter's type (see [`KArg`]).
+    /// of exactly the parameter's type (see [`KArg`]). While recording, a
+    /// failure also marks the recording failed (end_capture returns it).
     pub(crate) fn launch(
+        &self,
+        family: Family,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        self.launch_unnoted(family, name, grid, block, smem, args)
+            .map_err(|e| self.drv.fail_recording(e))
+    }
+
+    fn launch_unnoted(
         &self,
         family: Family,
         name: &'static str,

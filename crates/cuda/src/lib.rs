@@ -14,11 +14,20 @@
 //! with the kernels running on a CPU emulator of the CUDA execution model
 //! ([`CudaBackend::emulated`], `crates/cuda/emu`); nothing here has run on a GPU yet.
 //!
+//! Recorded steps: [`CudaBackend`] implements `Backend::begin_capture`,
+//! `end_capture` and `replay` with CUDA graphs (on the emulator, with stored
+//! launches). While recording, ops are recorded, not run, and what crosses to
+//! or from the host fails. Memory rule: blocks freed while recording stay
+//! reserved for the recording until its `CapturedGraph` is dropped; tensors
+//! the recording uses must be kept alive by the caller while it replays
+//! (see `graph.rs`).
+//!
 //! cudarc loads libcuda dynamically and panics if it is absent, so every entry
 //! point checks [`driver_present`] first.
 
 mod backend;
 mod driver;
+mod graph;
 mod launch;
 pub mod memory;
 pub mod module;

@@ -8,6 +8,12 @@
 //! backend's one stream: a kernel that reads a block was enqueued before the
 //! block was freed, and any later user of the block is enqueued after it.
 //! When `cuMemAlloc` fails, the pool releases every cached block and tries once more.
+//!
+//! While a CUDA graph is recorded (`crate::graph`), every block freed, also one
+//! allocated before the recording began, goes to the recording's private free
+//! list instead: a recorded op may read or write it on every replay, so only
+//! later allocations of the same recording may reuse it. The graph keeps those
+//! blocks ([`Pool::end_recording`]) until it is dropped.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,7 +51,8 @@ pub struct MemoryStats {
     pub reserved_bytes: usize,
     /// Bytes sitting in the free list.
     pub cached_bytes: usize,
-    /// Bytes in blocks handed out and not yet returned (size classes, not requests).
+    /// Bytes in blocks handed out and not yet returned (size classes, not
+    /// requests), including those a recorded graph keeps until it is dropped.
     pub in_use_bytes: usize,
     /// Most `in_use_bytes` at once since the pool was made or `reset_peak`.
     pub peak_in_use_bytes: usize,
@@ -56,6 +63,15 @@ struct PoolState {
     /// Free blocks by size.
     free: BTreeMap<usize, Vec<u64>>,
     stats: MemoryStats,
+    /// The private free list of the recording in progress (blocks by size).
+    /// Its blocks count as in use: no one outside the recording may take them.
+    recording: Option<BTreeMap<usize, Vec<u64>>>,
+}
+
+/// Takes the smallest block of `list` that fits `size` without wasting more than 1/8.
+fn take_fitting(list: &mut BTreeMap<usize, Vec<u64>>, size: usize) -> Option<(usize, u64)> {
+    list.range_mut(size..=size + size / 8)
+        .find_map(|(&s, v)| v.pop().map(|p| (s, p)))
 }
 
 /// The caching allocator of one device.
@@ -95,12 +111,16 @@ impl Pool {
         let size = size_class(bytes);
         {
             let mut st = self.lock();
-            // The smallest cached block that fits without wasting more than 1/8.
-            let found = st
-                .free
-                .range_mut(size..=size + size / 8)
-                .find_map(|(&s, v)| v.pop().map(|p| (s, p)));
-            if let Some((s, ptr)) = found {
+            // A block the recording freed first: it is the recording's anyway.
+            if let Some((s, ptr)) = st.recording.as_mut().and_then(|r| take_fitting(r, size)) {
+                st.stats.reuses += 1;
+                return Ok(Block {
+                    ptr,
+                    size: s,
+                    pool: Some(self.clone()),
+                });
+            }
+            if let Some((s, ptr)) = take_fitting(&mut st.free, size) {
                 // An emptied list stays (with its capacity), so giving the
                 // block back allocates nothing: the decode loop's host side
                 // stays allocation-free.
@@ -141,6 +161,10 @@ impl Pool {
     pub(crate) fn release_cached(&self) {
         let blocks: Vec<(usize, u64)> = {
             let mut st = self.lock();
+            if st.recording.is_some() {
+                // Freeing needs a wait for the device, which a recording forbids.
+                return;
+            }
             let all = std::mem::take(&mut st.free);
             st.stats.cached_bytes = 0;
             all.into_iter()
@@ -165,6 +189,15 @@ impl Pool {
 
     fn give_back(&self, ptr: u64, size: usize) {
         let mut st = self.lock();
+        if let Some(r) = st.recording.as_mut() {
+            // A recorded op may use the block on every replay (still counted in use).
+            r.entry(size).or_default().push(ptr);
+            return;
+        }
+        Self::to_free_list(&mut st, ptr, size);
+    }
+
+    fn to_free_list(st: &mut PoolState, ptr: u64, size: usize) {
         // Room for a few blocks per size up front, so the lists rarely grow
         // (a growth is a host allocation; the decode loop should make none).
         st.free
@@ -173,6 +206,43 @@ impl Pool {
             .push(ptr);
         st.stats.cached_bytes += size;
         st.stats.in_use_bytes -= size;
+    }
+
+    /// Starts sending freed blocks to a recording's private free list; an
+    /// error when a recording is in progress already (one per device: all
+    /// work runs on its one stream).
+    pub(crate) fn begin_recording(&self) -> Result<()> {
+        let mut st = self.lock();
+        if st.recording.is_some() {
+            return Err(Error::Invalid(
+                "begin_capture: a recording is already in progress on this device \
+                 (end_capture first; recordings do not nest)"
+                    .into(),
+            ));
+        }
+        st.recording = Some(BTreeMap::new());
+        Ok(())
+    }
+
+    /// Ends the recording's private free list: its blocks, as (address, size),
+    /// for the graph to keep ([`Pool::release_recorded`] when it is dropped).
+    /// Empty when no recording was in progress.
+    pub(crate) fn end_recording(&self) -> Vec<(u64, usize)> {
+        let r = self.lock().recording.take().unwrap_or_default();
+        r.into_iter()
+            .flat_map(|(s, v)| v.into_iter().map(move |p| (p, s)))
+            .collect()
+    }
+
+    /// Returns blocks [`Pool::end_recording`] handed out to the shared free
+    /// list. Safe without waiting for the device: all work runs on the one
+    /// stream, so whoever takes a block next is queued after every replay
+    /// (and every op queued before) that used it.
+    pub(crate) fn release_recorded(&self, blocks: &[(u64, usize)]) {
+        let mut st = self.lock();
+        for &(ptr, size) in blocks {
+            Self::to_free_list(&mut st, ptr, size);
+        }
     }
 
     /// Starts a new peak of bytes in use from what is in use now.

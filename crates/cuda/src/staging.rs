@@ -89,6 +89,7 @@ impl Staging {
     /// # Safety
     /// `dst` starts a live device allocation of at least `size_of_val(src)` bytes.
     pub(crate) unsafe fn upload<T: Copy>(&self, dst: u64, src: &[T], op: &str) -> Result<()> {
+        self.drv.host_guard(op)?;
         let bytes = std::mem::size_of_val(src);
         if bytes == 0 {
             return Ok(());
@@ -117,6 +118,7 @@ impl Staging {
     /// # Safety
     /// `src` starts a live device allocation of at least `size_of_val(dst)` bytes.
     pub(crate) unsafe fn download<T: Copy>(&self, dst: &mut [T], src: u64, op: &str) -> Result<()> {
+        self.drv.host_guard(op)?;
         let bytes = std::mem::size_of_val(dst);
         if bytes == 0 {
             return Ok(());
