@@ -11,6 +11,8 @@
 #      random-weight bart-large-cnn, t5-base and opus-mt-en-de shapes on W1-W4
 #      in f32 and bf16, as one table of tokens/s, step p50, encoder time, peak
 #      device memory;
+#   3b. the decode step with and without CUDA graphs (ENCDEC_CUDA_GRAPHS=0),
+#      bart-large-cnn W1 in f16, alternating runs
 #   4. `encdec profile` of a bart-large-cnn shape on W1 with a Chrome trace (op
 #      times from CUDA events).
 #
@@ -185,6 +187,43 @@ for w in r["results"]:
 PY
     else
       echo "| $m | $dt | - | failed: $(tail -n 1 "$logs/bench-$m-$dt.err") | | | |" >>"$report"; fail=1
+    fi
+  done
+done
+echo >>"$report"
+
+echo "== CUDA graphs"
+# 3b. The decode step recorded once and replayed (CUDA graphs, the default)
+# against op by op (ENCDEC_CUDA_GRAPHS=0), alternating, on the FP16 shape of
+# the decode-step goal (docs/performance.md "GPU goals").
+{
+  echo "## Decode step: recorded (CUDA graph) vs op by op (\`encdec bench\`, alternating runs)"
+  echo
+  echo "| model | dtype | workload | graphs | tokens/s | step p50 ms | steps recorded / replayed |"
+  echo "|---|---|---|---|---|---|---|"
+} >>"$report"
+if [ $quick -eq 1 ]; then
+  gargs=(--model tests/fixtures/bart --batch 1 --src-len 8 --new-tokens 8 --runs 1 --warmup 0)
+  gname=bart-fixture; gdt=f32; grounds=1
+else
+  gargs=(--arch bart-large-cnn --random-weights --workload W1 --runs 3 --warmup 1)
+  gname=bart-large-cnn; gdt=f16; grounds=2
+fi
+for round in $(seq "$grounds"); do
+  for graphs in 1 0; do
+    json="$logs/graphs-$graphs-$round.json"
+    if ENCDEC_CUDA_GRAPHS=$graphs "$encdec" bench "${gargs[@]}" --device cuda --dtype "$gdt" --format json \
+        >"$json" 2>"$logs/graphs-$graphs-$round.err"; then
+      python3 - "$json" "$gname" "$gdt" "$graphs" >>"$report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for w in r["results"]:
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | {w['workload']} | {'on' if sys.argv[4] == '1' else 'off'} | "
+          f"{w.get('tokens_per_s', 0):.1f} | {w.get('step_p50_ms') or 0:.3f} | "
+          f"{w.get('recorded_steps', '-')} / {w.get('replayed_steps', '-')} |")
+PY
+    else
+      echo "| $gname | $gdt | - | $graphs | failed: $(tail -n 1 "$logs/graphs-$graphs-$round.err") | | |" >>"$report"; fail=1
     fi
   done
 done

@@ -509,6 +509,9 @@ pub struct RunTiming {
     pub encoder_s: f64,
     pub ttft_s: Option<f64>,
     pub steps_s: Vec<f64>,
+    /// Decode steps the backend recorded / replayed (CUDA graphs).
+    pub recorded_steps: u64,
+    pub replayed_steps: u64,
 }
 
 /// Generate once for `w` through `timed`, checking every sequence got exactly
@@ -535,11 +538,14 @@ pub fn run_once(
             );
         }
     }
+    let stats = gen.search_stats();
     Ok(RunTiming {
         wall_s,
         encoder_s,
         ttft_s: first.map(|f| (f - t0).as_secs_f64()),
         steps_s,
+        recorded_steps: stats.recorded_steps,
+        replayed_steps: stats.replayed_steps,
     })
 }
 
@@ -587,6 +593,9 @@ fn result_json(w: &Workload, runs: &[RunTiming], rss: Option<f64>) -> Value {
         "step_p90_ms": percentile(&steps_ms, 90.0),
         "step_p99_ms": percentile(&steps_ms, 99.0),
         "steps_per_run": runs.first().map_or(0, |r| r.steps_s.len()),
+        // Of the first run: steps recorded as CUDA graphs, and replayed.
+        "recorded_steps": runs.first().map_or(0, |r| r.recorded_steps),
+        "replayed_steps": runs.first().map_or(0, |r| r.replayed_steps),
         "peak_rss_mb": rss,
     })
 }

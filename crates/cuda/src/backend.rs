@@ -639,6 +639,12 @@ impl Backend for CudaBackend {
     }
 
     fn begin_capture(&self) -> Result<bool> {
+        // Loading a module while the stream records is not allowed (the
+        // load may synchronise): load every kernel first (once per process).
+        self.dev.bind()?;
+        if let Some(k) = &self.dev.kernels {
+            k.load_all()?;
+        }
         Graph::begin(&self.dev)?;
         Ok(true)
     }

@@ -12,7 +12,8 @@
 
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 use cudarc::driver::{result, sys, CudaContext, CudaStream};
 use encdec_core::{Error, Result};
@@ -70,16 +71,27 @@ impl Drop for Emu {
 }
 
 /// The recording state of a driver (one recording at a time).
+///
+/// A recording takes every op queued on the stream, whichever thread queues
+/// it, so while one thread records, other threads' ops wait in
+/// [`Driver::bind`] (every op binds first) until it ends. An op of another
+/// thread already past its bind when the recording starts would still be
+/// recorded: record while no other thread is in the middle of an op on this
+/// backend (the generator records from the thread that drives it).
 #[derive(Debug, Default)]
 pub(crate) struct Rec {
     /// Set between begin_capture and end_capture: what ops check (one
     /// atomic load, so the eager path stays as cheap as before).
     active: AtomicBool,
     state: Mutex<RecState>,
+    /// Notified when a recording ends.
+    ended: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct RecState {
+    /// The thread that records.
+    owner: Option<ThreadId>,
     /// The first error of an op while recording; end_capture returns it.
     failed: Option<String>,
     /// Emulator only: what replay runs, in order.
@@ -94,6 +106,15 @@ impl Rec {
 
     fn active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits while another thread records (returns at once if none does).
+    fn wait_for_others(&self) {
+        let me = std::thread::current().id();
+        let mut st = self.lock();
+        while self.active() && st.owner.is_some_and(|o| o != me) {
+            st = self.ended.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Keeps the first error of the recording for end_capture.
@@ -334,6 +355,7 @@ impl Driver {
     /// recording is in progress: the pool's recording is the lock).
     pub(crate) fn begin_capture(&self) -> Result<()> {
         let rec = self.rec();
+        rec.wait_for_others();
         if rec.active() {
             return Err(Error::Invalid(
                 "begin_capture: a recording is already in progress".into(),
@@ -342,6 +364,7 @@ impl Driver {
         let stray = {
             let mut st = rec.lock();
             st.failed = None;
+            st.owner = Some(std::thread::current().id());
             // Launches another thread stored as the last recording ended.
             std::mem::take(&mut st.nodes)
         };
@@ -381,8 +404,10 @@ impl Driver {
         }
         let (failed, nodes) = {
             let mut st = rec.lock();
+            st.owner = None;
             (st.failed.take(), std::mem::take(&mut st.nodes))
         };
+        rec.ended.notify_all();
         let failure = |msg: String| {
             Error::Invalid(format!(
                 "end_capture: an op failed while recording, the recording is discarded: {msg}"
@@ -503,6 +528,10 @@ impl Driver {
 
     /// Makes the context current on this thread.
     pub(crate) fn bind(&self) -> Result<()> {
+        let rec = self.rec();
+        if rec.active() {
+            rec.wait_for_others();
+        }
         match self {
             Driver::Cuda { ctx, .. } => ctx
                 .bind_to_thread()

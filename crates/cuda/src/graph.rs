@@ -28,8 +28,12 @@
 //!
 //! A tensor made while recording (`zeros`, `cast`) holds its values only once
 //! the graph has been replayed: its memset or copy was recorded, not run.
-//! Call `CudaBackend::preload` before a first recording on a GPU, so no
-//! kernel module is compiled or loaded while the stream is captured.
+//! `begin_capture` loads every kernel module first (once per process), so
+//! none is compiled or loaded while the stream is captured.
+//!
+//! A recording takes every op queued on the device, from any thread: while
+//! one thread records, other threads' ops wait for it to end
+//! (`crate::driver::Rec`).
 //!
 //! Memory: every block freed while recording (also one allocated before)
 //! goes to the recording's private free list, reused only by later

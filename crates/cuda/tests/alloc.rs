@@ -50,6 +50,13 @@ fn allocations(
         st.backend_steps > 0 && st.host_steps == 0,
         "search on the device did not run: {st:?}"
     );
+    // and the steps replayed their recording (CUDA graphs), unless turned off
+    if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() != Ok("0") {
+        assert!(
+            st.replayed_steps > 0,
+            "no decode step replayed a recording: {st:?}"
+        );
+    }
     for h in out.iter().flatten() {
         assert_eq!(h.ids.len(), new_tokens, "every row runs to the end");
     }

@@ -21,6 +21,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -121,14 +122,29 @@ fn ids_of(m: &dyn Seq2SeqModel, cfg: &GenerationConfig, sources: &[Vec<u32>]) ->
     let st = g.search_stats();
     if m.backend().device() != Device::Cpu {
         assert!(st.backend_steps > 0 && st.host_steps == 0, "{st:?}");
+        RECORDED.fetch_add(st.recorded_steps, Ordering::Relaxed);
+        REPLAYED.fetch_add(st.replayed_steps, Ordering::Relaxed);
     } else {
         assert_eq!(st.backend_steps + st.fallback_steps, 0, "{st:?}");
+        assert_eq!(st.recorded_steps + st.replayed_steps, 0, "{st:?}");
     }
     ids
 }
 
+/// Decode steps of the device's generations recorded / replayed (CUDA graphs).
+static RECORDED: AtomicU64 = AtomicU64::new(0);
+static REPLAYED: AtomicU64 = AtomicU64::new(0);
+
+/// One test at a time on the shared backend: a recorded decode step takes
+/// every op queued on the device while it records.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn fixtures_generate_the_cpu_backends_ids() {
+    let _one = one_at_a_time();
     let g = gpu_or_skip!("fixtures_generate_the_cpu_backends_ids");
     let Some(root) = fixtures_root() else {
         panic!("tests/fixtures not found (set ENCDEC_FIXTURES)");
@@ -174,11 +190,26 @@ fn fixtures_generate_the_cpu_backends_ids() {
             }
         }
     }
+    // The generations' decode steps were recorded and replayed (unless off;
+    // a generation that ends within two steps records nothing).
+    if g.cuda.is_some() && std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() != Ok("0") {
+        let (rec, rep) = (
+            RECORDED.load(Ordering::Relaxed),
+            REPLAYED.load(Ordering::Relaxed),
+        );
+        if rec == 0 || rep == 0 {
+            f.push(format!(
+                "steps recorded {rec}, replayed {rep}: no CUDA graph ran"
+            ));
+        }
+        eprintln!("NOTE decode steps recorded {rec}, replayed {rep}");
+    }
     f.finish("fixtures");
 }
 
 #[test]
 fn half_precision_weights_give_the_cpu_backends_logits() {
+    let _one = one_at_a_time();
     let g = gpu_or_skip!("half_precision_weights_give_the_cpu_backends_logits");
     let Some(root) = fixtures_root() else {
         panic!("tests/fixtures not found (set ENCDEC_FIXTURES)");
@@ -218,6 +249,7 @@ fn half_precision_weights_give_the_cpu_backends_logits() {
 
 #[test]
 fn half_precision_models_with_head_dim_64_use_tensor_core_attention() {
+    let _one = one_at_a_time();
     let g = gpu_or_skip!("half_precision_models_with_head_dim_64_use_tensor_core_attention");
     let Some(root) = fixtures_root() else {
         panic!("tests/fixtures not found (set ENCDEC_FIXTURES)");

@@ -69,6 +69,9 @@ const MAX_RECORDINGS: usize = 4;
 pub struct RecordedSteps {
     key: Vec<usize>,
     entries: Vec<(Vec<usize>, CapturedGraph)>,
+    /// Keys seen once: a key is recorded the second time it runs, so that a
+    /// one-off step (a batch shape that lasts a step) is not recorded.
+    seen: Vec<Vec<usize>>,
     /// Why steps of this state run op by op (the backend cannot record, it is
     /// turned off, or a recording failed), if they do.
     pub off: Option<String>,
@@ -90,11 +93,13 @@ impl RecordedSteps {
     /// Forgets every recording (the model's scratch buffers were reallocated).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.seen.clear();
     }
 
     /// Runs `step` (the part of a decode step between staging its inputs and
-    /// reading its outputs): by replaying the recording of the current key,
-    /// else by recording it and replaying that, else op by op. When a
+    /// reading its outputs): by replaying the recording of the current key;
+    /// else, when the key ran before, by recording it and replaying that;
+    /// else op by op. When a
     /// recording fails (an op that cannot be recorded), nothing has run:
     /// `step` runs op by op, and so does every later step of this state.
     pub fn run(&mut self, be: &dyn Backend, mut step: impl FnMut() -> Result<()>) -> Result<()> {
@@ -109,6 +114,16 @@ impl RecordedSteps {
             be.replay(graph)?;
             self.replayed += 1;
             return Ok(());
+        }
+        if let Some(at) = self.seen.iter().position(|k| *k == self.key) {
+            self.seen.remove(at);
+        } else {
+            if self.seen.len() >= MAX_RECORDINGS {
+                self.seen.remove(0);
+            }
+            self.seen.push(self.key.clone());
+            self.unrecorded += 1;
+            return step();
         }
         if !be.begin_capture()? {
             self.off = Some(format!("{} does not record steps", be.describe()));

@@ -1,0 +1,173 @@
+//! Decode steps recorded once and replayed (CUDA graphs, `RecordedSteps`),
+//! model by model: the T5 and BART fixtures stepped by hand on a backend of
+//! their own, against the CPU backend stepping the same tokens. Each step's
+//! logits match the CPU's (TOL_LOGITS of e2e.rs) while the counters show the
+//! schedule: a set of buffers runs op by op the first time, is recorded the
+//! second (the recording's replay computes that step), and replays after;
+//! with two rows swapped every step (`select_rows`, as beam search does) the
+//! two sets of caches get a recording each. Replays at later positions are
+//! what check that positions are read on the device: a recording at
+//! position 1 replayed at 2, 3, ... with a frozen position would attend over
+//! the wrong prefix and write the wrong cache row.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
+use encdec_core::testing::Tol;
+use encdec_core::{Backend, DType, Tensor};
+use encdec_generate::{DecoderState, Seq2SeqModel};
+
+const TOL_LOGITS: Tol = Tol {
+    rel_l2: 1e-5,
+    abs: 1e-4,
+    rel: 1e-4,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn load(dir: &std::path::Path, be: Arc<dyn Backend>) -> Box<dyn Seq2SeqModel> {
+    encdec_models::load_model(dir, be, DType::F32)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .model
+}
+
+fn counts(s: &DecoderState) -> (u64, u64, u64) {
+    (
+        s.recorded.unrecorded,
+        s.recorded.recorded,
+        s.recorded.replayed,
+    )
+}
+
+/// Steps `rows` rows for `steps` steps on both backends, swapping the rows
+/// before each step after the first when `swap`; returns the GPU state's
+/// counters after each step.
+fn step_both(
+    name: &str,
+    gpu: Arc<dyn Backend>,
+    rows: usize,
+    steps: usize,
+    swap: bool,
+    f: &mut Failures,
+) -> Vec<(u64, u64, u64)> {
+    let dir = fixture(name);
+    let mc = load(&dir, Arc::new(encdec_cpu::CpuBackend::with_threads(1)));
+    let mg = load(&dir, gpu);
+    let source = vec![5u32, 6, 7, 8, 9, 2];
+    let (ec, eg) = (
+        mc.encode(std::slice::from_ref(&source)).unwrap(),
+        mg.encode(std::slice::from_ref(&source)).unwrap(),
+    );
+    let of_row = vec![0u32; rows];
+    let mut sc = mc.start(&ec, &of_row, steps + 1).unwrap();
+    let mut sg = mg.start(&eg, &of_row, steps + 1).unwrap();
+    let v = mc.spec().vocab_size;
+    let (mut lc, mut lg) = (
+        Tensor::zeros([rows, v], DType::F32),
+        Tensor::zeros([rows, v], DType::F32),
+    );
+    let mut tokens = vec![mc.spec().decoder_start_token_id; rows];
+    let order: Vec<u32> = (0..rows as u32).rev().collect();
+    let mut seen = Vec::new();
+    for step in 0..steps {
+        if swap && step > 0 {
+            mc.select_rows(&mut sc, &order).unwrap();
+            mg.select_rows(&mut sg, &order).unwrap();
+            tokens.reverse();
+        }
+        mc.step(&ec, &mut sc, &tokens, &mut lc).unwrap();
+        if let Err(e) = mg.step(&eg, &mut sg, &tokens, &mut lg) {
+            f.push(format!("{name} step {step}: {e}"));
+            return seen;
+        }
+        let (want, got) = (lc.to_f32_vec().unwrap(), lg.to_f32_vec().unwrap());
+        f.check(
+            &format!("{name} rows={rows} swap={swap} step {step}"),
+            &got,
+            &want,
+            TOL_LOGITS,
+        );
+        seen.push(counts(&sg));
+        // Distinct tokens per row, from the CPU's logits: rows diverge.
+        for (r, t) in tokens.iter_mut().enumerate() {
+            let row = &want[r * v..(r + 1) * v];
+            let best = (0..v)
+                .filter(|&i| i as u32 != *t)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
+            *t = (best as u32 + r as u32) % v as u32;
+        }
+    }
+    seen
+}
+
+#[test]
+fn one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after() {
+    let Some(g) = private_gpu() else {
+        eprintln!(
+            "SKIP one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after: \
+             no CUDA device or emulator (or the CPU stand-in, which does not record)"
+        );
+        return;
+    };
+    if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() == Ok("0") {
+        eprintln!("SKIP: ENCDEC_CUDA_GRAPHS=0");
+        return;
+    }
+    let g: Arc<dyn Backend> = Arc::new(g);
+    let mut f = Failures::default();
+    for name in ["t5", "bart"] {
+        let seen = step_both(name, g.clone(), 1, 6, false, &mut f);
+        let want: Vec<(u64, u64, u64)> = vec![
+            (1, 0, 0),
+            (1, 1, 0),
+            (1, 1, 1),
+            (1, 1, 2),
+            (1, 1, 3),
+            (1, 1, 4),
+        ];
+        if seen != want {
+            f.push(format!("{name}: counters {seen:?}, expected {want:?}"));
+        }
+    }
+    f.finish("recorded steps");
+}
+
+#[test]
+fn swapped_caches_get_a_recording_each() {
+    let Some(g) = private_gpu() else {
+        eprintln!("SKIP swapped_caches_get_a_recording_each: no CUDA device or emulator");
+        return;
+    };
+    if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() == Ok("0") {
+        eprintln!("SKIP: ENCDEC_CUDA_GRAPHS=0");
+        return;
+    }
+    let g: Arc<dyn Backend> = Arc::new(g);
+    let mut f = Failures::default();
+    for name in ["t5", "bart"] {
+        // Buffers A, B, A, B, ...: each seen, then recorded, then replayed.
+        let seen = step_both(name, g.clone(), 2, 8, true, &mut f);
+        let want: Vec<(u64, u64, u64)> = vec![
+            (1, 0, 0),
+            (2, 0, 0),
+            (2, 1, 0),
+            (2, 2, 0),
+            (2, 2, 1),
+            (2, 2, 2),
+            (2, 2, 3),
+            (2, 2, 4),
+        ];
+        if seen != want {
+            f.push(format!("{name}: counters {seen:?}, expected {want:?}"));
+        }
+    }
+    f.finish("swapped caches");
+}
