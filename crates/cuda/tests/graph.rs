@@ -8,7 +8,8 @@
 //! run eagerly (the same kernels). Also: host crossings fail while recording
 //! and the backend keeps working; blocks the recording freed are not handed
 //! to later allocations until the graph is dropped; recordings do not nest;
-//! replays are queued in order; a replay allocates no host memory.
+//! replays are queued in order; a replay allocates no host memory; another
+//! thread's op waits while one thread records (and is not recorded).
 //!
 //! Each test records on a backend of its own (`private_gpu`): a recording
 //! takes every op queued on its device, so tests running in parallel must not
@@ -474,4 +475,47 @@ fn replay_allocates_no_host_memory() {
     let made = CountingAlloc::count() - before;
     assert_eq!(made, 0, "3 replays made {made} host allocations");
     be.synchronize().unwrap();
+}
+
+/// Another thread's op waits while one thread records, and is not recorded:
+/// it runs (once) after the recording ends, and replays do not repeat it.
+#[test]
+fn other_threads_wait_while_one_records() {
+    let _serial = serial();
+    let Some(be) = recorder("other_threads_wait_while_one_records") else {
+        return;
+    };
+    let n = 64;
+    let mut x = be.upload(&host(vec![1.0; n], &[n])).unwrap();
+    let mut mine = be.upload(&host(vec![0.0; n], &[n])).unwrap();
+    let one = be.upload(&host(vec![1.0; n], &[n])).unwrap();
+    assert!(be.begin_capture().unwrap());
+    be.add_assign(&mut mine, &one).unwrap();
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let graph = std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Waits until the recording ends, then runs.
+            be.add_assign(&mut x, &one)
+        });
+        while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let graph = be.end_capture().unwrap();
+        other.join().unwrap().unwrap();
+        graph
+    });
+    be.replay(&graph).unwrap();
+    be.replay(&graph).unwrap();
+    check_exact(
+        "the other thread's op ran once",
+        &be.download(&x).unwrap().to_f32_vec().unwrap(),
+        &vec![2.0; n],
+    );
+    check_exact(
+        "the recorded op ran once per replay",
+        &be.download(&mine).unwrap().to_f32_vec().unwrap(),
+        &vec![2.0; n],
+    );
 }
