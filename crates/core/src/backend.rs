@@ -350,6 +350,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn copy_to_host(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
         host_copy(src, dst, "copy_to_host")
     }
+    /// [`copy_to_host`](Self::copy_to_host) of each `(src, dst)` pair, waiting
+    /// for the device once for all of them (a decode step's search results:
+    /// one round trip instead of one per buffer). The default copies one by one.
+    fn copy_to_host_all(&self, copies: &mut [(&Tensor, &mut Tensor)]) -> Result<()> {
+        for (src, dst) in copies.iter_mut() {
+            self.copy_to_host(src, dst)?;
+        }
+        Ok(())
+    }
     /// Convert to `dtype`; to int8 it quantises per row (absmax / 127).
     fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor>;
     /// `dst[b, start + t, :] = src[b, t, :]` for src `[B, T, C]`, dst `[B, Tcap, C]`

@@ -267,10 +267,13 @@ impl CudaBackend {
                 rhs: DType::U32,
             });
         }
-        let ids = b
-            .ids
-            .as_deref()
-            .ok_or_else(|| Error::Cuda(format!("{op}: u32 tensor without its host copy")))?;
+        let ids = b.ids.as_deref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{op}: this u32 tensor was written on the device (topk_into) and has no \
+                     host copy to check its values against; copy it to the host and back to \
+                     use it as ids or an index"
+            ))
+        })?;
         let o = t.offset();
         Ok((b.ptr_at(o), &ids[o..o + t.elem_count()]))
     }
@@ -745,9 +748,11 @@ impl Backend for CudaBackend {
             HostStorage::F32(v) => unsafe { self.dev.staging.upload(ptr, &v[so..so + n], OP) },
             HostStorage::U32(v) => {
                 let ids = &v[so..so + n];
-                if let Some(mirror) = b.ids.as_mut() {
-                    mirror[o..o + n].copy_from_slice(ids);
-                }
+                // A tensor topk_into wrote has no host copy: this upload
+                // makes one again (once; then it is kept in step).
+                let len = b.len;
+                let mirror = b.ids.get_or_insert_with(|| vec![0; len]);
+                mirror[o..o + n].copy_from_slice(ids);
                 // SAFETY: as above.
                 unsafe { self.dev.staging.upload(ptr, ids, OP) }
             }
@@ -776,6 +781,57 @@ impl Backend for CudaBackend {
                 "{OP}: {} tensors are not supported (f32, u32)",
                 h.dtype()
             ))),
+        }
+    }
+
+    /// One wait for all copies (the search's candidates, ids and statistics
+    /// of a step), through the pinned download buffer; contiguous f32/u32
+    /// sources (others go one by one).
+    fn copy_to_host_all(&self, copies: &mut [(&Tensor, &mut Tensor)]) -> Result<()> {
+        const OP: &str = "copy_to_host";
+        self.dev.drv.host_guard(OP)?;
+        let batchable = copies.len() <= crate::staging::MAX_BATCH
+            && copies
+                .iter()
+                .all(|(s, _)| s.is_contiguous() && matches!(s.dtype(), DType::F32 | DType::U32));
+        if !batchable {
+            for (src, dst) in copies.iter_mut() {
+                self.copy_to_host(src, dst)?;
+            }
+            return Ok(());
+        }
+        let mut parts: [(&mut [u8], u64); crate::staging::MAX_BATCH] =
+            std::array::from_fn(|_| (&mut [][..], 0));
+        for ((src, dst), part) in copies.iter_mut().zip(parts.iter_mut()) {
+            checks::same_shape_and_dtype(OP, src, dst)?;
+            dst.require_contiguous(OP)?;
+            let ptr = self.buf(src, OP)?.ptr_at(src.offset());
+            let (o, n) = (dst.offset(), dst.elem_count());
+            let bytes: &mut [u8] = match dst.host_mut(OP)? {
+                // SAFETY: the f32/u32 elements o..o + n of the host vector,
+                // viewed as their bytes (no padding, any bit pattern valid).
+                HostStorage::F32(v) => unsafe {
+                    std::slice::from_raw_parts_mut(v[o..o + n].as_mut_ptr() as *mut u8, n * 4)
+                },
+                // SAFETY: as above.
+                HostStorage::U32(v) => unsafe {
+                    std::slice::from_raw_parts_mut(v[o..o + n].as_mut_ptr() as *mut u8, n * 4)
+                },
+                h => {
+                    return Err(Error::Invalid(format!(
+                        "{OP}: {} tensors are not supported (f32, u32)",
+                        h.dtype()
+                    )))
+                }
+            };
+            *part = (bytes, ptr);
+        }
+        self.dev.bind()?;
+        // SAFETY: each source is a live contiguous tensor of its destination's size.
+        unsafe {
+            self.dev
+                .staging
+                .download_all(&mut parts[..copies.len()], OP)
         }
     }
 
@@ -1198,10 +1254,6 @@ impl Backend for CudaBackend {
         vals_out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "topk_into";
-        // The ids' host copy follows the kernel by a download, which a
-        // recording cannot do (a replay could not update it either): fail
-        // rather than leave a stale host copy that index checks would trust.
-        self.dev.drv.host_guard(OP)?;
         let xp = self.f32_in(x, OP)?;
         self.buf(ids_out, OP)?;
         self.buf(vals_out, OP)?;
@@ -1215,7 +1267,6 @@ impl Backend for CudaBackend {
         let vp = self.f32_out(vals_out, OP)?;
         self.dev.bind()?;
         let io = ids_out.offset();
-        let n = ids_out.elem_count();
         if k > topk::MAX_K || c > i32::MAX as usize || rows > u32::MAX as usize {
             // Rare (k > 64): through the host, allocating.
             let (i, v) = self.topk(x, k)?;
@@ -1225,14 +1276,11 @@ impl Backend for CudaBackend {
         let ib = self.buf_mut(ids_out, OP)?;
         let ip = ib.ptr_at(io);
         topk::topk_into(&self.dev, xp, rows, c, k, ip, vp)?;
-        // The host copy of the ids follows (a small copy, through the pinned
-        // buffer: no allocation), so the result can serve as an index too.
-        if let Some(mirror) = ib.ids.as_mut() {
-            // SAFETY: `ip` addresses the `n` u32 the kernel wrote.
-            unsafe {
-                self.dev.staging.download(&mut mirror[io..io + n], ip, OP)?;
-            }
-        }
+        // The ids are read on the host (copy_to_host), not used as an index on
+        // the device: drop their host copy instead of waiting for the device
+        // to refresh it (a wait per step; and a recording could not), so that
+        // an index check can never trust stale ids. An upload restores it.
+        ib.ids = None;
         Ok(())
     }
 

@@ -796,6 +796,40 @@ impl Driver {
         }
     }
 
+    /// Queues a copy of `bytes` from the device at `src` to the pinned host
+    /// buffer `dst` without waiting (the emulator copies at once); the bytes
+    /// are there after the next [`Driver::sync`].
+    ///
+    /// # Safety
+    /// `dst` is pinned host memory of at least `bytes`, untouched until the
+    /// sync; `src` starts a live device allocation of at least `bytes`.
+    pub(crate) unsafe fn dtoh_pinned_queued(
+        &self,
+        dst: *mut u8,
+        src: u64,
+        bytes: usize,
+        op: &str,
+    ) -> Result<()> {
+        self.host_guard(op)?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        match self {
+            Driver::Cuda { stream, .. } => {
+                // SAFETY: per the contract above.
+                let d = unsafe { std::slice::from_raw_parts_mut(dst, bytes) };
+                // SAFETY: as above (pinned: the copy is truly asynchronous).
+                unsafe { result::memcpy_dtoh_async(d, src, stream.cu_stream()) }
+                    .map_err(|e| cuda_err(op, e))
+            }
+            Driver::Emu(_) => {
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst, bytes) };
+                Ok(())
+            }
+        }
+    }
+
     /// Device-to-device copy of `bytes`.
     ///
     /// # Safety

@@ -8,8 +8,7 @@
 //! wait (`cuGraphLaunch`); the emulator runs it at once.
 //!
 //! What crosses to or from the host (upload, download, the host copies, topk
-//! to the host, topk_into, whose ids' host copy needs a download,
-//! synchronize, timestamps) fails while recording, and so does `end_capture`
+//! to the host, synchronize, timestamps) fails while recording, and so does `end_capture`
 //! afterwards (the recording is discarded; the backend keeps working); so do
 //! a launch, device copy or memset that fails, and a replay while recording.
 //! An op whose argument checks fail queues nothing: it returns its error and

@@ -136,6 +136,59 @@ impl Staging {
     }
 }
 
+/// Most copies [`Staging::download_all`] batches into one wait.
+pub(crate) const MAX_BATCH: usize = 8;
+
+impl Staging {
+    /// Copies each `(dst, src)` (`dst.len()` bytes from the device at `src`)
+    /// through the pinned download buffer with ONE wait for the stream: a
+    /// decode step's search results come back together.
+    ///
+    /// # Safety
+    /// Each `src` starts a live device allocation of at least `dst.len()` bytes.
+    pub(crate) unsafe fn download_all(
+        &self,
+        parts: &mut [(&mut [u8], u64)],
+        op: &str,
+    ) -> Result<()> {
+        self.drv.host_guard(op)?;
+        if parts.len() > MAX_BATCH {
+            return Err(Error::Invalid(format!(
+                "{op}: {} copies in one batch, at most {MAX_BATCH}",
+                parts.len()
+            )));
+        }
+        // 256-byte aligned slots, like the device's allocations.
+        let mut at = [0usize; MAX_BATCH];
+        let mut total = 0usize;
+        for (i, (dst, _)) in parts.iter().enumerate() {
+            at[i] = total;
+            total += dst.len().next_multiple_of(256);
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let mut b = self.lock();
+        self.reserve(&mut b.down, total)?;
+        for (i, (dst, src)) in parts.iter().enumerate() {
+            // SAFETY: slot i of the buffer holds dst.len() bytes; the buffer
+            // is only read after the sync below; src per the contract.
+            unsafe {
+                self.drv
+                    .dtoh_pinned_queued(b.down.ptr.add(at[i]), *src, dst.len(), op)?
+            };
+        }
+        self.drv.sync(op)?;
+        for (i, (dst, _)) in parts.iter_mut().enumerate() {
+            // SAFETY: the copies finished (sync); slot i holds dst.len() bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(b.down.ptr.add(at[i]), dst.as_mut_ptr(), dst.len())
+            };
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         let b = self.bufs.get_mut().unwrap_or_else(|e| e.into_inner());

@@ -326,3 +326,41 @@ fn copies_to_and_from_host_reuse_their_buffers() {
     let mut h8 = Tensor::zeros([2, 3], DType::I8);
     assert!(g.copy_to_host(&q, &mut h8).is_err());
 }
+
+/// `copy_to_host_all` gives what `copy_to_host` gives for each pair (f32 and
+/// u32, odd sizes, a view at an offset; a transposed view goes one by one),
+/// and refuses mismatched pairs like it.
+#[test]
+fn copy_to_host_all_equals_one_copy_per_tensor() {
+    let g = gpu_or_skip!("copy_to_host_all_equals_one_copy_per_tensor");
+    let a = host(random_normal(31, 3 * 7, 1.0), &[3, 7]);
+    let b = Tensor::from_u32((0..11).map(|i| i * 7 + 3).collect(), [11]).unwrap();
+    let c = host(random_normal(32, 5 * 50265, 1.0), &[5, 50265]);
+    let (ad, bd, cd) = (up(&g, &a), up(&g, &b), up(&g, &c));
+    let c_tail = cd.narrow(0, 2, 3).unwrap();
+    let mut ah = Tensor::zeros([3, 7], DType::F32);
+    let mut bh = Tensor::zeros([11], DType::U32);
+    let mut ch = Tensor::zeros([3, 50265], DType::F32);
+    ah.as_f32_mut().unwrap().fill(f32::NAN);
+    ch.as_f32_mut().unwrap().fill(f32::NAN);
+    g.copy_to_host_all(&mut [(&ad, &mut ah), (&bd, &mut bh), (&c_tail, &mut ch)])
+        .unwrap();
+    check_exact("a", ah.as_f32().unwrap(), a.as_f32().unwrap());
+    assert_eq!(bh.as_u32().unwrap(), b.as_u32().unwrap());
+    let want = c.narrow(0, 2, 3).unwrap().to_f32_vec().unwrap();
+    check_exact("c rows 2..5", ch.as_f32().unwrap(), &want);
+    // A transposed view among them (copied one by one).
+    let t = ad.transpose(0, 1).unwrap();
+    let mut th = Tensor::zeros([7, 3], DType::F32);
+    g.copy_to_host_all(&mut [(&t, &mut th), (&bd, &mut bh)])
+        .unwrap();
+    let want = a.transpose(0, 1).unwrap().to_f32_vec().unwrap();
+    check_exact("transposed", th.as_f32().unwrap(), &want);
+    // Mismatched shapes or dtypes.
+    let mut wrong = Tensor::zeros([7, 3], DType::F32);
+    assert!(g
+        .copy_to_host_all(&mut [(&ad, &mut ah), (&ad, &mut wrong)])
+        .is_err());
+    let mut wrong_dtype = Tensor::zeros([11], DType::F32);
+    assert!(g.copy_to_host_all(&mut [(&bd, &mut wrong_dtype)]).is_err());
+}

@@ -150,3 +150,30 @@ fn topk_into_matches_cpu_exactly() {
     assert!(g.topk_into(&x, 3, &mut wrong, &mut vals).is_err());
     assert!(fails.is_empty(), "{}", fails.join("\n"));
 }
+
+/// The ids `topk_into` writes keep no host copy (it would cost a wait per
+/// step): used as ids or an index they are refused with a clear error, and
+/// an upload into the same tensor makes them usable again.
+#[test]
+fn topk_into_ids_are_refused_as_an_index_until_uploaded() {
+    let g = gpu_or_skip!("topk_into_ids_are_refused_as_an_index_until_uploaded");
+    let x = up(&g, &host(random_normal(5, 2 * 10, 1.0), &[2, 10]));
+    let table = up(&g, &host(random_normal(6, 10 * 4, 1.0), &[10, 4]));
+    let mut ids = g.zeros(&[2, 1], DType::U32).unwrap();
+    let mut vals = g.zeros(&[2, 1], DType::F32).unwrap();
+    g.topk_into(&x, 1, &mut ids, &mut vals).unwrap();
+    let flat = ids.reshape([2]).unwrap();
+    let mut out = poisoned(&g, &[2, 4]);
+    if g.cuda.is_some() {
+        let e = g.embedding(&flat, &table, 1.0, &mut out).unwrap_err();
+        assert!(e.to_string().contains("written on the device"), "{e}");
+    }
+    drop(flat);
+    let host_ids = Tensor::from_u32(vec![3, 9], [2, 1]).unwrap();
+    g.copy_from_host(&host_ids, &mut ids).unwrap();
+    g.embedding(&ids.reshape([2]).unwrap(), &table, 1.0, &mut out)
+        .unwrap();
+    let mut back = Tensor::zeros([2, 1], DType::U32);
+    g.copy_to_host(&ids, &mut back).unwrap();
+    assert_eq!(back.as_u32().unwrap(), &[3, 9]);
+}

@@ -179,9 +179,12 @@ impl BackendBuffers {
         }
         be.softmax_stats(&self.logits, &mut self.stats)?;
         be.topk_into(&self.logits, k, &mut self.ids, &mut self.vals)?;
-        be.copy_to_host(&self.stats, &mut self.stats_h)?;
-        be.copy_to_host(&self.ids, &mut self.ids_h)?;
-        be.copy_to_host(&self.vals, &mut self.vals_h)?;
+        // One round trip to the device for the step's three results.
+        be.copy_to_host_all(&mut [
+            (&self.stats, &mut self.stats_h),
+            (&self.ids, &mut self.ids_h),
+            (&self.vals, &mut self.vals_h),
+        ])?;
         let ids = self.ids_h.as_u32()?;
         let vals = self.vals_h.as_f32()?;
         let stats = self.stats_h.as_f32()?;
@@ -225,8 +228,7 @@ impl BackendBuffers {
             return Ok(false);
         }
         be.topk_into(&self.logits, self.k, &mut self.ids, &mut self.vals)?;
-        be.copy_to_host(&self.ids, &mut self.ids_h)?;
-        be.copy_to_host(&self.vals, &mut self.vals_h)?;
+        be.copy_to_host_all(&mut [(&self.ids, &mut self.ids_h), (&self.vals, &mut self.vals_h)])?;
         Ok(true)
     }
 
