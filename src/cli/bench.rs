@@ -469,6 +469,22 @@ impl Seq2SeqModel for TimedModel<'_> {
             self.inner.backend().synchronize()
         })
     }
+    fn step_on_backend_then(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        then: encdec_generate::Then<'_>,
+    ) -> encdec_core::Result<()> {
+        // The search ops queued with the step are timed with it (they are
+        // recorded and replayed together).
+        self.timed_step(|| {
+            self.inner
+                .step_on_backend_then(enc, state, tokens, logits, then)?;
+            self.inner.backend().synchronize()
+        })
+    }
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
         self.inner.select_rows(state, rows)
     }

@@ -30,7 +30,27 @@
 
 use encdec_core::{Backend, DType, Result, Tensor};
 
+use crate::model::Then;
 use crate::processors::RowEdits;
+
+/// The search ops a decode step queues right after the model's, on the
+/// step's logits, so that the backend records them with the step (one replay
+/// runs both): only ops that read nothing back to the host and whose
+/// arguments do not change between steps (bans change: they stay outside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Greedy with no bans this step: softmax statistics and the argmax.
+    GreedyPick,
+    /// Beam search with bans this step: the log-softmax (bans, top-K follow).
+    LogSoftmax,
+    /// Beam search with no bans: the log-softmax and every row's top-K.
+    LogSoftmaxTopk,
+}
+
+/// Whether a step's edits ban any id (forced rows need nothing on the backend).
+pub(crate) fn has_bans(edits: &[RowEdits]) -> bool {
+    edits.iter().any(|e| !e.is_forced && !e.banned.is_empty())
+}
 
 /// Where the search of a [`crate::Generator`] ran, counted in decode steps
 /// since the generator was made.
@@ -163,22 +183,59 @@ impl BackendBuffers {
         Ok(true)
     }
 
+    /// Runs `f` with the step's logits buffer and the [`Then`] that queues
+    /// `queued`'s ops on it (into this search's buffers).
+    pub(crate) fn with_queued<R>(
+        &mut self,
+        queued: Queued,
+        f: impl FnOnce(&mut Tensor, Then<'_>) -> R,
+    ) -> R {
+        let k = self.k;
+        let key = [
+            queued as usize,
+            k,
+            self.stats.address(),
+            self.ids.address(),
+            self.vals.address(),
+        ];
+        let (stats, ids, vals) = (&mut self.stats, &mut self.ids, &mut self.vals);
+        let mut ops = |be: &dyn Backend, logits: &mut Tensor| -> Result<()> {
+            match queued {
+                Queued::GreedyPick => {
+                    be.softmax_stats(logits, stats)?;
+                    be.topk_into(logits, k, ids, vals)
+                }
+                Queued::LogSoftmax => be.log_softmax(logits),
+                Queued::LogSoftmaxTopk => {
+                    be.log_softmax(logits)?;
+                    be.topk_into(logits, k, ids, vals)
+                }
+            }
+        };
+        f(&mut self.logits, (&mut ops, &key))
+    }
+
     /// Greedy: the chosen id and its log-prob under the processed row, per
     /// row, from the raw logits in `self.logits` and each row's edits: bans on
     /// the backend, then each row's softmax statistics and best entry (K = 1)
-    /// to the host. A forced row needs nothing from the backend.
+    /// to the host. A forced row needs nothing from the backend. `queued`:
+    /// the step queued the statistics and argmax already ([`Queued::GreedyPick`],
+    /// only when no row bans an id).
     pub fn greedy(
         &mut self,
         be: &dyn Backend,
         edits: &mut [RowEdits],
         choice: &mut [(usize, f32)],
+        queued: bool,
     ) -> Result<GreedyOutcome> {
         let (rows, v, k) = (self.rows, self.vocab, self.k);
-        if !self.apply_bans(be, edits)? {
-            return Ok(GreedyOutcome::Fallback);
+        if !queued {
+            if !self.apply_bans(be, edits)? {
+                return Ok(GreedyOutcome::Fallback);
+            }
+            be.softmax_stats(&self.logits, &mut self.stats)?;
+            be.topk_into(&self.logits, k, &mut self.ids, &mut self.vals)?;
         }
-        be.softmax_stats(&self.logits, &mut self.stats)?;
-        be.topk_into(&self.logits, k, &mut self.ids, &mut self.vals)?;
         // One round trip to the device for the step's three results.
         be.copy_to_host_all(&mut [
             (&self.stats, &mut self.stats_h),
@@ -223,11 +280,20 @@ impl BackendBuffers {
     /// Beam search, after `log_softmax` of `self.logits` on the backend:
     /// bans there, then every row's top-K to the host. False (fall back to the
     /// full rows) when there are too many bans.
-    pub fn beam_fetch(&mut self, be: &dyn Backend, edits: &mut [RowEdits]) -> Result<bool> {
-        if !self.apply_bans(be, edits)? {
-            return Ok(false);
+    /// `queued`: the step queued the top-K already ([`Queued::LogSoftmaxTopk`],
+    /// only when no row bans an id).
+    pub fn beam_fetch(
+        &mut self,
+        be: &dyn Backend,
+        edits: &mut [RowEdits],
+        queued: bool,
+    ) -> Result<bool> {
+        if !queued {
+            if !self.apply_bans(be, edits)? {
+                return Ok(false);
+            }
+            be.topk_into(&self.logits, self.k, &mut self.ids, &mut self.vals)?;
         }
-        be.topk_into(&self.logits, self.k, &mut self.ids, &mut self.vals)?;
         be.copy_to_host_all(&mut [(&self.ids, &mut self.ids_h), (&self.vals, &mut self.vals_h)])?;
         Ok(true)
     }

@@ -22,6 +22,6 @@ pub mod search;
 
 pub use backend_search::SearchStats;
 pub use config::{EarlyStopping, GenerationConfig, GenerationOverrides, SearchMode};
-pub use model::{DecoderState, EncoderOutput, ModelSpec, RecordedSteps, Seq2SeqModel};
+pub use model::{DecoderState, EncoderOutput, ModelSpec, RecordedSteps, Seq2SeqModel, Then};
 pub use processors::{LogitsProcessor, LogitsProcessorList, RowContext, RowEdits};
 pub use search::{plan_batches, Generator, Hypothesis, TraceEvent, TraceFn, TRACE_TOP};

@@ -53,6 +53,13 @@ pub struct DecoderState {
     pub recorded: RecordedSteps,
 }
 
+/// Search ops queued after a decode step on the backend, and the key that
+/// identifies them ([`Seq2SeqModel::step_on_backend_then`]).
+pub type Then<'a> = (
+    &'a mut dyn FnMut(&dyn Backend, &mut Tensor) -> Result<()>,
+    &'a [usize],
+);
+
 /// How many recordings a decoder state keeps: beam search alternates between
 /// two sets of caches (`select_rows` swaps them), so two are in use at once.
 const MAX_RECORDINGS: usize = 4;
@@ -201,6 +208,23 @@ pub trait Seq2SeqModel: Send + Sync {
         let mut host = Tensor::zeros(logits.dims(), encdec_core::DType::F32);
         self.step(enc, state, tokens, &mut host)?;
         self.backend().copy_from_host(&host, logits)
+    }
+    /// [`step_on_backend`](Self::step_on_backend), then `then.0(backend,
+    /// logits)`: ops of the search that follow the step on the backend (they
+    /// must not read anything back to the host). The models of
+    /// `encdec-models` record them with the step's ops ([`RecordedSteps`]),
+    /// adding `then.1` (what identifies them and their buffers) to the
+    /// recording's key. The default runs one after the other.
+    fn step_on_backend_then(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        then: Then<'_>,
+    ) -> Result<()> {
+        self.step_on_backend(enc, state, tokens, logits)?;
+        (then.0)(self.backend(), logits)
     }
     /// Keep rows `rows` in that order (beam reordering, finished rows leaving);
     /// the result has `rows.len()` rows.

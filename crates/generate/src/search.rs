@@ -52,7 +52,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use encdec_core::{DType, Device, Error, RangeGuard, Result, Tensor};
 
-use crate::backend_search::{BackendBuffers, GreedyOutcome, SearchStats};
+use crate::backend_search::{has_bans, BackendBuffers, GreedyOutcome, Queued, SearchStats};
 use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
 use crate::math::{
     exp_into, exp_nonpos, log_softmax_in_place, log_sum_exp, max_argmax, max_of, sum_exp,
@@ -344,6 +344,23 @@ impl<'m> Generator<'m> {
             .step_on_backend(enc, state, tokens, &mut bufs.logits)
     }
 
+    /// A decode step on the backend followed by the search ops `queued`, which
+    /// the model records with the step's ops.
+    fn step_then(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        bufs: &mut BackendBuffers,
+        queued: Queued,
+    ) -> Result<()> {
+        let _range = RangeGuard::open(self.model.backend(), "decode step");
+        bufs.with_queued(queued, |logits, then| {
+            self.model
+                .step_on_backend_then(enc, state, tokens, logits, then)
+        })
+    }
+
     // -----------------------------------------------------------------------------
     // greedy and sampling
     // -----------------------------------------------------------------------------
@@ -417,8 +434,14 @@ impl<'m> Generator<'m> {
                     }
                 }
                 if only_bans {
-                    self.step_on_backend(enc, &mut state, &tokens[..na], bufs)?;
-                    let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na])?;
+                    // With no bans, the statistics and argmax run with the step.
+                    let queued = !has_bans(&edits[..na]);
+                    if queued {
+                        self.step_then(enc, &mut state, &tokens[..na], bufs, Queued::GreedyPick)?;
+                    } else {
+                        self.step_on_backend(enc, &mut state, &tokens[..na], bufs)?;
+                    }
+                    let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na], queued)?;
                     decided = out == GreedyOutcome::Decided;
                     if decided {
                         self.stats.backend_steps += 1;
@@ -639,10 +662,16 @@ impl<'m> Generator<'m> {
                     }
                 }
                 if only_bans {
-                    self.step_on_backend(enc, &mut state, &tokens[..na * nb], bufs)?;
-                    be.log_softmax(&mut bufs.logits)?;
+                    // The log-softmax runs with the step; with no bans the top-K too.
+                    let queued = !has_bans(&edits[..na * nb]);
+                    let ops = if queued {
+                        Queued::LogSoftmaxTopk
+                    } else {
+                        Queued::LogSoftmax
+                    };
+                    self.step_then(enc, &mut state, &tokens[..na * nb], bufs, ops)?;
                     normalized = true;
-                    decided = bufs.beam_fetch(be, &mut edits[..na * nb])?;
+                    decided = bufs.beam_fetch(be, &mut edits[..na * nb], queued)?;
                     for (p, &b) in active.iter().enumerate().take(if decided { na } else { 0 }) {
                         let at = p * k_keep..(p + 1) * k_keep;
                         if !bufs.beam_candidates(

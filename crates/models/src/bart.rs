@@ -56,7 +56,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use encdec_core::{Activation, AttentionParams, Backend, DType, NormKind, Tensor};
-use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
+use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel, Then};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -1220,7 +1220,7 @@ impl Seq2SeqModel for BartModel {
             tokens,
             logits,
             self.spec.vocab_size,
-            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc),
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, None),
         )
     }
 
@@ -1233,6 +1233,25 @@ impl Seq2SeqModel for BartModel {
     ) -> encdec_core::Result<()> {
         check_logits_on_backend("BART", &*self.backend, logits)?;
         self.step(enc, state, tokens, logits)
+    }
+
+    fn step_on_backend_then(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        then: Then<'_>,
+    ) -> encdec_core::Result<()> {
+        check_logits_on_backend("BART", &*self.backend, logits)?;
+        decode_step(
+            "BART",
+            state,
+            tokens,
+            logits,
+            self.spec.vocab_size,
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, Some(then)),
+        )
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
@@ -1267,6 +1286,7 @@ impl BartModel {
         tokens: &[u32],
         logits: &mut Tensor,
         sc: &mut StepScratch<StepBuffers>,
+        then: Option<Then<'_>>,
     ) -> encdec_core::Result<()> {
         let be: &dyn Backend = &*self.backend;
         let r = tokens.len();
@@ -1289,7 +1309,7 @@ impl BartModel {
             &sc.extra.pos,
             &mut sc.extra.pos_on_backend,
         )?);
-        run_step(be, enc, state, sc, logits, |state, sc, logits| {
+        run_step(be, enc, state, sc, logits, then, |state, sc, logits| {
             self.step_ops(enc, state, sc, logits)
         })
     }

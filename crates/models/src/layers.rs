@@ -7,7 +7,7 @@
 use encdec_core::{
     Activation, AttentionParams, Backend, DType, Device, HostStorage, RangeGuard, Tensor,
 };
-use encdec_generate::{DecoderState, EncoderOutput, Seq2SeqModel};
+use encdec_generate::{DecoderState, EncoderOutput, Seq2SeqModel, Then};
 
 use crate::error::{ModelError, Result};
 use crate::var_builder::VarBuilder;
@@ -626,7 +626,8 @@ impl<X> StepScratch<X> {
 /// graph per set of buffers, replayed with one launch), else op by op.
 /// `body` gets `Some(logits)` when `logits` lives on the backend (search on
 /// the backend, or the CPU), else None: it then projects into a device buffer
-/// and the logits are copied to the host after the step.
+/// and the logits are copied to the host after the step. `then` (search ops on
+/// the backend's logits) runs after `body`, recorded with it.
 ///
 /// [`RecordedSteps`]: encdec_generate::RecordedSteps
 pub fn run_step<X>(
@@ -635,6 +636,7 @@ pub fn run_step<X>(
     state: &mut DecoderState,
     sc: &mut StepScratch<X>,
     logits: &mut Tensor,
+    mut then: Option<Then<'_>>,
     mut body: impl FnMut(
         &mut DecoderState,
         &mut StepScratch<X>,
@@ -645,9 +647,17 @@ pub fn run_step<X>(
     if !direct {
         ensure_f32(be, &mut sc.logits, logits.dims())?;
     }
+    if then.is_some() && !direct {
+        return Err(invalid(
+            "step_on_backend_then: the logits must live on the model's backend".into(),
+        ));
+    }
     if sc.capture.is_some() {
         // A cross-attention map reads each layer's queries on the host.
         body(state, sc, direct.then_some(&mut *logits))?;
+        if let Some((f, _)) = then.as_mut() {
+            f(be, logits)?;
+        }
     } else {
         let shape = [state.rows, state.capacity, enc.sources, enc.src_len];
         if sc.recorded_shape != Some(shape) {
@@ -672,7 +682,16 @@ pub fn run_step<X>(
         } else {
             sc.logits.address()
         });
-        let ran = recorded.run(be, || body(state, sc, direct.then_some(&mut *logits)));
+        if let Some((_, then_key)) = &then {
+            key.extend_from_slice(then_key);
+        }
+        let ran = recorded.run(be, || {
+            body(state, sc, direct.then_some(&mut *logits))?;
+            match then.as_mut() {
+                Some((f, _)) => f(be, logits),
+                None => Ok(()),
+            }
+        });
         state.recorded = recorded;
         ran?;
     }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use encdec_core::backend::RelativeBiasSpec;
 use encdec_core::{Activation, AttentionParams, Backend, DType, NormKind, Tensor};
-use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel};
+use encdec_generate::{DecoderState, EncoderOutput, ModelSpec, Seq2SeqModel, Then};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -838,7 +838,7 @@ impl Seq2SeqModel for T5Model {
             tokens,
             logits,
             self.spec.vocab_size,
-            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc),
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, None),
         )
     }
 
@@ -851,6 +851,25 @@ impl Seq2SeqModel for T5Model {
     ) -> encdec_core::Result<()> {
         check_logits_on_backend("T5", &*self.backend, logits)?;
         self.step(enc, state, tokens, logits)
+    }
+
+    fn step_on_backend_then(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        then: Then<'_>,
+    ) -> encdec_core::Result<()> {
+        check_logits_on_backend("T5", &*self.backend, logits)?;
+        decode_step(
+            "T5",
+            state,
+            tokens,
+            logits,
+            self.spec.vocab_size,
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, Some(then)),
+        )
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
@@ -883,6 +902,7 @@ impl T5Model {
         tokens: &[u32],
         logits: &mut Tensor,
         sc: &mut StepScratch<StepBuffers>,
+        then: Option<Then<'_>>,
     ) -> encdec_core::Result<()> {
         let be: &dyn Backend = &*self.backend;
         let r = tokens.len();
@@ -893,7 +913,7 @@ impl T5Model {
             ensure_f32(be, t, &[r, 1, ff])?;
         }
         sc.stage_inputs(be, tokens, state.len)?;
-        run_step(be, enc, state, sc, logits, |state, sc, logits| {
+        run_step(be, enc, state, sc, logits, then, |state, sc, logits| {
             self.step_ops(enc, state, sc, logits)
         })
     }
