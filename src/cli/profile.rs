@@ -282,6 +282,10 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             println!("{head}");
             if op_clock == "device" {
                 println!("op times: device clock (CUDA events around each op)");
+                // Per-op times need the ops queued one by one.
+                println!(
+                    "decode steps run op by op here; `encdec bench` replays them as CUDA graphs"
+                );
             }
             println!();
             print!("{}", report.to_text());

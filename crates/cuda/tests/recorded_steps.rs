@@ -171,3 +171,57 @@ fn swapped_caches_get_a_recording_each() {
     }
     f.finish("swapped caches");
 }
+
+/// Greedy and beam search on the backend with the search's ops recorded with
+/// each step (`step_on_backend_then`): the replays' candidates give the CPU's
+/// ids (a replay without its search ops would hand back the recording
+/// step's candidates).
+#[test]
+fn search_ops_replay_with_the_step() {
+    let Some(g) = private_gpu() else {
+        eprintln!("SKIP search_ops_replay_with_the_step: no CUDA device or emulator");
+        return;
+    };
+    if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() == Ok("0") {
+        eprintln!("SKIP: ENCDEC_CUDA_GRAPHS=0");
+        return;
+    }
+    use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
+    let g: Arc<dyn Backend> = Arc::new(g);
+    let mut f = Failures::default();
+    for name in ["t5", "bart"] {
+        let dir = fixture(name);
+        let mc = load(&dir, Arc::new(encdec_cpu::CpuBackend::with_threads(1)));
+        let mg = load(&dir, g.clone());
+        // Without bans the statistics / top-K are recorded with the step; with
+        // min_new_tokens (EOS banned every step) they run after the replay.
+        for (beams, min_new) in [(1, None), (3, None), (1, Some(10)), (3, Some(10))] {
+            let over = GenerationOverrides {
+                num_beams: Some(beams),
+                do_sample: Some(false),
+                max_new_tokens: Some(10),
+                min_new_tokens: min_new,
+                ..Default::default()
+            };
+            let cfg = GenerationConfig::from_checkpoint(&dir, &over).unwrap();
+            let sources = vec![vec![5u32, 6, 7, 8, 9, 2]];
+            let run = |m: &dyn Seq2SeqModel| {
+                let mut gen = Generator::new(m, cfg.clone()).unwrap();
+                let out = gen.generate(&sources, None).unwrap();
+                (out[0][0].ids.clone(), gen.search_stats())
+            };
+            let ((want, _), (got, st)) = (run(&*mc), run(&*mg));
+            if got != want {
+                f.push(format!(
+                    "{name} beams={beams} min_new={min_new:?}: ids {got:?}, CPU {want:?}"
+                ));
+            }
+            if st.replayed_steps == 0 || st.backend_steps == 0 {
+                f.push(format!(
+                    "{name} beams={beams} min_new={min_new:?}: no replayed device search: {st:?}"
+                ));
+            }
+        }
+    }
+    f.finish("search ops replayed");
+}
