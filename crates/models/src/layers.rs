@@ -741,6 +741,13 @@ pub fn decode_step<X: Default + Send + Sync + 'static>(
             state.capacity
         )));
     }
+    // Checked here, not only by the embedding op: a replayed step (a CUDA
+    // graph) reads the ids without the op's host check.
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
+        return Err(invalid(format!(
+            "{model} step: token id {bad} is out of range for the vocabulary ({vocab_size})"
+        )));
+    }
     if logits.dims() != [r, vocab_size] {
         return Err(invalid(format!(
             "{model} step: logits buffer has shape {:?}, expected [{r}, {vocab_size}]",
