@@ -35,21 +35,24 @@ use crate::processors::RowEdits;
 
 /// The search ops a decode step queues right after the model's, on the
 /// step's logits, so that the backend records them with the step (one replay
-/// runs both): only ops that read nothing back to the host and whose
-/// arguments do not change between steps (bans change: they stay outside).
+/// runs both). They read nothing back to the host, and their arguments do
+/// not change between steps: the banned positions are uploaded before the
+/// step ([`BackendBuffers::stage_bans`]) into a buffer of fixed size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queued {
-    /// Greedy with no bans this step: softmax statistics and the argmax.
-    GreedyPick,
-    /// Beam search with bans this step: the log-softmax (bans, top-K follow).
-    LogSoftmax,
-    /// Beam search with no bans: the log-softmax and every row's top-K.
-    LogSoftmaxTopk,
+    /// Greedy: the staged bans (if `bans`), softmax statistics, the argmax.
+    GreedyPick { bans: bool },
+    /// Beam search: the log-softmax, the staged bans, every row's top-K.
+    LogSoftmaxTopk { bans: bool },
 }
 
-/// Whether a step's edits ban any id (forced rows need nothing on the backend).
-pub(crate) fn has_bans(edits: &[RowEdits]) -> bool {
-    edits.iter().any(|e| !e.is_forced && !e.banned.is_empty())
+impl Queued {
+    fn key(self) -> usize {
+        match self {
+            Queued::GreedyPick { bans } => 2 + bans as usize,
+            Queued::LogSoftmaxTopk { bans } => 4 + bans as usize,
+        }
+    }
 }
 
 /// Where the search of a [`crate::Generator`] ran, counted in decode steps
@@ -155,6 +158,26 @@ impl BackendBuffers {
     /// them in full). False, with the logits untouched, when there are more
     /// bans than the buffer holds.
     fn apply_bans(&mut self, be: &dyn Backend, edits: &mut [RowEdits]) -> Result<bool> {
+        match self.stage_bans(be, edits)? {
+            Some(true) => {
+                be.scatter_fill(&mut self.logits, &self.ban_idx, f32::NEG_INFINITY)?;
+                Ok(true)
+            }
+            Some(false) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
+    /// The first half of [`apply_bans`](Self::apply_bans): every row's banned
+    /// ids (sorted and deduplicated here) as flat positions, uploaded into the
+    /// fixed-size index buffer (unused slots repeat a real position, so the
+    /// scatter's launch is the same every step). Some(whether any id is
+    /// banned), or None when there are more bans than the buffer holds.
+    pub(crate) fn stage_bans(
+        &mut self,
+        be: &dyn Backend,
+        edits: &mut [RowEdits],
+    ) -> Result<Option<bool>> {
         let (rows, v) = (self.rows, self.vocab);
         let at = self.ban_idx_h.as_u32_mut_slice()?;
         let mut g = 0usize;
@@ -166,7 +189,7 @@ impl BackendBuffers {
                 continue;
             }
             if g + e.banned.len() > self.ban_cap {
-                return Ok(false);
+                return Ok(None);
             }
             for &b in &e.banned {
                 at[g] = (i * v) as u32 + b;
@@ -178,9 +201,8 @@ impl BackendBuffers {
             let first = at[0];
             at[g..].fill(first);
             be.copy_from_host(&self.ban_idx_h, &mut self.ban_idx)?;
-            be.scatter_fill(&mut self.logits, &self.ban_idx, f32::NEG_INFINITY)?;
         }
-        Ok(true)
+        Ok(Some(g > 0))
     }
 
     /// Runs `f` with the step's logits buffer and the [`Then`] that queues
@@ -192,22 +214,29 @@ impl BackendBuffers {
     ) -> R {
         let k = self.k;
         let key = [
-            queued as usize,
+            queued.key(),
             k,
             self.stats.address(),
             self.ids.address(),
             self.vals.address(),
+            self.ban_idx.address(),
         ];
         let (stats, ids, vals) = (&mut self.stats, &mut self.ids, &mut self.vals);
+        let ban_idx = &self.ban_idx;
         let mut ops = |be: &dyn Backend, logits: &mut Tensor| -> Result<()> {
             match queued {
-                Queued::GreedyPick => {
+                Queued::GreedyPick { bans } => {
+                    if bans {
+                        be.scatter_fill(logits, ban_idx, f32::NEG_INFINITY)?;
+                    }
                     be.softmax_stats(logits, stats)?;
                     be.topk_into(logits, k, ids, vals)
                 }
-                Queued::LogSoftmax => be.log_softmax(logits),
-                Queued::LogSoftmaxTopk => {
+                Queued::LogSoftmaxTopk { bans } => {
                     be.log_softmax(logits)?;
+                    if bans {
+                        be.scatter_fill(logits, ban_idx, f32::NEG_INFINITY)?;
+                    }
                     be.topk_into(logits, k, ids, vals)
                 }
             }
@@ -219,8 +248,8 @@ impl BackendBuffers {
     /// row, from the raw logits in `self.logits` and each row's edits: bans on
     /// the backend, then each row's softmax statistics and best entry (K = 1)
     /// to the host. A forced row needs nothing from the backend. `queued`:
-    /// the step queued the statistics and argmax already ([`Queued::GreedyPick`],
-    /// only when no row bans an id).
+    /// the step queued the bans, statistics and argmax already
+    /// ([`Queued::GreedyPick`], after [`BackendBuffers::stage_bans`]).
     pub fn greedy(
         &mut self,
         be: &dyn Backend,
@@ -280,8 +309,8 @@ impl BackendBuffers {
     /// Beam search, after `log_softmax` of `self.logits` on the backend:
     /// bans there, then every row's top-K to the host. False (fall back to the
     /// full rows) when there are too many bans.
-    /// `queued`: the step queued the top-K already ([`Queued::LogSoftmaxTopk`],
-    /// only when no row bans an id).
+    /// `queued`: the step queued the bans and top-K already
+    /// ([`Queued::LogSoftmaxTopk`], after [`BackendBuffers::stage_bans`]).
     pub fn beam_fetch(
         &mut self,
         be: &dyn Backend,

@@ -52,7 +52,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use encdec_core::{DType, Device, Error, RangeGuard, Result, Tensor};
 
-use crate::backend_search::{has_bans, BackendBuffers, GreedyOutcome, Queued, SearchStats};
+use crate::backend_search::{BackendBuffers, GreedyOutcome, Queued, SearchStats};
 use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
 use crate::math::{
     exp_into, exp_nonpos, log_softmax_in_place, log_sum_exp, max_argmax, max_of, sum_exp,
@@ -434,13 +434,19 @@ impl<'m> Generator<'m> {
                     }
                 }
                 if only_bans {
-                    // With no bans, the statistics and argmax run with the step.
-                    let queued = !has_bans(&edits[..na]);
-                    if queued {
-                        self.step_then(enc, &mut state, &tokens[..na], bufs, Queued::GreedyPick)?;
-                    } else {
-                        self.step_on_backend(enc, &mut state, &tokens[..na], bufs)?;
-                    }
+                    // The bans, statistics and argmax run with the step (unless
+                    // the bans overflow their buffer: then the full rows come back).
+                    let queued = match bufs.stage_bans(be, &mut edits[..na])? {
+                        Some(bans) => {
+                            let ops = Queued::GreedyPick { bans };
+                            self.step_then(enc, &mut state, &tokens[..na], bufs, ops)?;
+                            true
+                        }
+                        None => {
+                            self.step_on_backend(enc, &mut state, &tokens[..na], bufs)?;
+                            false
+                        }
+                    };
                     let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na], queued)?;
                     decided = out == GreedyOutcome::Decided;
                     if decided {
@@ -662,14 +668,20 @@ impl<'m> Generator<'m> {
                     }
                 }
                 if only_bans {
-                    // The log-softmax runs with the step; with no bans the top-K too.
-                    let queued = !has_bans(&edits[..na * nb]);
-                    let ops = if queued {
-                        Queued::LogSoftmaxTopk
-                    } else {
-                        Queued::LogSoftmax
+                    // The log-softmax, bans and top-K run with the step (unless
+                    // the bans overflow their buffer: then the full rows come back).
+                    let queued = match bufs.stage_bans(be, &mut edits[..na * nb])? {
+                        Some(bans) => {
+                            let ops = Queued::LogSoftmaxTopk { bans };
+                            self.step_then(enc, &mut state, &tokens[..na * nb], bufs, ops)?;
+                            true
+                        }
+                        None => {
+                            self.step_on_backend(enc, &mut state, &tokens[..na * nb], bufs)?;
+                            be.log_softmax(&mut bufs.logits)?;
+                            false
+                        }
                     };
-                    self.step_then(enc, &mut state, &tokens[..na * nb], bufs, ops)?;
                     normalized = true;
                     decided = bufs.beam_fetch(be, &mut edits[..na * nb], queued)?;
                     for (p, &b) in active.iter().enumerate().take(if decided { na } else { 0 }) {
