@@ -1054,6 +1054,33 @@ impl Backend for ProfiledBackend {
         self.finish(t, || self.linear_cost(x, w, bias, Some(act)));
         r
     }
+    fn linear_gated(
+        &self,
+        x: &Tensor,
+        w_gate: &Tensor,
+        w_up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let t = self.begin("linear");
+        let r = self.inner.linear_gated(x, w_gate, w_up, act, out);
+        // One op with both GEMMs' work: the gate's cost (with its activation)
+        // plus the up projection's flops and weight bytes and the gating multiply.
+        self.finish(t, || {
+            let mut c = self.linear_cost(x, w_gate, None, Some(act));
+            let (m, n, k) = (x.rows() as u64, w_up.rows() as u64, w_up.cols() as u64);
+            c.flops += 2 * m * n * k + m * n;
+            c.bytes += tbytes(w_up);
+            c.detail = format!(
+                "x {} w_gate {} w_up {} gated {act:?}",
+                shape_str(x),
+                shape_str(w_gate),
+                shape_str(w_up)
+            );
+            c
+        });
+        r
+    }
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         let t = self.begin("batched_matmul");
         let r = self.inner.batched_matmul(a, b, out);
