@@ -1669,6 +1669,25 @@ mod tests {
     }
 
     #[test]
+    fn linear_gated_is_one_ffn_up_op_with_both_gemms() {
+        let p = ProfiledBackend::new(Arc::new(Null), Some(dims(512, 512, 2048, 32128)));
+        let (m, k, n) = (4u64, 512u64, 2048u64);
+        let x = Tensor::zeros([1, 4, 512], DType::F32);
+        let wg = Tensor::zeros([2048, 512], DType::F32);
+        let wu = Tensor::zeros([2048, 512], DType::F32);
+        let mut out = Tensor::zeros([1, 4, 2048], DType::F32);
+        p.linear_gated(&x, &wg, &wu, Activation::GeluTanh, &mut out)
+            .unwrap();
+        let ev = p.events().unwrap();
+        assert_eq!(ev.len(), 1, "the inner ops are not recorded apart");
+        assert_eq!((ev[0].op, ev[0].role), ("linear", Role::FfnUp));
+        // Two GEMMs, the activation and the gating multiply.
+        assert_eq!(ev[0].flops, 4 * m * n * k + 2 * m * n);
+        // x, both weights, out.
+        assert_eq!(ev[0].bytes, (m * k + 2 * n * k + m * n) * 4);
+    }
+
+    #[test]
     fn disabled_and_reset() {
         let p = ProfiledBackend::new(Arc::new(Null), None);
         p.set_enabled(false);
