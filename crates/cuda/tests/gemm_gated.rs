@@ -129,6 +129,47 @@ fn linear_gated_equals_unfused_and_matches_cpu() {
     f.finish("linear_gated");
 }
 
+/// Gate and up as row views of one `[2N, K]` tensor (a checkpoint that stores
+/// them fused): the kernels read from the views' offsets (and int8 row scales
+/// from the matching rows). K = 64 keeps the 16 B copies on the tensor-core
+/// paths, K = 33 takes the element-wise ones.
+#[test]
+fn linear_gated_reads_narrowed_weights() {
+    let g = gpu_or_skip!("linear_gated_reads_narrowed_weights");
+    let mut f = Failures::default();
+    for (m, k, n) in [(3usize, 64usize, 70usize), (17, 64, 70), (17, 33, 40)] {
+        let seed = (m * 1000 + k * 10 + n) as u64;
+        let xh = host(random_normal(seed, m * k, 1.0), &[m, k]);
+        let xd = up(&g, &xh);
+        let both = random_normal(seed + 1, 2 * n * k, 0.3);
+        for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+            let wh = cpu().cast(&host(both.clone(), &[2 * n, k]), wdt).unwrap();
+            let wd = up(&g, &wh);
+            let (gd, ud) = (wd.narrow(0, 0, n).unwrap(), wd.narrow(0, n, n).unwrap());
+            // The same weights as tensors of their own.
+            let gh = cpu()
+                .cast(&host(both[..n * k].to_vec(), &[n, k]), wdt)
+                .unwrap();
+            let uh = cpu()
+                .cast(&host(both[n * k..].to_vec(), &[n, k]), wdt)
+                .unwrap();
+            let (gown, uown) = (up(&g, &gh), up(&g, &uh));
+            let act = Activation::GeluTanh;
+            let what = format!("m={m} k={k} n={n} {wdt}");
+            let mut got = poisoned(&g, &[m, n]);
+            g.linear_gated(&xd, &gd, &ud, act, &mut got).unwrap();
+            let mut want = poisoned(&g, &[m, n]);
+            g.linear_gated(&xd, &gown, &uown, act, &mut want).unwrap();
+            f.exact(
+                &format!("{what}: views vs own tensors"),
+                &down(&g, &got),
+                &down(&g, &want),
+            );
+        }
+    }
+    f.finish("linear_gated narrowed");
+}
+
 /// Bad calls fail as on the CPU (same message), before anything runs.
 #[test]
 fn linear_gated_errors_match_cpu() {
