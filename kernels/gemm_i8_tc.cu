@@ -20,6 +20,11 @@
 //                  activation quantisation (rel L2 ~5e-3 on unit-normal data), and
 //                  from the same math done exactly (f64 on the same qx) only by the
 //                  f32 rounding of the epilogue.
+//                  A row of zeros gives sx = 0, qx = 0: bias only (no NaN). NaN/inf in
+//                  x are not propagated (the quantise kernel's fmaxf drops NaN from
+//                  the absmax and clamps a NaN quotient to -127).
+//                  Any M, N, K: out-of-range rows, columns and k are zero-filled in
+//                  shared memory.
 //   linear_gated_i8_tc  out[m, n] = act(g[m, n]) * u[m, n] (Backend::linear_gated,
 //                  a gated FFN's up projections): g = f32(sum_k qx[m, k] * wg[n, k]) *
 //                  sx[m] * sg[n], u likewise with wu, su (no bias); wg, wu int8
@@ -28,11 +33,6 @@
 //                  then the same 16 up rows), so each sum and scaling is
 //                  linear_i8_tc's and the epilogue gated_activation's: bit for bit
 //                  two linear_i8_tc on one quantised x then gated_activation.
-//                  A row of zeros gives sx = 0, qx = 0: bias only (no NaN). NaN/inf in
-//                  x are not propagated (the quantise kernel's fmaxf drops NaN from
-//                  the absmax and clamps a NaN quotient to -127).
-//                  Any M, N, K: out-of-range rows, columns and k are zero-filled in
-//                  shared memory.
 //
 // Instructions (inline PTX, no CUDA headers: see kernels/README.md):
 //   mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32  warp-wide 16x8x32 int8 product,
