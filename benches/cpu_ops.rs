@@ -1,5 +1,6 @@
-//! CPU backend ops (all but the GEMM, see `benches/gemm.rs`) at real model
-//! shapes, through the `Backend` trait of a `CpuBackend` with one thread per core.
+//! CPU backend ops (all but the GEMM, see `benches/gemm.rs`; `linear_gated`,
+//! the gated FFN's fused up projections, is here) at real model shapes,
+//! through the `Backend` trait of a `CpuBackend` with one thread per core.
 //!
 //! One group per op, named `<op>/cpu/f32`; ids are the shape. Throughput is
 //! bytes/s of the tensors read and written for memory-bound ops, elements/s for
@@ -135,6 +136,35 @@ fn activations(c: &mut Criterion) {
                 })
             },
         );
+    }
+    g.finish();
+    // The gated FFN's up projections as one op (flan-t5-base: 768 -> 2048),
+    // beside the unfused two linears + gated_activation. GEMM-dominated; the
+    // gap is the temporaries' allocation and the extra pass. FLOP/s.
+    let mut g = c.benchmark_group("linear_gated/cpu/f32");
+    let (k, n) = (768usize, 2048usize);
+    let wg = Tensor::from_f32(random_normal(11, n * k, 0.05), [n, k]).unwrap();
+    let wu = Tensor::from_f32(random_normal(12, n * k, 0.05), [n, k]).unwrap();
+    for rows in [1usize, 16, 256] {
+        let x = f32t(13, &[rows, k]);
+        let mut out = Tensor::zeros([rows, n], DType::F32);
+        let (mut gate, mut up) = (
+            Tensor::zeros([rows, n], DType::F32),
+            Tensor::zeros([rows, n], DType::F32),
+        );
+        let act = Activation::GeluTanh;
+        g.throughput(Throughput::Elements((4 * rows * n * k) as u64));
+        let id = format!("{rows}x{k}x{n}");
+        g.bench_function(BenchmarkId::new("fused", &id), |bch| {
+            bch.iter(|| be.linear_gated(&x, &wg, &wu, act, &mut out).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("unfused", &id), |bch| {
+            bch.iter(|| {
+                be.linear(&x, &wg, None, &mut gate).unwrap();
+                be.linear(&x, &wu, None, &mut up).unwrap();
+                be.gated_activation(&gate, &up, act, &mut out).unwrap()
+            })
+        });
     }
     g.finish();
 }

@@ -7,6 +7,13 @@
 //                bias f32 [N] or null. Tiled shared-memory GEMM, any M, N, K.
 //   gemv_<w>     the same for M <= 8 (decode steps): one warp per output column
 //                streams its weight row once and serves all M rows of x.
+//   linear_gated_<w>, gemv_gated_<w>  (Backend::linear_gated, a gated FFN's up projections)
+//                out[m, n] = act(g[m, n]) * u[m, n], g = (sum_k x[m, k] * wg[n, k]) * sg[n],
+//                u likewise with wu, su; wg, wu [N, K] of one type, sg/su their int8
+//                row scales or null; no bias; act: apply_act's code (common.cuh).
+//                Each sum is computed as linear_<w> / gemv_<w> compute it, and the
+//                epilogue as elementwise.cu's gated_activation: bit for bit the two
+//                linears then gated_activation, without the two [M, N] temporaries.
 //   batched_matmul_f32  out[b, m, n] = sum_k a[b, m, k] * B[b, k, n]
 //                a contiguous [batch, M, K]; B any strides (sb, sk, sn) in elements;
 //                out contiguous [batch, M, N].
@@ -23,6 +30,9 @@
 //   shared memory 2 * 16 * 68 * 4 B = 8.5 KiB.
 // GEMV: grid ceil(N / 8), block 256 (8 warps, one output column each), lanes
 // stride over k (coalesced weight reads); per-warp sums with shuffles.
+// Gated: linear_gated_<w> tiles 64 rows x 32 output columns (B tile: 32 gate +
+// 32 up rows), grid (ceil(N / 32), ceil(M / 64)), block 256, same shared memory;
+// gemv_gated_<w> as the GEMV (grid ceil(N / 8), block 256), both rows per warp.
 //
 // Napkin math: linear reads M*K*4 + N*K*w_bytes and writes M*N*4 bytes and does
 // 2*M*N*K flops; the GEMV is bandwidth bound (weights dominate).
@@ -164,6 +174,127 @@ GEMV(gemv_f32, WF32)
 GEMV(gemv_f16, WF16)
 GEMV(gemv_bf16, WBF16)
 GEMV(gemv_i8, WI8)
+
+// ---- gated: out = act(x . wg) * (x . wu) ---------------------------------------
+
+// gemm_tile for linear_gated_<w>: the block's 64 B columns are 32 gate rows
+// (tile columns 0-31) and the same 32 up rows (32-63), so thread (tx, ty)
+// holds gate and up of output columns tx and tx + 16 in acc[i][j] / acc[i][j + 2].
+// Loads, k loop and fmaf order are gemm_tile's: each sum has the bits of
+// linear_<w>'s for that column.
+template <class W>
+__device__ __forceinline__ void linear_gated_tiled(const float* __restrict__ x, const typename W::T* __restrict__ wg,
+                                                   const float* __restrict__ sg, const typename W::T* __restrict__ wu,
+                                                   const float* __restrict__ su, float* __restrict__ out, int M,
+                                                   int N, int K, int act) {
+    __shared__ float As[BK][BM + 4];
+    __shared__ float Bs[BK][BN + 4];
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * (BN / 2);
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int e = tid + GEMM_THREADS * r;
+            const int row = e / BK, kk = e % BK;
+            const int k = k0 + kk;
+            const int m = m0 + row, n = n0 + (row & 31);
+            As[kk][row] = (m < M && k < K) ? x[(i64)m * K + k] : 0.0f;
+            const typename W::T* wr = row < 32 ? wg : wu;
+            Bs[kk][row] = (n < N && k < K) ? W::load(wr, (i64)n * K + k) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (n >= N) continue;
+            float g = acc[i][j], u = acc[i][j + 2];
+            if (sg) g *= sg[n];
+            if (su) u *= su[n];
+            out[(i64)m * N + n] = apply_act(act, g) * u;
+        }
+    }
+}
+
+#define LINEAR_GATED(NAME, W)                                                                             \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                          \
+        NAME(const float* x, const W::T* wg, const float* sg, const W::T* wu, const float* su, float* out, \
+             int M, int N, int K, int act) {                                                             \
+        linear_gated_tiled<W>(x, wg, sg, wu, su, out, M, N, K, act);                                     \
+    }
+LINEAR_GATED(linear_gated_f32, WF32)
+LINEAR_GATED(linear_gated_f16, WF16)
+LINEAR_GATED(linear_gated_bf16, WBF16)
+LINEAR_GATED(linear_gated_i8, WI8)
+
+// gemv for linear_gated_gemv_<w>: one warp per output column streams both
+// weight rows once; each sum in gemv's order (the bits of gemv_<w>'s).
+template <class W>
+__device__ __forceinline__ void gemv_gated(const float* __restrict__ x, const typename W::T* __restrict__ wg,
+                                           const float* __restrict__ sg, const typename W::T* __restrict__ wu,
+                                           const float* __restrict__ su, float* __restrict__ out, int M, int N,
+                                           int K, int act) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (n >= N) return;  // whole warp leaves; there is no block barrier below
+    const typename W::T* gr = wg + (i64)n * K;
+    const typename W::T* ur = wu + (i64)n * K;
+    float ag[GEMV_MAX_M], au[GEMV_MAX_M];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) ag[m] = au[m] = 0.0f;
+    for (int k = lane; k < K; k += 32) {
+        const float gv = W::load(gr, k), uv = W::load(ur, k);
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m)
+            if (m < M) {
+                const float xv = x[(i64)m * K + k];
+                ag[m] = fmaf(xv, gv, ag[m]);
+                au[m] = fmaf(xv, uv, au[m]);
+            }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        if (m >= M) break;  // M is uniform: the whole warp takes the same path
+        float g = warp_sum(ag[m]), u = warp_sum(au[m]);
+        if (sg) g *= sg[n];
+        if (su) u *= su[n];
+        if (lane == 0) out[(i64)m * N + n] = apply_act(act, g) * u;
+    }
+}
+
+#define GEMV_GATED(NAME, W)                                                                               \
+    extern "C" __global__ void __launch_bounds__(256)                                                   \
+        NAME(const float* x, const W::T* wg, const float* sg, const W::T* wu, const float* su, float* out, \
+             int M, int N, int K, int act) {                                                             \
+        gemv_gated<W>(x, wg, sg, wu, su, out, M, N, K, act);                                             \
+    }
+GEMV_GATED(gemv_gated_f32, WF32)
+GEMV_GATED(gemv_gated_f16, WF16)
+GEMV_GATED(gemv_gated_bf16, WBF16)
+GEMV_GATED(gemv_gated_i8, WI8)
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     batched_matmul_f32(const float* a, const float* b, float* out, int M, int N, int K, i64 sb, i64 sk, i64 sn) {

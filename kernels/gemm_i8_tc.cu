@@ -25,6 +25,14 @@
 //                  the absmax and clamps a NaN quotient to -127).
 //                  Any M, N, K: out-of-range rows, columns and k are zero-filled in
 //                  shared memory.
+//   linear_gated_i8_tc  out[m, n] = act(g[m, n]) * u[m, n] (Backend::linear_gated,
+//                  a gated FFN's up projections): g = f32(sum_k qx[m, k] * wg[n, k]) *
+//                  sx[m] * sg[n], u likewise with wu, su (no bias); wg, wu int8
+//                  [N, K] with their row scales. One block computes both for a 64 x 64
+//                  output tile (its 128 weight rows: per warp column 16 gate rows
+//                  then the same 16 up rows), so each sum and scaling is
+//                  linear_i8_tc's and the epilogue gated_activation's: bit for bit
+//                  two linear_i8_tc on one quantised x then gated_activation.
 //
 // Instructions (inline PTX, no CUDA headers: see kernels/README.md):
 //   mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32  warp-wide 16x8x32 int8 product,
@@ -49,7 +57,8 @@
 // for cp.async/ldmatrix, and the 8 row addresses of one ldmatrix phase fall into
 // 8 different 16 B bank groups (no conflicts).
 // Launch shape: grid (ceil(N / 128), ceil(M / 64)), block 256, static shared
-// memory 3 * (64 + 128) * 80 B = 45 KiB (under the 48 KiB static limit).
+// memory 3 * (64 + 128) * 80 B = 45 KiB (under the 48 KiB static limit);
+// linear_gated_i8_tc: grid (ceil(N / 64), ceil(M / 64)), the same block and memory.
 // Fast path: 16 B copies need K % 16 == 0 and 16 B aligned qx / w; otherwise,
 // and in edge chunks, bytes are loaded one by one into a uint4 (same results).
 //
@@ -113,19 +122,25 @@ __device__ __forceinline__ void i8tc_chunk(i8* dst, const i8* base, int r, int r
     }
 }
 
+// GATED (linear_gated_i8_tc): w/sw are the gate weight, wu/su the up weight;
+// the block's 128 B rows are, per warp column wn, 16 gate rows (tiles j = 0, 1)
+// then the same 16 up rows (j = 2, 3): a thread holds gate and up of one output
+// in acc[i][j] and acc[i][j + 2]. Otherwise wu, su are unused.
+template <bool GATED>
 __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, const float* __restrict__ sx,
                                                   const i8* __restrict__ w, const float* __restrict__ sw,
+                                                  const i8* __restrict__ wu, const float* __restrict__ su,
                                                   const float* __restrict__ bias, float* __restrict__ out, int M,
                                                   int N, int K, int act) {
     __shared__ __align__(16) i8 As[I8TC_STAGES][I8TC_BM * I8TC_LDS];
     __shared__ __align__(16) i8 Bs[I8TC_STAGES][I8TC_BN * I8TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 2, wn = warp & 3;  // warp tile origin: (32 wm, 32 wn)
-    const int m0 = blockIdx.y * I8TC_BM, n0 = blockIdx.x * I8TC_BN;
+    const int m0 = blockIdx.y * I8TC_BM, n0 = blockIdx.x * (GATED ? I8TC_BN / 2 : I8TC_BN);
     const int KT = (K + I8TC_BK - 1) / I8TC_BK;
     // Uniform over the block: may whole 16 B chunks be copied?
     const bool a_vec = (K & 15) == 0 && ((u64)qx & 15) == 0;
-    const bool b_vec = (K & 15) == 0 && ((u64)w & 15) == 0;
+    const bool b_vec = (K & 15) == 0 && ((u64)w & 15) == 0 && (!GATED || ((u64)wu & 15) == 0);
 
     // Activation chunks: 64 rows x 4 chunks of 16 B = 256, one per thread;
     // weight chunks: 128 rows x 4 = 512, two per thread.
@@ -137,7 +152,11 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int c = tid + I8TC_THREADS * i, row = c >> 2, kc = (c & 3) * 16;
-            i8tc_chunk(&Bs[stage][row * I8TC_LDS + kc], w, n0 + row, N, kt * I8TC_BK + kc, K, b_vec);
+            // Gated: row = 32 wn + 8 j + r (r < 8) holds output column
+            // 16 wn + (row & 15), of wu when j >= 2.
+            const i8* base = GATED && (row & 16) ? wu : w;
+            const int n = n0 + (GATED ? ((row >> 5) << 4) + (row & 15) : row);
+            i8tc_chunk(&Bs[stage][row * I8TC_LDS + kc], base, n, N, kt * I8TC_BK + kc, K, b_vec);
         }
     };
 
@@ -199,34 +218,66 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
     // Epilogue: lane (g, t) = (lane / 4, lane % 4) holds rows g, g + 8 and
     // columns 2t, 2t + 1 of each 16 x 8 tile; both scales and the bias fused.
     const int g = lane >> 2, t = lane & 3;
+    if (GATED) {
+        // Each sum scaled as linear_i8_tc scales it (no bias), then
+        // elementwise.cu's gated_activation.
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
-            if (m >= M) continue;
-            const float sm = sx[m];
+            for (int h = 0; h < 2; ++h) {
+                const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+                if (m >= M) continue;
+                const float sm = sx[m];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int n = n0 + wn * 32 + j * 8 + 2 * t;
+                for (int j = 0; j < 2; ++j) {
+                    const int n = n0 + wn * 16 + j * 8 + 2 * t;
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    if (n + e >= N) continue;
-                    float v = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
-                    if (bias) v += bias[n + e];
-                    out[(i64)m * N + n + e] = apply_act(act, v);
+                    for (int e = 0; e < 2; ++e) {
+                        if (n + e >= N) continue;
+                        const float gv = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
+                        const float uv = (float)acc[i][j + 2][2 * h + e] * sm * su[n + e];
+                        out[(i64)m * N + n + e] = apply_act(act, gv) * uv;
+                    }
                 }
             }
-        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+                if (m >= M) continue;
+                const float sm = sx[m];
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int n = n0 + wn * 32 + j * 8 + 2 * t;
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        if (n + e >= N) continue;
+                        float v = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
+                        if (bias) v += bias[n + e];
+                        out[(i64)m * N + n + e] = apply_act(act, v);
+                    }
+                }
+            }
+    }
 }
 
-#define LINEAR_I8_TC_BODY linear_i8_tc_body(qx, sx, w, sw, bias, out, M, N, K, act)
+#define LINEAR_I8_TC_BODY linear_i8_tc_body<false>(qx, sx, w, sw, nullptr, nullptr, bias, out, M, N, K, act)
+#define LINEAR_GATED_I8_TC_BODY linear_i8_tc_body<true>(qx, sx, wg, sg, wu, su, nullptr, out, M, N, K, act)
 #else
 #define LINEAR_I8_TC_BODY __trap()
+#define LINEAR_GATED_I8_TC_BODY __trap()
 #endif  // I8TC_ARCH_OK
 
 extern "C" __global__ void __launch_bounds__(I8TC_THREADS, 2)
     linear_i8_tc(const i8* qx, const float* sx, const i8* w, const float* sw, const float* bias, float* out, int M,
                  int N, int K, int act) {
     LINEAR_I8_TC_BODY;
+}
+
+extern "C" __global__ void __launch_bounds__(I8TC_THREADS, 2)
+    linear_gated_i8_tc(const i8* qx, const float* sx, const i8* wg, const float* sg, const i8* wu, const float* su,
+                       float* out, int M, int N, int K, int act) {
+    LINEAR_GATED_I8_TC_BODY;
 }

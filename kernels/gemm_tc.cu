@@ -16,6 +16,15 @@
 //                  an FFN's up projection) are the fused epilogue: the same bits as
 //                  linear then elementwise.cu's activation, one write of out less.
 //
+//   linear_gated_tc_<w>  out[m, n] = act(g[m, n]) * u[m, n] (Backend::linear_gated,
+//                  a gated FFN's up projections): g and u are linear_tc_<w>'s sums
+//                  (no bias) of the gate weight wg and the up weight wu, both [N, K]
+//                  f16 or bf16. One block computes both for a 64 x 64 output tile:
+//                  its 128 weight rows are, per warp column, 16 gate rows then the
+//                  same 16 up rows, so every sum is accumulated exactly as in
+//                  linear_tc_<w> and the epilogue is gated_activation's: bit for
+//                  bit two linear_tc_<w> then elementwise.cu's gated_activation.
+//
 // Instructions (inline PTX, no CUDA headers: NVRTC as the backend runs it has no
 // include path, so <mma.h> and <cuda_pipeline.h> cannot be included; see
 // kernels/README.md):
@@ -38,7 +47,8 @@
 // aligned for cp.async/ldmatrix, and the 8 row addresses of one ldmatrix phase
 // fall into 8 different 16 B bank groups (no conflicts).
 // Launch shape: grid (ceil(N / 128), ceil(M / 64)), block 256, static shared
-// memory 3 * (64 + 128) * 40 * 2 B = 45 KiB (under the 48 KiB static limit).
+// memory 3 * (64 + 128) * 40 * 2 B = 45 KiB (under the 48 KiB static limit);
+// linear_gated_tc_*: grid (ceil(N / 64), ceil(M / 64)), the same block and memory.
 // Fast paths: 16 B vector copies need K % 8 == 0 (weights) / K % 4 == 0
 // (activations) and 16 B aligned base pointers; otherwise, and in edge chunks,
 // elements are loaded one by one (same results).
@@ -68,19 +78,23 @@
 // shared_addr, ldmatrix_x4, cp_async_*, the mma wrappers and pack2 are in
 // common.cuh (the emulator defines the PTX ones in cuda_emu.h).
 
-template <bool BF16>
+// GATED (linear_gated_tc_*): w is the gate and wu the up weight; the block's
+// 128 B rows are, per warp column wn, 16 gate rows (tiles j = 0, 1) then the
+// same 16 up rows (j = 2, 3), so a thread holds gate and up of one output in
+// acc[i][j] and acc[i][j + 2]. Otherwise wu is unused.
+template <bool BF16, bool GATED>
 __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,
-                                          const float* __restrict__ bias, float* __restrict__ out, int M, int N,
-                                          int K, int act) {
+                                          const u16* __restrict__ wu, const float* __restrict__ bias,
+                                          float* __restrict__ out, int M, int N, int K, int act) {
     __shared__ __align__(16) u16 As[TC_STAGES][TC_BM * TC_LDS];
     __shared__ __align__(16) u16 Bs[TC_STAGES][TC_BN * TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 2, wn = warp & 3;  // warp tile origin: (32 wm, 32 wn)
-    const int m0 = blockIdx.y * TC_BM, n0 = blockIdx.x * TC_BN;
+    const int m0 = blockIdx.y * TC_BM, n0 = blockIdx.x * (GATED ? TC_BN / 2 : TC_BN);
     const int KT = (K + TC_BK - 1) / TC_BK;
     // Uniform over the block: may whole 16 B chunks be copied?
     const bool a_vec = (K & 3) == 0 && ((u64)x & 15) == 0;
-    const bool b_vec = (K & 7) == 0 && ((u64)w & 15) == 0;
+    const bool b_vec = (K & 7) == 0 && ((u64)w & 15) == 0 && (!GATED || ((u64)wu & 15) == 0);
 
     // Activation chunks: 64 rows x 8 float4 = 512 chunks, 2 per thread.
     float areg[2][4];
@@ -117,9 +131,12 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int c = tid + TC_THREADS * i, row = c >> 2, kc = (c & 3) * 8;
-            const int n = n0 + row, k = kt * TC_BK + kc;
+            // Gated: row = 32 wn + 8 j + r (r < 8) holds output column
+            // 16 wn + 8 (j & 1) + r = 16 wn + (row & 15), of wu when j >= 2.
+            const int n = n0 + (GATED ? ((row >> 5) << 4) + (row & 15) : row);
+            const int k = kt * TC_BK + kc;
             u16* dst = &Bs[stage][row * TC_LDS + kc];
-            const u16* src = w + (i64)n * K + k;
+            const u16* src = (GATED && (row & 16) ? wu : w) + (i64)n * K + k;
             if (b_vec && n < N && k < K) {
                 cp_async_16(dst, src);
             } else {
@@ -207,29 +224,51 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
     // Epilogue: lane (g, t) = (lane / 4, lane % 4) holds rows g, g + 8 and
     // columns 2t, 2t + 1 of each 16 x 8 tile; bias fused, f32 out.
     const int g = lane >> 2, t = lane & 3;
+    if (GATED) {
+        // As elementwise.cu's gated_activation on the two sums (no bias).
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + wn * 32 + j * 8 + 2 * t;
+            for (int j = 0; j < 2; ++j) {
+                const int n = n0 + wn * 16 + j * 8 + 2 * t;
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
-                if (m >= M) continue;
+                for (int h = 0; h < 2; ++h) {
+                    const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+                    if (m >= M) continue;
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    if (n + e >= N) continue;
-                    float v = acc[i][j][2 * h + e];
-                    if (bias) v += bias[n + e];
-                    out[(i64)m * N + n + e] = apply_act(act, v);
+                    for (int e = 0; e < 2; ++e) {
+                        if (n + e >= N) continue;
+                        out[(i64)m * N + n + e] = apply_act(act, acc[i][j][2 * h + e]) * acc[i][j + 2][2 * h + e];
+                    }
                 }
             }
-        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int n = n0 + wn * 32 + j * 8 + 2 * t;
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+                    if (m >= M) continue;
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        if (n + e >= N) continue;
+                        float v = acc[i][j][2 * h + e];
+                        if (bias) v += bias[n + e];
+                        out[(i64)m * N + n + e] = apply_act(act, v);
+                    }
+                }
+            }
+    }
 }
 
-#define LINEAR_TC_BODY(BF16) linear_tc<BF16>(x, w, bias, out, M, N, K, act)
+#define LINEAR_TC_BODY(BF16) linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act)
+#define LINEAR_GATED_TC_BODY(BF16) linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act)
 #else
 #define LINEAR_TC_BODY(BF16) __trap()
+#define LINEAR_GATED_TC_BODY(BF16) __trap()
 #endif  // TC_ARCH_OK
 
 #define LINEAR_TC(NAME, BF16)                                                                                  \
@@ -239,3 +278,11 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
     }
 LINEAR_TC(linear_tc_f16, false)
 LINEAR_TC(linear_tc_bf16, true)
+
+#define LINEAR_GATED_TC(NAME, BF16)                                                                            \
+    extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
+        NAME(const float* x, const u16* wg, const u16* wu, float* out, int M, int N, int K, int act) {         \
+        LINEAR_GATED_TC_BODY(BF16);                                                                           \
+    }
+LINEAR_GATED_TC(linear_gated_tc_f16, false)
+LINEAR_GATED_TC(linear_gated_tc_bf16, true)

@@ -24,7 +24,7 @@ names = []
 for f in files:
     text = open(f).read()
     names += re.findall(r'extern "C" __global__ void\s+(?:__launch_bounds__\([\w, ]+\)\s*)?(\w+)\s*\(', text)
-    names += re.findall(r'^(?:LINEAR|LINEAR_TC|GEMV|SPLIT)\((\w+),', text, re.M)
+    names += re.findall(r'^(?:LINEAR|LINEAR_TC|GEMV|SPLIT|LINEAR_GATED|LINEAR_GATED_TC|GEMV_GATED)\((\w+),', text, re.M)
 # The macro definitions themselves (`... __launch_bounds__(N) \ NAME(`) are not kernels.
 names = [n for n in names if n not in ("__launch_bounds__", "NAME")]
 with open(os.path.join(src, "kernels_all.inc"), "w") as o:

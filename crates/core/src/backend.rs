@@ -395,6 +395,30 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.linear(x, w, bias, out)?;
         self.activation(out, act)
     }
+    /// `out = act(linear(x, w_gate)) * linear(x, w_up)`: a gated FFN's up
+    /// projections (T5 v1.1 / Flan-T5 / mT5 `wi_0`, `wi_1`). No biases (T5's
+    /// gated FFN has none). `w_gate` and `w_up` are `[N, K]` of one dtype;
+    /// differing shapes or dtypes are an error. The result equals two
+    /// [`Backend::linear`]s then [`Backend::gated_activation`] on the same
+    /// backend. The default does exactly that and allocates two `[M, N]`
+    /// temporaries per call: only test doubles should rely on it.
+    fn linear_gated(
+        &self,
+        x: &Tensor,
+        w_gate: &Tensor,
+        w_up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let [m, n, _] = crate::checks::linear_gated(x, w_gate, w_up)?;
+        crate::checks::linear_out(x, n, out)?;
+        let mut gate = self.zeros(&[m, n], DType::F32)?;
+        let mut up = self.zeros(&[m, n], DType::F32)?;
+        self.linear(x, w_gate, None, &mut gate)?;
+        self.linear(x, w_up, None, &mut up)?;
+        // out may have any leading dims: gated_activation compares counts and rows.
+        self.gated_activation(&gate, &up, act, out)
+    }
     /// `out[b] = a[b] @ b[b]` for a `[B, M, K]`, b `[B, K, N]`; b may be a strided view.
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
 

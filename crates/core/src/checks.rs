@@ -214,6 +214,23 @@ pub fn linear_weight(x: &Tensor, w: &Tensor) -> Result<[usize; 3]> {
     Ok([m, w.dim(0), k])
 }
 
+/// `linear_gated`: `w_gate` and `w_up` are both `[N, K]` for x `[.., K]`, of
+/// one dtype. Returns `[M, N, K]`.
+pub fn linear_gated(x: &Tensor, w_gate: &Tensor, w_up: &Tensor) -> Result<[usize; 3]> {
+    const OP: &str = "linear_gated";
+    if w_gate.dims() != w_up.dims() {
+        return Err(shape_mismatch(OP, w_gate.dims(), w_up.dims()));
+    }
+    if w_gate.dtype() != w_up.dtype() {
+        return Err(Error::DTypeMismatch {
+            op: OP,
+            lhs: w_gate.dtype(),
+            rhs: w_up.dtype(),
+        });
+    }
+    linear_weight(x, w_gate)
+}
+
 /// `out` holds x's rows of `n`.
 pub fn linear_out(x: &Tensor, n: usize, out: &Tensor) -> Result<()> {
     if out.elem_count() != x.rows() * n || out.cols() != n {

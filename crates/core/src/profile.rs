@@ -1054,6 +1054,33 @@ impl Backend for ProfiledBackend {
         self.finish(t, || self.linear_cost(x, w, bias, Some(act)));
         r
     }
+    fn linear_gated(
+        &self,
+        x: &Tensor,
+        w_gate: &Tensor,
+        w_up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let t = self.begin("linear");
+        let r = self.inner.linear_gated(x, w_gate, w_up, act, out);
+        // One op with both GEMMs' work: the gate's cost (with its activation)
+        // plus the up projection's flops and weight bytes and the gating multiply.
+        self.finish(t, || {
+            let mut c = self.linear_cost(x, w_gate, None, Some(act));
+            let (m, n, k) = (x.rows() as u64, w_up.rows() as u64, w_up.cols() as u64);
+            c.flops += 2 * m * n * k + m * n;
+            c.bytes += tbytes(w_up);
+            c.detail = format!(
+                "x {} w_gate {} w_up {} gated {act:?}",
+                shape_str(x),
+                shape_str(w_gate),
+                shape_str(w_up)
+            );
+            c
+        });
+        r
+    }
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         let t = self.begin("batched_matmul");
         let r = self.inner.batched_matmul(a, b, out);
@@ -1639,6 +1666,25 @@ mod tests {
             text.contains("lm_head") && text.contains("attn_out"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn linear_gated_is_one_ffn_up_op_with_both_gemms() {
+        let p = ProfiledBackend::new(Arc::new(Null), Some(dims(512, 512, 2048, 32128)));
+        let (m, k, n) = (4u64, 512u64, 2048u64);
+        let x = Tensor::zeros([1, 4, 512], DType::F32);
+        let wg = Tensor::zeros([2048, 512], DType::F32);
+        let wu = Tensor::zeros([2048, 512], DType::F32);
+        let mut out = Tensor::zeros([1, 4, 2048], DType::F32);
+        p.linear_gated(&x, &wg, &wu, Activation::GeluTanh, &mut out)
+            .unwrap();
+        let ev = p.events().unwrap();
+        assert_eq!(ev.len(), 1, "the inner ops are not recorded apart");
+        assert_eq!((ev[0].op, ev[0].role), ("linear", Role::FfnUp));
+        // Two GEMMs, the activation and the gating multiply.
+        assert_eq!(ev[0].flops, 4 * m * n * k + 2 * m * n);
+        // x, both weights, out.
+        assert_eq!(ev[0].bytes, (m * k + 2 * n * k + m * n) * 4);
     }
 
     #[test]

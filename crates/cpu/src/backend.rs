@@ -17,6 +17,9 @@ use std::sync::Arc;
 thread_local! {
     /// The relative-bias rows of the last attention call on this thread.
     static REL_BIAS_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// `linear_gated`'s gate and up projections (`2 * M * N`), kept for the
+    /// next call so a decode step allocates nothing.
+    static GATED_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 use encdec_core::checks::{self, same_count};
@@ -485,6 +488,42 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn linear_gated(
+        &self,
+        x: &Tensor,
+        w_gate: &Tensor,
+        w_up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "linear_gated";
+        let xs = f32_in(x, OP)?;
+        let [m, n, k] = checks::linear_gated(x, w_gate, w_up)?;
+        let wg = weights(w_gate, OP)?;
+        let wu = weights(w_up, OP)?;
+        checks::linear_out(x, n, out)?;
+        let o = f32_out(out, OP)?;
+        // The same two GEMMs and gating kernel as the unfused ops (so the same
+        // bits), into a per-thread buffer reused across calls instead of two
+        // fresh [M, N] tensors.
+        let mut scratch = GATED_SCRATCH.with(|c| c.take());
+        if scratch.len() < 2 * m * n {
+            scratch.resize(2 * m * n, 0.0);
+        }
+        let (g, u) = scratch[..2 * m * n].split_at_mut(m * n);
+        self.install(|| {
+            gemm::gemm(m, n, k, xs, wg, None, g);
+            gemm::gemm(m, n, k, xs, wu, None, u);
+        });
+        let isa = isa::active();
+        self.run(o.len(), || activation::gated_activation(isa, act, g, u, o));
+        // As the GEMM's packing buffers: a huge one (long prefill) is not kept.
+        if scratch.len() * 4 <= 64 << 20 {
+            GATED_SCRATCH.with(|c| c.set(scratch));
+        }
+        Ok(())
+    }
+
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         const OP: &str = "batched_matmul";
         let av = f32_in(a, OP)?;
@@ -821,6 +860,63 @@ mod tests {
         assert!(CpuBackend::with_threads(1)
             .describe()
             .ends_with("1 thread)"));
+    }
+
+    #[test]
+    fn linear_gated_equals_two_linears_then_gated_activation() {
+        let be = CpuBackend::with_threads(2);
+        let acts = [
+            Activation::Relu,
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Silu,
+            Activation::Identity,
+        ];
+        for (m, k, n) in [(1, 8, 5), (3, 33, 17), (7, 64, 130), (70, 20, 33)] {
+            let seed = (m * 1000 + k * 10 + n) as u64;
+            let x = t(random_normal(seed, m * k, 1.0), &[1, m, k]);
+            let wg = t(random_normal(seed + 1, n * k, 0.3), &[n, k]);
+            let wu = t(random_normal(seed + 2, n * k, 0.3), &[n, k]);
+            for dt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+                let (wg, wu) = (be.cast(&wg, dt).unwrap(), be.cast(&wu, dt).unwrap());
+                for act in acts {
+                    let mut got = t(vec![f32::NAN; m * n], &[1, m, n]);
+                    be.linear_gated(&x, &wg, &wu, act, &mut got).unwrap();
+                    let (mut g, mut u) = (
+                        be.zeros(&[m, n], DType::F32).unwrap(),
+                        be.zeros(&[m, n], DType::F32).unwrap(),
+                    );
+                    be.linear(&x, &wg, None, &mut g).unwrap();
+                    be.linear(&x, &wu, None, &mut u).unwrap();
+                    let mut want = be.zeros(&[1, m, n], DType::F32).unwrap();
+                    be.gated_activation(&g, &u, act, &mut want).unwrap();
+                    let (got, want) = (got.as_f32().unwrap(), want.as_f32().unwrap());
+                    let same = got
+                        .iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "m {m} k {k} n {n} {dt} {act:?}: {got:?} vs {want:?}");
+                }
+            }
+        }
+        // Shapes and dtypes of the two weights must agree; out must fit.
+        let x = t(vec![0.0; 6], &[2, 3]);
+        let w = t(vec![0.0; 12], &[4, 3]);
+        let mut out = t(vec![0.0; 8], &[2, 4]);
+        let w5 = t(vec![0.0; 15], &[5, 3]);
+        assert!(be
+            .linear_gated(&x, &w, &w5, Activation::Relu, &mut out)
+            .is_err());
+        let w16 = be.cast(&w, DType::F16).unwrap();
+        assert!(be
+            .linear_gated(&x, &w, &w16, Activation::Relu, &mut out)
+            .is_err());
+        let mut bad = t(vec![0.0; 10], &[2, 5]);
+        assert!(be
+            .linear_gated(&x, &w, &w, Activation::Relu, &mut bad)
+            .is_err());
+        be.linear_gated(&x, &w, &w, Activation::Relu, &mut out)
+            .unwrap();
     }
 
     #[test]

@@ -270,6 +270,45 @@ fn gemm(b: &mut B) {
             }
         }
     }
+    // Gated FFN up projections (flan-t5-base: d_model 768, d_ff 2048): one
+    // linear_gated launch beside the unfused two linears + gated_activation
+    // (two [M, N] temporaries written and read back).
+    let (n, k) = (2048, 768);
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+        let wg = g.cast(&b.rand(5, &[n, k], 0.05), dt).unwrap();
+        let wu = g.cast(&b.rand(6, &[n, k], 0.05), dt).unwrap();
+        for m in [1, 8, 64, 512] {
+            let x = b.rand(7, &[m, k], 1.0);
+            let mut out = g.zeros(&[m, n], DType::F32).unwrap();
+            let (mut gate, mut upp) = (
+                g.zeros(&[m, n], DType::F32).unwrap(),
+                g.zeros(&[m, n], DType::F32).unwrap(),
+            );
+            let name = format!("{m}x{k}x{n}");
+            let tp = if m <= 8 {
+                Throughput::Bytes((2 * n * k * dt.size_in_bytes() + 4 * m * (k + n)) as u64)
+            } else {
+                Throughput::Elements((4 * m * n * k) as u64)
+            };
+            let act = Activation::GeluTanh;
+            b.run(
+                &format!("linear_gated/cuda/{dt}/fused"),
+                &name,
+                tp.clone(),
+                || g.linear_gated(&x, &wg, &wu, act, &mut out).unwrap(),
+            );
+            b.run(
+                &format!("linear_gated/cuda/{dt}/unfused"),
+                &name,
+                tp.clone(),
+                || {
+                    g.linear(&x, &wg, None, &mut gate).unwrap();
+                    g.linear(&x, &wu, None, &mut upp).unwrap();
+                    g.gated_activation(&gate, &upp, act, &mut out).unwrap();
+                },
+            );
+        }
+    }
     let (bt, m, kk, nn) = (16, 128, 64, 128);
     let a = b.rand(3, &[bt, m, kk], 1.0);
     let bm = b.rand(4, &[bt, nn, kk], 1.0);

@@ -1036,6 +1036,25 @@ impl Backend for CudaBackend {
         self.linear_with("linear_act", x, w, bias, act, out)
     }
 
+    fn linear_gated(
+        &self,
+        x: &Tensor,
+        w_gate: &Tensor,
+        w_up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "linear_gated";
+        let xp = self.f32_in(x, OP)?;
+        let [m, n, k] = checks::linear_gated(x, w_gate, w_up)?;
+        let gp = self.weights(w_gate, OP)?;
+        let up = self.weights(w_up, OP)?;
+        checks::linear_out(x, n, out)?;
+        let outp = self.f32_out(out, OP)?;
+        self.dev.bind()?;
+        ops::gemm::linear_gated(&self.dev, xp, gp, up, outp, m, n, k, act, self.gemm_path())
+    }
+
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         const OP: &str = "batched_matmul";
         let ap = self.f32_in(a, OP)?;

@@ -1,7 +1,8 @@
 //! The decode loop on the CUDA backend allocates nothing per step, on the host
 //! or the device: a generation of 24 tokens makes as many host heap
 //! allocations as one of 6, and the caching allocator hands out no new device
-//! blocks once warm, for greedy and beam search on the T5 and BART fixtures,
+//! blocks once warm, for greedy and beam search on the T5 (plain and gated
+//! FFN: t5-v1_1) and BART fixtures,
 //! with the search on the device (top-k candidates, softmax statistics and the
 //! banned ids' logits are all that cross to the host).
 //! (Host allocations are counted by a global allocator in this test binary; on
@@ -83,7 +84,8 @@ fn decode_steps_allocate_nothing_on_the_device_backend() {
         ),
     ];
     let mut failures = Vec::new();
-    for name in ["t5", "bart"] {
+    // t5-v1_1: the gated FFN (linear_gated).
+    for name in ["t5", "bart", "t5-v1_1"] {
         let be: Arc<dyn Backend> = g.be.clone();
         let model = encdec_models::load_model(&fixture(name), be, DType::F32)
             .unwrap_or_else(|e| panic!("{name}: {e}"))

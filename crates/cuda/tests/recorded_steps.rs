@@ -1,6 +1,7 @@
 //! Decode steps recorded once and replayed (CUDA graphs, `RecordedSteps`),
-//! model by model: the T5 and BART fixtures stepped by hand on a backend of
-//! their own, against the CPU backend stepping the same tokens. Each step's
+//! model by model: the T5 (plain; gated FFN: t5-v1_1, first test) and BART
+//! fixtures stepped by hand on a backend of their own, against the CPU
+//! backend stepping the same tokens. Each step's
 //! logits match the CPU's (TOL_LOGITS of e2e.rs) while the counters show the
 //! schedule: a set of buffers runs op by op the first time, is recorded the
 //! second (the recording's replay computes that step), and replays after;
@@ -123,7 +124,8 @@ fn one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after() {
     }
     let g: Arc<dyn Backend> = Arc::new(g);
     let mut f = Failures::default();
-    for name in ["t5", "bart"] {
+    // t5-v1_1: the gated FFN (linear_gated) recorded and replayed too.
+    for name in ["t5", "bart", "t5-v1_1"] {
         let seen = step_both(name, g.clone(), 1, 6, false, &mut f);
         let want: Vec<(u64, u64, u64)> = vec![
             (1, 0, 0),

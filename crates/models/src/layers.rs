@@ -72,6 +72,25 @@ impl Linear {
     ) -> encdec_core::Result<()> {
         backend.linear_act(x, &self.weight, self.bias.as_ref(), act, out)
     }
+
+    /// `out = act(x Wᵀ) * (x Uᵀ)` with `self` the gate and `up` the up
+    /// projection (a gated FFN; the backend may run both GEMMs in one kernel).
+    /// Neither may have a bias (T5's have none).
+    pub fn forward_gated(
+        &self,
+        backend: &dyn Backend,
+        up: &Linear,
+        x: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        if self.bias.is_some() || up.bias.is_some() {
+            return Err(encdec_core::Error::Invalid(
+                "linear_gated: the gate and up projections take no bias".into(),
+            ));
+        }
+        backend.linear_gated(x, &self.weight, &up.weight, act, out)
+    }
 }
 
 /// Loads a matrix as `dtype` onto the backend after checking its shape.

@@ -525,22 +525,19 @@ impl FeedForward {
         })
     }
 
-    /// `out = ffn(x)`; `a`, `b`, `c` are `[.., d_ff]` scratch buffers of x's rows.
+    /// `out = ffn(x)`; `a` is a `[.., d_ff]` scratch buffer of x's rows (the
+    /// gated form's two projections and product are one `linear_gated`).
     fn forward(
         &self,
         be: &dyn Backend,
         x: &Tensor,
         a: &mut Tensor,
-        b: &mut Tensor,
-        c: &mut Tensor,
         out: &mut Tensor,
     ) -> encdec_core::Result<()> {
         match &self.wi_1 {
             Some(wi_1) => {
-                self.wi.forward(be, x, a)?;
-                wi_1.forward(be, x, b)?;
-                be.gated_activation(a, b, self.act, c)?;
-                self.wo.forward(be, c, out)
+                self.wi.forward_gated(be, wi_1, x, self.act, a)?;
+                self.wo.forward(be, a, out)
             }
             None => {
                 self.wi.forward_act(be, x, self.act, a)?;
@@ -747,19 +744,13 @@ impl T5Model {
 /// What a T5 decode step adds to [`StepScratch`].
 #[derive(Debug)]
 struct StepBuffers {
-    /// `[rows, 1, d_ff]`: FFN input projections and gated product.
+    /// `[rows, 1, d_ff]`: the FFN's (gated) up projection.
     f1: Tensor,
-    f2: Tensor,
-    f3: Tensor,
 }
 
 impl Default for StepBuffers {
     fn default() -> Self {
-        StepBuffers {
-            f1: empty_f32(),
-            f2: empty_f32(),
-            f3: empty_f32(),
-        }
+        StepBuffers { f1: empty_f32() }
     }
 }
 
@@ -783,7 +774,7 @@ impl Seq2SeqModel for T5Model {
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
         let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
         let mut attn = AttentionBuffers::zeros(be, &[b, s, inner])?;
-        let (mut f1, mut f2, mut f3) = (z(&[b, s, ff])?, z(&[b, s, ff])?, z(&[b, s, ff])?);
+        let mut f1 = z(&[b, s, ff])?;
 
         be.embedding(&ids, &self.embed, 1.0, &mut h)?;
         let first_norm = self
@@ -798,7 +789,7 @@ impl Seq2SeqModel for T5Model {
             let _range = self.layer_ranges.encoder(be, i);
             l.attn.forward(be, &x, &params, &mut attn, &mut y)?;
             self.add_rms(&y, &mut h, &l.ffn_norm, &mut x)?;
-            l.ffn.forward(be, &x, &mut f1, &mut f2, &mut f3, &mut y)?;
+            l.ffn.forward(be, &x, &mut f1, &mut y)?;
             let next = self
                 .encoder
                 .get(i + 1)
@@ -909,9 +900,7 @@ impl T5Model {
         let (d, inner, ff) = (self.d_model, self.inner, self.d_ff);
         sc.ensure(be, r, d, inner)?;
         let ffn = &mut sc.extra;
-        for t in [&mut ffn.f1, &mut ffn.f2, &mut ffn.f3] {
-            ensure_f32(be, t, &[r, 1, ff])?;
-        }
+        ensure_f32(be, &mut ffn.f1, &[r, 1, ff])?;
         sc.stage_inputs(be, tokens, state.len)?;
         run_step(be, enc, state, sc, logits, then, |state, sc, logits| {
             self.step_ops(enc, state, sc, logits)
@@ -956,8 +945,7 @@ impl T5Model {
             self.add_rms(&sc.y, &mut sc.h, &l.ffn_norm, &mut sc.x)?;
 
             let f = &mut sc.extra;
-            l.ffn
-                .forward(be, &sc.x, &mut f.f1, &mut f.f2, &mut f.f3, &mut sc.y)?;
+            l.ffn.forward(be, &sc.x, &mut f.f1, &mut sc.y)?;
             let next = self
                 .decoder
                 .get(i + 1)

@@ -2,7 +2,7 @@
 //! tokens makes exactly as many heap allocations as one of 8 (encoder, cache and
 //! scratch are allocated once, up front), for greedy, beam (searched on the host,
 //! and on the backend: `Generator::set_search_on_backend`) and sampling, on a T5
-//! and a BART fixture with f32, bf16 and int8 weights, on a 2-thread CPU backend. Counted by a global allocator
+//! (plain and gated-FFN v1.1) and a BART fixture with f32, bf16 and int8 weights, on a 2-thread CPU backend. Counted by a global allocator
 //! over all threads.
 
 mod common;
@@ -79,6 +79,9 @@ fn decode_steps_allocate_nothing() {
         ("bart", DType::F32),
         ("t5", DType::BF16),
         ("bart", DType::I8),
+        // Gated FFN (linear_gated): its scratch is reused across steps.
+        ("t5-v1_1", DType::F32),
+        ("t5-v1_1", DType::I8),
     ] {
         let (cfg, ckpt) = common::open_fixture(name);
         let (model, _) = build_model(&cfg, &ckpt, backend.clone(), dtype).expect(name);

@@ -5,7 +5,9 @@
 //! tensor-core kernels: `linear_tc_*` for f16/bf16 weights (activations rounded
 //! to the weight type) and `linear_i8_tc` for int8 weights (W8A8: activations
 //! quantised per row by `quantize_i8_f32` into a scratch buffer first); the
-//! FP32-FMA tiled kernel for f32 weights and below sm_80.
+//! FP32-FMA tiled kernel for f32 weights and below sm_80. `linear_gated` (a
+//! gated FFN's two up projections and `act(gate) * up`) takes the same path
+//! choice, each with a gated kernel of its own (one launch, no temporaries).
 
 use encdec_core::{Activation, DType, Error, Result};
 
@@ -170,6 +172,126 @@ fn linear_fused(
         &mut kargs![x, wp, scales, bias, out, mi, ni, ki],
     )?;
     Ok(false)
+}
+
+/// `out[m, n] = act(x[m, :] . wg[n, :] (* sg[n])) * (x[m, :] . wu[n, :] (* su[n]))`
+/// (`Backend::linear_gated`), one kernel on every path: the GEMV for M <= 8,
+/// the tensor-core kernels (f16/bf16; int8 W8A8 on one quantised x) above it,
+/// the FP32-FMA tiled kernel otherwise. Each computes both sums as `linear`'s
+/// kernel on that path does, and the epilogue as `gated_activation`: bit for bit
+/// two [`linear`]s then `gated_activation` with the same path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_gated(
+    dev: &Dev,
+    x: u64,
+    wg: WeightPtr,
+    wu: WeightPtr,
+    out: u64,
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Activation,
+    path: GemmPath,
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let act_code = super::elementwise::act_code(act);
+    dims_i32("linear_gated", &[m, n, k])?;
+    let gemv = path == GemmPath::Auto && m <= GEMV_MAX_M;
+    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+    let tensor_cores = dev.kernels.is_none() || dev.info.compute_capability.0 >= 8;
+    // Both tiles of a gated block cover half as many output columns.
+    let (tc_bn, i8tc_bn) = (TC_BN / 2, I8TC_BN / 2);
+    if path == GemmPath::Auto && !gemv && tensor_cores {
+        let tc = match (wg, wu) {
+            (WeightPtr::F16(g), WeightPtr::F16(u)) => Some((g, u, "linear_gated_tc_f16")),
+            (WeightPtr::BF16(g), WeightPtr::BF16(u)) => Some((g, u, "linear_gated_tc_bf16")),
+            _ => None,
+        };
+        if let Some((gp, up, name)) = tc {
+            let grid = (n.div_ceil(tc_bn) as u32, m.div_ceil(TC_BM) as u32, 1);
+            return dev.launch(
+                Family::GemmTc,
+                name,
+                grid,
+                TC_THREADS,
+                0,
+                &mut kargs![x, gp, up, out, mi, ni, ki, act_code],
+            );
+        }
+        if let (
+            WeightPtr::I8 {
+                data: gd,
+                scales: gs,
+            },
+            WeightPtr::I8 {
+                data: ud,
+                scales: us,
+            },
+        ) = (wg, wu)
+        {
+            // W8A8 as in `linear`, x quantised once for both weights (the same
+            // bits as quantising it for each).
+            let qx = dev.alloc(m * k)?;
+            let sx = dev.alloc(m * 4)?;
+            super::elementwise::quantize(dev, DType::F32, x, qx.ptr, sx.ptr, m, k)?;
+            let grid = (n.div_ceil(i8tc_bn) as u32, m.div_ceil(I8TC_BM) as u32, 1);
+            let (qp, sp) = (qx.ptr, sx.ptr);
+            return dev.launch(
+                Family::GemmI8Tc,
+                "linear_gated_i8_tc",
+                grid,
+                TC_THREADS,
+                0,
+                &mut kargs![qp, sp, gd, gs, ud, us, out, mi, ni, ki, act_code],
+            );
+        }
+    }
+    let (gp, gs, up, us, suffix) = match (wg, wu) {
+        (WeightPtr::F32(g), WeightPtr::F32(u)) => (g, 0u64, u, 0u64, "f32"),
+        (WeightPtr::F16(g), WeightPtr::F16(u)) => (g, 0, u, 0, "f16"),
+        (WeightPtr::BF16(g), WeightPtr::BF16(u)) => (g, 0, u, 0, "bf16"),
+        (
+            WeightPtr::I8 {
+                data: gd,
+                scales: gs,
+            },
+            WeightPtr::I8 {
+                data: ud,
+                scales: us,
+            },
+        ) => (gd, gs, ud, us, "i8"),
+        _ => {
+            return Err(Error::Invalid(
+                "linear_gated: the gate and up weights differ in dtype".into(),
+            ))
+        }
+    };
+    let name: &'static str = match (gemv, suffix) {
+        (true, "f32") => "gemv_gated_f32",
+        (true, "f16") => "gemv_gated_f16",
+        (true, "bf16") => "gemv_gated_bf16",
+        (true, _) => "gemv_gated_i8",
+        (false, "f32") => "linear_gated_f32",
+        (false, "f16") => "linear_gated_f16",
+        (false, "bf16") => "linear_gated_bf16",
+        (false, _) => "linear_gated_i8",
+    };
+    let grid = if gemv {
+        (n.div_ceil(8) as u32, 1, 1)
+    } else {
+        // 64 x 32 outputs per block (32 gate + 32 up weight rows).
+        (n.div_ceil(32) as u32, m.div_ceil(64) as u32, 1)
+    };
+    dev.launch(
+        F,
+        name,
+        grid,
+        256,
+        0,
+        &mut kargs![x, gp, gs, up, us, out, mi, ni, ki, act_code],
+    )
 }
 
 /// `out[b] = a[b] @ B[b]` with B element (b, k, n) at `b + b*sb + k*sk + n*sn`.

@@ -165,6 +165,16 @@ impl Backend for CopyingCpu {
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
         self.0.linear(x, w, b, out)
     }
+    fn linear_gated(
+        &self,
+        x: &Tensor,
+        w_gate: &Tensor,
+        w_up: &Tensor,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.0.linear_gated(x, w_gate, w_up, act, out)
+    }
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
         self.0.batched_matmul(a, b, out)
     }
