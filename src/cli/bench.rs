@@ -1063,6 +1063,20 @@ fn report_text(report: &Value) -> String {
             },
         ));
     }
+    // Where steps were recorded (CUDA graphs), say how many replayed.
+    let results = report["results"].as_array().into_iter().flatten();
+    let (rec, rep) = results.fold((0, 0), |(a, b), r| {
+        (
+            a + r["recorded_steps"].as_u64().unwrap_or(0),
+            b + r["replayed_steps"].as_u64().unwrap_or(0),
+        )
+    });
+    if rec + rep > 0 {
+        s.push_str(&format!(
+            "\ndecode steps of each workload's first run: {rec} recorded as CUDA graphs, {rep} replayed \
+             (ENCDEC_CUDA_GRAPHS=0 runs them op by op)\n"
+        ));
+    }
     if let Some(note) = report.get("note").and_then(Value::as_str) {
         s.push_str(&format!("\nnote: {note}\n"));
     }
