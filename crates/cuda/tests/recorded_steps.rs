@@ -109,69 +109,82 @@ fn step_both(
     seen
 }
 
-#[test]
-fn one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after() {
-    let Some(g) = private_gpu() else {
-        eprintln!(
-            "SKIP one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after: \
-             no CUDA device or emulator (or the CPU stand-in, which does not record)"
-        );
-        return;
-    };
+/// A backend of the test's own that records steps, or None after printing
+/// why the test is skipped (no device or emulator, the CPU stand-in, which
+/// does not record, or recording turned off).
+fn recorder(test: &str) -> Option<Arc<dyn Backend>> {
     if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() == Ok("0") {
-        eprintln!("SKIP: ENCDEC_CUDA_GRAPHS=0");
-        return;
+        eprintln!("SKIP {test}: ENCDEC_CUDA_GRAPHS=0");
+        return None;
     }
-    let g: Arc<dyn Backend> = Arc::new(g);
+    match private_gpu() {
+        Some(g) => Some(Arc::new(g)),
+        None => {
+            eprintln!("SKIP {test}: no CUDA device or emulator (the CPU stand-in does not record)");
+            None
+        }
+    }
+}
+
+/// [`step_both`] for each fixture, then the counters against `want`.
+fn check_schedule(
+    g: &Arc<dyn Backend>,
+    names: &[&str],
+    (rows, swap): (usize, bool),
+    want: &[(u64, u64, u64)],
+    what: &str,
+) {
     let mut f = Failures::default();
-    // t5-v1_1: the gated FFN (linear_gated) recorded and replayed too.
-    for name in ["t5", "bart", "t5-v1_1"] {
-        let seen = step_both(name, g.clone(), 1, 6, false, &mut f);
-        let want: Vec<(u64, u64, u64)> = vec![
-            (1, 0, 0),
-            (1, 1, 0),
-            (1, 1, 1),
-            (1, 1, 2),
-            (1, 1, 3),
-            (1, 1, 4),
-        ];
+    for name in names {
+        let seen = step_both(name, g.clone(), rows, want.len(), swap, &mut f);
         if seen != want {
             f.push(format!("{name}: counters {seen:?}, expected {want:?}"));
         }
     }
-    f.finish("recorded steps");
+    f.finish(what);
+}
+
+#[test]
+fn one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after() {
+    let Some(g) = recorder("one_set_of_buffers_is_recorded_on_its_second_step_and_replayed_after")
+    else {
+        return;
+    };
+    // t5-v1_1: the gated FFN (linear_gated) recorded and replayed too.
+    let want = [
+        (1, 0, 0),
+        (1, 1, 0),
+        (1, 1, 1),
+        (1, 1, 2),
+        (1, 1, 3),
+        (1, 1, 4),
+    ];
+    check_schedule(
+        &g,
+        &["t5", "bart", "t5-v1_1"],
+        (1, false),
+        &want,
+        "recorded steps",
+    );
 }
 
 #[test]
 fn swapped_caches_get_a_recording_each() {
-    let Some(g) = private_gpu() else {
-        eprintln!("SKIP swapped_caches_get_a_recording_each: no CUDA device or emulator");
+    let Some(g) = recorder("swapped_caches_get_a_recording_each") else {
         return;
     };
-    if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() == Ok("0") {
-        eprintln!("SKIP: ENCDEC_CUDA_GRAPHS=0");
-        return;
-    }
-    let g: Arc<dyn Backend> = Arc::new(g);
-    let mut f = Failures::default();
-    for name in ["t5", "bart"] {
-        // Buffers A, B, A, B, ...: each seen, then recorded, then replayed.
-        let seen = step_both(name, g.clone(), 2, 8, true, &mut f);
-        let want: Vec<(u64, u64, u64)> = vec![
-            (1, 0, 0),
-            (2, 0, 0),
-            (2, 1, 0),
-            (2, 2, 0),
-            (2, 2, 1),
-            (2, 2, 2),
-            (2, 2, 3),
-            (2, 2, 4),
-        ];
-        if seen != want {
-            f.push(format!("{name}: counters {seen:?}, expected {want:?}"));
-        }
-    }
-    f.finish("swapped caches");
+    // Buffers A, B, A, B, ...: each seen, then recorded, then replayed.
+    let want = [
+        (1, 0, 0),
+        (2, 0, 0),
+        (2, 1, 0),
+        (2, 2, 0),
+        (2, 2, 1),
+        (2, 2, 2),
+        (2, 2, 3),
+        (2, 2, 4),
+    ];
+    check_schedule(&g, &["t5", "bart"], (2, true), &want, "swapped caches");
 }
 
 /// Greedy and beam search on the backend with the search's ops recorded with
@@ -180,16 +193,10 @@ fn swapped_caches_get_a_recording_each() {
 /// step's candidates).
 #[test]
 fn search_ops_replay_with_the_step() {
-    let Some(g) = private_gpu() else {
-        eprintln!("SKIP search_ops_replay_with_the_step: no CUDA device or emulator");
+    use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
+    let Some(g) = recorder("search_ops_replay_with_the_step") else {
         return;
     };
-    if std::env::var("ENCDEC_CUDA_GRAPHS").as_deref() == Ok("0") {
-        eprintln!("SKIP: ENCDEC_CUDA_GRAPHS=0");
-        return;
-    }
-    use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
-    let g: Arc<dyn Backend> = Arc::new(g);
     let mut f = Failures::default();
     for name in ["t5", "bart"] {
         let dir = fixture(name);

@@ -344,21 +344,29 @@ impl<'m> Generator<'m> {
             .step_on_backend(enc, state, tokens, &mut bufs.logits)
     }
 
-    /// A decode step on the backend followed by the search ops `queued`, which
-    /// the model records with the step's ops.
+    /// A decode step on the backend with the search ops `ops(any bans)` queued
+    /// after it (the model records them with the step's ops), once `edits`'
+    /// bans are staged. False when the bans overflow their buffer: the step
+    /// then ran alone and the full rows must come back.
     fn step_then(
         &self,
         enc: &EncoderOutput,
         state: &mut DecoderState,
         tokens: &[u32],
         bufs: &mut BackendBuffers,
-        queued: Queued,
-    ) -> Result<()> {
+        edits: &mut [RowEdits],
+        ops: impl FnOnce(bool) -> Queued,
+    ) -> Result<bool> {
+        let Some(bans) = bufs.stage_bans(self.model.backend(), edits)? else {
+            self.step_on_backend(enc, state, tokens, bufs)?;
+            return Ok(false);
+        };
         let _range = RangeGuard::open(self.model.backend(), "decode step");
-        bufs.with_queued(queued, |logits, then| {
+        bufs.with_queued(ops(bans), |logits, then| {
             self.model
                 .step_on_backend_then(enc, state, tokens, logits, then)
-        })
+        })?;
+        Ok(true)
     }
 
     // -----------------------------------------------------------------------------
@@ -434,19 +442,15 @@ impl<'m> Generator<'m> {
                     }
                 }
                 if only_bans {
-                    // The bans, statistics and argmax run with the step (unless
-                    // the bans overflow their buffer: then the full rows come back).
-                    let queued = match bufs.stage_bans(be, &mut edits[..na])? {
-                        Some(bans) => {
-                            let ops = Queued::GreedyPick { bans };
-                            self.step_then(enc, &mut state, &tokens[..na], bufs, ops)?;
-                            true
-                        }
-                        None => {
-                            self.step_on_backend(enc, &mut state, &tokens[..na], bufs)?;
-                            false
-                        }
-                    };
+                    // The bans, statistics and argmax run with the step.
+                    let queued = self.step_then(
+                        enc,
+                        &mut state,
+                        &tokens[..na],
+                        bufs,
+                        &mut edits[..na],
+                        |bans| Queued::GreedyPick { bans },
+                    )?;
                     let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na], queued)?;
                     decided = out == GreedyOutcome::Decided;
                     if decided {
@@ -668,20 +672,18 @@ impl<'m> Generator<'m> {
                     }
                 }
                 if only_bans {
-                    // The log-softmax, bans and top-K run with the step (unless
-                    // the bans overflow their buffer: then the full rows come back).
-                    let queued = match bufs.stage_bans(be, &mut edits[..na * nb])? {
-                        Some(bans) => {
-                            let ops = Queued::LogSoftmaxTopk { bans };
-                            self.step_then(enc, &mut state, &tokens[..na * nb], bufs, ops)?;
-                            true
-                        }
-                        None => {
-                            self.step_on_backend(enc, &mut state, &tokens[..na * nb], bufs)?;
-                            be.log_softmax(&mut bufs.logits)?;
-                            false
-                        }
-                    };
+                    // The log-softmax, bans and top-K run with the step.
+                    let queued = self.step_then(
+                        enc,
+                        &mut state,
+                        &tokens[..na * nb],
+                        bufs,
+                        &mut edits[..na * nb],
+                        |bans| Queued::LogSoftmaxTopk { bans },
+                    )?;
+                    if !queued {
+                        be.log_softmax(&mut bufs.logits)?;
+                    }
                     normalized = true;
                     decided = bufs.beam_fetch(be, &mut edits[..na * nb], queued)?;
                     for (p, &b) in active.iter().enumerate().take(if decided { na } else { 0 }) {

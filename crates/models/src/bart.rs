@@ -1214,14 +1214,7 @@ impl Seq2SeqModel for BartModel {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        decode_step(
-            "BART",
-            state,
-            tokens,
-            logits,
-            self.spec.vocab_size,
-            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, None),
-        )
+        self.decode(enc, state, tokens, logits, None)
     }
 
     fn step_on_backend(
@@ -1244,14 +1237,7 @@ impl Seq2SeqModel for BartModel {
         then: Then<'_>,
     ) -> encdec_core::Result<()> {
         check_logits_on_backend("BART", &*self.backend, logits)?;
-        decode_step(
-            "BART",
-            state,
-            tokens,
-            logits,
-            self.spec.vocab_size,
-            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, Some(then)),
-        )
+        self.decode(enc, state, tokens, logits, Some(then))
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
@@ -1278,6 +1264,26 @@ impl Seq2SeqModel for BartModel {
 }
 
 impl BartModel {
+    /// [`decode_step`] around [`Self::step_with`]: `step` and
+    /// `step_on_backend_then` differ only in `then`.
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        then: Option<Then<'_>>,
+    ) -> encdec_core::Result<()> {
+        decode_step(
+            "BART",
+            state,
+            tokens,
+            logits,
+            self.spec.vocab_size,
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, then),
+        )
+    }
+
     /// One decoder step with the scratch taken out of `state`.
     fn step_with(
         &self,

@@ -823,14 +823,7 @@ impl Seq2SeqModel for T5Model {
         tokens: &[u32],
         logits: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        decode_step(
-            "T5",
-            state,
-            tokens,
-            logits,
-            self.spec.vocab_size,
-            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, None),
-        )
+        self.decode(enc, state, tokens, logits, None)
     }
 
     fn step_on_backend(
@@ -853,14 +846,7 @@ impl Seq2SeqModel for T5Model {
         then: Then<'_>,
     ) -> encdec_core::Result<()> {
         check_logits_on_backend("T5", &*self.backend, logits)?;
-        decode_step(
-            "T5",
-            state,
-            tokens,
-            logits,
-            self.spec.vocab_size,
-            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, Some(then)),
-        )
+        self.decode(enc, state, tokens, logits, Some(then))
     }
 
     fn select_rows(&self, state: &mut DecoderState, rows: &[u32]) -> encdec_core::Result<()> {
@@ -884,6 +870,26 @@ impl Seq2SeqModel for T5Model {
 }
 
 impl T5Model {
+    /// [`decode_step`] around [`Self::step_with`]: `step` and
+    /// `step_on_backend_then` differ only in `then`.
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        state: &mut DecoderState,
+        tokens: &[u32],
+        logits: &mut Tensor,
+        then: Option<Then<'_>>,
+    ) -> encdec_core::Result<()> {
+        decode_step(
+            "T5",
+            state,
+            tokens,
+            logits,
+            self.spec.vocab_size,
+            |st, sc, lg| self.step_with(enc, st, tokens, lg, sc, then),
+        )
+    }
+
     /// One decoder step with the scratch taken out of `state`: its inputs are
     /// staged, then its ops run (or replay, [`run_step`]).
     fn step_with(

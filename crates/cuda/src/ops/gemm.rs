@@ -25,6 +25,18 @@ pub(crate) enum WeightPtr {
     I8 { data: u64, scales: u64 },
 }
 
+impl WeightPtr {
+    /// (data, row scales or 0, kernel-name suffix).
+    fn parts(self) -> (u64, u64, &'static str) {
+        match self {
+            WeightPtr::F32(p) => (p, 0, "f32"),
+            WeightPtr::F16(p) => (p, 0, "f16"),
+            WeightPtr::BF16(p) => (p, 0, "bf16"),
+            WeightPtr::I8 { data, scales } => (data, scales, "i8"),
+        }
+    }
+}
+
 /// Which kernel `linear` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
@@ -142,12 +154,7 @@ fn linear_fused(
             return Ok(true);
         }
     }
-    let (wp, scales, suffix) = match w {
-        WeightPtr::F32(p) => (p, 0u64, "f32"),
-        WeightPtr::F16(p) => (p, 0, "f16"),
-        WeightPtr::BF16(p) => (p, 0, "bf16"),
-        WeightPtr::I8 { data, scales } => (data, scales, "i8"),
-    };
+    let (wp, scales, suffix) = w.parts();
     let name: &'static str = match (gemv, suffix) {
         (true, "f32") => "gemv_f32",
         (true, "f16") => "gemv_f16",
@@ -248,26 +255,12 @@ pub(crate) fn linear_gated(
             );
         }
     }
-    let (gp, gs, up, us, suffix) = match (wg, wu) {
-        (WeightPtr::F32(g), WeightPtr::F32(u)) => (g, 0u64, u, 0u64, "f32"),
-        (WeightPtr::F16(g), WeightPtr::F16(u)) => (g, 0, u, 0, "f16"),
-        (WeightPtr::BF16(g), WeightPtr::BF16(u)) => (g, 0, u, 0, "bf16"),
-        (
-            WeightPtr::I8 {
-                data: gd,
-                scales: gs,
-            },
-            WeightPtr::I8 {
-                data: ud,
-                scales: us,
-            },
-        ) => (gd, gs, ud, us, "i8"),
-        _ => {
-            return Err(Error::Invalid(
-                "linear_gated: the gate and up weights differ in dtype".into(),
-            ))
-        }
-    };
+    let ((gp, gs, suffix), (up, us, up_suffix)) = (wg.parts(), wu.parts());
+    if suffix != up_suffix {
+        return Err(Error::Invalid(
+            "linear_gated: the gate and up weights differ in dtype".into(),
+        ));
+    }
     let name: &'static str = match (gemv, suffix) {
         (true, "f32") => "gemv_gated_f32",
         (true, "f16") => "gemv_gated_f16",
