@@ -412,6 +412,19 @@ fn attention(b: &mut B) {
                 || g.attention(&q, &k, &v, &p, &mut out).unwrap(),
             );
         }
+        // A recorded step's attention (positions read on the device) at half
+        // the cache: the launch is planned for all `len` keys, half are used.
+        let half = len / 2;
+        let at = Tensor::from_u32(vec![half as u32 - 1, half as u32], [2]).unwrap();
+        let at = b.g.upload(&at).unwrap();
+        let g = b.g.clone();
+        g.set_attention_path(AttentionPath::Auto);
+        b.run(
+            "attention_at/cuda/decode_half_cache",
+            &format!("{rows}x{half}of{len}x16x64"),
+            Throughput::Bytes((2 * rows * half * hd * 4) as u64),
+            || g.attention_at(&q, &k, &v, &p, &at, &mut out).unwrap(),
+        );
     }
 }
 
