@@ -1,5 +1,6 @@
 //! CPU backend ops (all but the GEMM, see `benches/gemm.rs`; `linear_gated`,
-//! the gated FFN's fused up projections, is here) at real model shapes,
+//! the gated FFN's fused up projections, and `linear_add`, a sublayer's output
+//! projection into the residual stream, are here) at real model shapes,
 //! through the `Backend` trait of a `CpuBackend` with one thread per core.
 //!
 //! One group per op, named `<op>/cpu/f32`; ids are the shape. Throughput is
@@ -163,6 +164,36 @@ fn activations(c: &mut Criterion) {
                 be.linear(&x, &wg, None, &mut gate).unwrap();
                 be.linear(&x, &wu, None, &mut up).unwrap();
                 be.gated_activation(&gate, &up, act, &mut out).unwrap()
+            })
+        });
+    }
+    g.finish();
+    // A sublayer's close (bart-base fc2: 3072 -> 768, LayerNorm after):
+    // linear_add into the residual stream then norm, beside linear then
+    // add_norm (the models before the residual epilogue). FLOP/s.
+    let mut g = c.benchmark_group("linear_add/cpu/f32");
+    let (k, n) = (3072usize, 768usize);
+    let w = Tensor::from_f32(random_normal(14, n * k, 0.02), [n, k]).unwrap();
+    let (nw, nb, bias) = (f32t(15, &[n]), f32t(16, &[n]), f32t(17, &[n]));
+    for rows in [1usize, 16, 256] {
+        let x = f32t(18, &[rows, k]);
+        let mut h = f32t(19, &[rows, n]);
+        let mut y = Tensor::zeros([rows, n], DType::F32);
+        let mut xn = Tensor::zeros([rows, n], DType::F32);
+        let ln = NormKind::LayerNorm;
+        g.throughput(Throughput::Elements((2 * rows * n * k) as u64));
+        let id = format!("{rows}x{k}x{n}");
+        g.bench_function(BenchmarkId::new("fused+norm", &id), |bch| {
+            bch.iter(|| {
+                be.linear_add(&x, &w, Some(&bias), &mut h).unwrap();
+                be.norm(ln, &h, &nw, Some(&nb), 1e-5, &mut xn).unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("linear+add_norm", &id), |bch| {
+            bch.iter(|| {
+                be.linear(&x, &w, Some(&bias), &mut y).unwrap();
+                be.add_norm(ln, &y, &mut h, &nw, Some(&nb), 1e-5, &mut xn)
+                    .unwrap()
             })
         });
     }

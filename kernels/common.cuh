@@ -338,3 +338,11 @@ __device__ __forceinline__ float apply_act(int act, float x) {
             return x;
     }
 }
+
+// The linear kernels' last step: out[i] = act(v), or with accumulate
+// (Backend::linear_add, the residual epilogue) out[i] += act(v), which is
+// elementwise.cu's add_assign on the same value: the same bits as the unfused ops.
+__device__ __forceinline__ void store_linear(float* out, i64 i, float v, int act, int accumulate) {
+    v = apply_act(act, v);
+    out[i] = accumulate ? out[i] + v : v;
+}

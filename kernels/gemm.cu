@@ -1,10 +1,15 @@
 // gemm.cu: the dense products, f32 accumulation.
 //
 // What it computes (reference: crates/cpu/src/ops/gemm.rs, matmul.rs)
-//   linear_<w>   out[m, n] = (sum_k x[m, k] * w[n, k]) * s[n] + bias[n]
+//   linear_<w>   out[m, n] = act((sum_k x[m, k] * w[n, k]) * s[n] + bias[n])
 //                x f32 [M, K]; w [N, K] (HF's [out, in]) as f32, f16, bf16 or int8;
 //                s[n] = the int8 row scale (null for float weights: s = 1);
-//                bias f32 [N] or null. Tiled shared-memory GEMM, any M, N, K.
+//                bias f32 [N] or null; act: apply_act's code (common.cuh),
+//                ACT_IDENTITY for none. With `accumulate` (Backend::linear_add, the
+//                residual epilogue) out[m, n] += that value: out holds the residual
+//                on entry (store_linear). Either is bit for bit the unfused ops
+//                (linear, then activation / add_assign). Tiled shared-memory GEMM,
+//                any M, N, K.
 //   gemv_<w>     the same for M <= 8 (decode steps): one warp per output column
 //                streams its weight row once and serves all M rows of x.
 //   linear_gated_<w>, gemv_gated_<w>  (Backend::linear_gated, a gated FFN's up projections)
@@ -61,7 +66,8 @@ struct StridedB {
 
 template <class BL>
 __device__ __forceinline__ void gemm_tile(const float* A, i64 lda, const BL bl, float* C, i64 ldc, int M, int N,
-                                          int K, const float* col_scale, const float* bias) {
+                                          int K, const float* col_scale, const float* bias, int act,
+                                          int accumulate) {
     // +4 padding keeps the transposed stores from piling onto one bank.
     __shared__ float As[BK][BM + 4];
     __shared__ float Bs[BK][BN + 4];
@@ -111,25 +117,26 @@ __device__ __forceinline__ void gemm_tile(const float* A, i64 lda, const BL bl, 
             float v = acc[i][j];
             if (col_scale) v *= col_scale[n];
             if (bias) v += bias[n];
-            C[(i64)m * ldc + n] = v;
+            store_linear(C, (i64)m * ldc + n, v, act, accumulate);
         }
     }
 }
 
 template <class W>
 __device__ __forceinline__ void linear_tiled(const float* x, const typename W::T* w, const float* scales,
-                                             const float* bias, float* out, int M, int N, int K) {
+                                             const float* bias, float* out, int M, int N, int K, int act,
+                                             int accumulate) {
     LinearB<W> bl;
     bl.w = w;
     bl.K = K;
-    gemm_tile(x, K, bl, out, N, M, N, K, scales, bias);
+    gemm_tile(x, K, bl, out, N, M, N, K, scales, bias, act, accumulate);
 }
 
 #define LINEAR(NAME, W)                                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                          \
         NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M, \
-             int N, int K) {                                                                            \
-        linear_tiled<W>(x, w, scales, bias, out, M, N, K);                                              \
+             int N, int K, int act, int accumulate) {                                                   \
+        linear_tiled<W>(x, w, scales, bias, out, M, N, K, act, accumulate);                             \
     }
 LINEAR(linear_f32, WF32)
 LINEAR(linear_f16, WF16)
@@ -138,7 +145,8 @@ LINEAR(linear_i8, WI8)
 
 template <class W>
 __device__ __forceinline__ void gemv(const float* x, const typename W::T* w, const float* scales,
-                                     const float* bias, float* out, int M, int N, int K) {
+                                     const float* bias, float* out, int M, int N, int K, int act,
+                                     int accumulate) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n = blockIdx.x * (blockDim.x >> 5) + warp;
     if (n >= N) return;  // whole warp leaves; there is no block barrier below
@@ -160,15 +168,15 @@ __device__ __forceinline__ void gemv(const float* x, const typename W::T* w, con
         float v = warp_sum(acc[m]);
         if (scales) v *= s;
         if (bias) v += b;
-        if (lane == 0) out[(i64)m * N + n] = v;
+        if (lane == 0) store_linear(out, (i64)m * N + n, v, act, accumulate);
     }
 }
 
 #define GEMV(NAME, W)                                                                                    \
     extern "C" __global__ void __launch_bounds__(256)                                                   \
         NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M, \
-             int N, int K) {                                                                            \
-        gemv<W>(x, w, scales, bias, out, M, N, K);                                                      \
+             int N, int K, int act, int accumulate) {                                                   \
+        gemv<W>(x, w, scales, bias, out, M, N, K, act, accumulate);                                     \
     }
 GEMV(gemv_f32, WF32)
 GEMV(gemv_f16, WF16)
@@ -303,5 +311,6 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     bl.b = b + batch * sb;
     bl.sk = sk;
     bl.sn = sn;
-    gemm_tile(a + batch * (i64)M * K, K, bl, out + batch * (i64)M * N, N, M, N, K, nullptr, nullptr);
+    gemm_tile(a + batch * (i64)M * K, K, bl, out + batch * (i64)M * N, N, M, N, K, nullptr, nullptr,
+              ACT_IDENTITY, 0);
 }

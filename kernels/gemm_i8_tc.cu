@@ -15,7 +15,8 @@
 //                  K < 133k at full scale); the s32 sum is converted to f32 (exact
 //                  below 2^24: K <= 1040 at full scale) and scaled in the fused
 //                  epilogue: act(f32(acc) * sx[m] * sw[n] + bias[n]) (`act`: apply_act's
-//                  code in common.cuh, ACT_IDENTITY for none).
+//                  code in common.cuh, ACT_IDENTITY for none); with `accumulate`
+//                  (Backend::linear_add) added to what out holds (store_linear).
 //                  So it differs from the weight-only `linear_i8` of gemm.cu by the
 //                  activation quantisation (rel L2 ~5e-3 on unit-normal data), and
 //                  from the same math done exactly (f64 on the same qx) only by the
@@ -131,7 +132,7 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
                                                   const i8* __restrict__ w, const float* __restrict__ sw,
                                                   const i8* __restrict__ wu, const float* __restrict__ su,
                                                   const float* __restrict__ bias, float* __restrict__ out, int M,
-                                                  int N, int K, int act) {
+                                                  int N, int K, int act, int accumulate) {
     __shared__ __align__(16) i8 As[I8TC_STAGES][I8TC_BM * I8TC_LDS];
     __shared__ __align__(16) i8 Bs[I8TC_STAGES][I8TC_BN * I8TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -256,15 +257,15 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
                         if (n + e >= N) continue;
                         float v = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
                         if (bias) v += bias[n + e];
-                        out[(i64)m * N + n + e] = apply_act(act, v);
+                        store_linear(out, (i64)m * N + n + e, v, act, accumulate);
                     }
                 }
             }
     }
 }
 
-#define LINEAR_I8_TC_BODY linear_i8_tc_body<false>(qx, sx, w, sw, nullptr, nullptr, bias, out, M, N, K, act)
-#define LINEAR_GATED_I8_TC_BODY linear_i8_tc_body<true>(qx, sx, wg, sg, wu, su, nullptr, out, M, N, K, act)
+#define LINEAR_I8_TC_BODY linear_i8_tc_body<false>(qx, sx, w, sw, nullptr, nullptr, bias, out, M, N, K, act, accumulate)
+#define LINEAR_GATED_I8_TC_BODY linear_i8_tc_body<true>(qx, sx, wg, sg, wu, su, nullptr, out, M, N, K, act, 0)
 #else
 #define LINEAR_I8_TC_BODY __trap()
 #define LINEAR_GATED_I8_TC_BODY __trap()
@@ -272,7 +273,7 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
 
 extern "C" __global__ void __launch_bounds__(I8TC_THREADS, 2)
     linear_i8_tc(const i8* qx, const float* sx, const i8* w, const float* sw, const float* bias, float* out, int M,
-                 int N, int K, int act) {
+                 int N, int K, int act, int accumulate) {
     LINEAR_I8_TC_BODY;
 }
 

@@ -15,6 +15,9 @@
 //                  (`act`: apply_act's code in common.cuh, ACT_IDENTITY for none;
 //                  an FFN's up projection) are the fused epilogue: the same bits as
 //                  linear then elementwise.cu's activation, one write of out less.
+//                  With `accumulate` (Backend::linear_add, the residual epilogue)
+//                  out[m, n] += that value instead: out holds the residual stream on
+//                  entry (common.cuh's store_linear), the bits of linear + add_assign.
 //
 //   linear_gated_tc_<w>  out[m, n] = act(g[m, n]) * u[m, n] (Backend::linear_gated,
 //                  a gated FFN's up projections): g and u are linear_tc_<w>'s sums
@@ -85,7 +88,8 @@
 template <bool BF16, bool GATED>
 __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,
                                           const u16* __restrict__ wu, const float* __restrict__ bias,
-                                          float* __restrict__ out, int M, int N, int K, int act) {
+                                          float* __restrict__ out, int M, int N, int K, int act,
+                                          int accumulate) {
     __shared__ __align__(16) u16 As[TC_STAGES][TC_BM * TC_LDS];
     __shared__ __align__(16) u16 Bs[TC_STAGES][TC_BN * TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -257,15 +261,15 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
                         if (n + e >= N) continue;
                         float v = acc[i][j][2 * h + e];
                         if (bias) v += bias[n + e];
-                        out[(i64)m * N + n + e] = apply_act(act, v);
+                        store_linear(out, (i64)m * N + n + e, v, act, accumulate);
                     }
                 }
             }
     }
 }
 
-#define LINEAR_TC_BODY(BF16) linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act)
-#define LINEAR_GATED_TC_BODY(BF16) linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act)
+#define LINEAR_TC_BODY(BF16) linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act, accumulate)
+#define LINEAR_GATED_TC_BODY(BF16) linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act, 0)
 #else
 #define LINEAR_TC_BODY(BF16) __trap()
 #define LINEAR_GATED_TC_BODY(BF16) __trap()
@@ -273,7 +277,8 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
 
 #define LINEAR_TC(NAME, BF16)                                                                                  \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
-        NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K, int act) {     \
+        NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K, int act,       \
+             int accumulate) {                                                                                \
         LINEAR_TC_BODY(BF16);                                                                                 \
     }
 LINEAR_TC(linear_tc_f16, false)

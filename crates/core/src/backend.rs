@@ -419,6 +419,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         // out may have any leading dims: gated_activation compares counts and rows.
         self.gated_activation(&gate, &up, act, out)
     }
+    /// `out += linear(x, w, bias)`: a sublayer's output projection added to the
+    /// residual stream `out` (the GEMM's residual epilogue). A backend may fuse
+    /// the add into the GEMM; the result equals [`Backend::linear`] into a
+    /// temporary then [`Backend::add_assign`] on the same backend. The default
+    /// does exactly that and allocates the temporary per call: only test
+    /// doubles should rely on it.
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let [m, n, _] = crate::checks::linear_weight(x, w)?;
+        crate::checks::linear_out(x, n, out)?;
+        let mut y = self.zeros(&[m, n], DType::F32)?;
+        self.linear(x, w, bias, &mut y)?;
+        // out may have any leading dims: add_assign compares counts.
+        let y = y.reshape(out.dims())?;
+        self.add_assign(out, &y)
+    }
     /// `out[b] = a[b] @ b[b]` for a `[B, M, K]`, b `[B, K, N]`; b may be a strided view.
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
 

@@ -1054,6 +1054,26 @@ impl Backend for ProfiledBackend {
         self.finish(t, || self.linear_cost(x, w, bias, Some(act)));
         r
     }
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let t = self.begin("linear");
+        let r = self.inner.linear_add(x, w, bias, out);
+        // The residual epilogue: one add per output and the residual read.
+        self.finish(t, || {
+            let mut c = self.linear_cost(x, w, bias, None);
+            let mn = (x.rows() * w.rows()) as u64;
+            c.flops += mn;
+            c.bytes += 4 * mn;
+            c.detail.push_str(" + residual");
+            c
+        });
+        r
+    }
     fn linear_gated(
         &self,
         x: &Tensor,
@@ -1666,6 +1686,22 @@ mod tests {
             text.contains("lm_head") && text.contains("attn_out"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn linear_add_is_one_linear_op_that_reads_the_residual() {
+        let p = ProfiledBackend::new(Arc::new(Null), Some(dims(512, 512, 2048, 32128)));
+        let (m, k, n) = (4u64, 2048u64, 512u64);
+        let x = Tensor::zeros([1, 4, 2048], DType::F32);
+        let w = Tensor::zeros([512, 2048], DType::F32);
+        let mut out = Tensor::zeros([1, 4, 512], DType::F32);
+        p.linear_add(&x, &w, None, &mut out).unwrap();
+        let ev = p.events().unwrap();
+        assert_eq!(ev.len(), 1, "the inner ops are not recorded apart");
+        assert_eq!((ev[0].op, ev[0].role), ("linear", Role::FfnDown));
+        assert_eq!(ev[0].flops, 2 * m * n * k + m * n);
+        // x, w, the residual read and out written.
+        assert_eq!(ev[0].bytes, (m * k + n * k + 2 * m * n) * 4);
     }
 
     #[test]

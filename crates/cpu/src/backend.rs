@@ -17,9 +17,10 @@ use std::sync::Arc;
 thread_local! {
     /// The relative-bias rows of the last attention call on this thread.
     static REL_BIAS_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// `linear_gated`'s gate and up projections (`2 * M * N`), kept for the
-    /// next call so a decode step allocates nothing.
-    static GATED_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// The GEMM results `linear_gated` (gate and up, `2 * M * N`) and
+    /// `linear_add` (`M * N`) combine, kept for the next call so a decode step
+    /// allocates nothing.
+    static PRODUCT_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 use encdec_core::checks::{self, same_count};
@@ -245,6 +246,21 @@ fn view3<'a>(t: &'a Tensor, op: &'static str) -> Result<View3<'a>> {
 }
 
 // ---- the trait -------------------------------------------------------------
+
+/// Runs `f` on `len` floats of this thread's [`PRODUCT_SCRATCH`] (contents
+/// unspecified), then keeps the buffer unless it is huge (as the GEMM's
+/// packing buffers: a long prefill's is not kept).
+fn with_product_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut scratch = PRODUCT_SCRATCH.with(|c| c.take());
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    let r = f(&mut scratch[..len]);
+    if scratch.len() * 4 <= 64 << 20 {
+        PRODUCT_SCRATCH.with(|c| c.set(scratch));
+    }
+    r
+}
 
 impl Backend for CpuBackend {
     fn device(&self) -> Device {
@@ -506,21 +522,40 @@ impl Backend for CpuBackend {
         // The same two GEMMs and gating kernel as the unfused ops (so the same
         // bits), into a per-thread buffer reused across calls instead of two
         // fresh [M, N] tensors.
-        let mut scratch = GATED_SCRATCH.with(|c| c.take());
-        if scratch.len() < 2 * m * n {
-            scratch.resize(2 * m * n, 0.0);
-        }
-        let (g, u) = scratch[..2 * m * n].split_at_mut(m * n);
-        self.install(|| {
-            gemm::gemm(m, n, k, xs, wg, None, g);
-            gemm::gemm(m, n, k, xs, wu, None, u);
+        with_product_scratch(2 * m * n, |scratch| {
+            let (g, u) = scratch.split_at_mut(m * n);
+            self.install(|| {
+                gemm::gemm(m, n, k, xs, wg, None, g);
+                gemm::gemm(m, n, k, xs, wu, None, u);
+            });
+            let isa = isa::active();
+            self.run(o.len(), || activation::gated_activation(isa, act, g, u, o));
         });
-        let isa = isa::active();
-        self.run(o.len(), || activation::gated_activation(isa, act, g, u, o));
-        // As the GEMM's packing buffers: a huge one (long prefill) is not kept.
-        if scratch.len() * 4 <= 64 << 20 {
-            GATED_SCRATCH.with(|c| c.set(scratch));
-        }
+        Ok(())
+    }
+
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        const OP: &str = "linear_add";
+        let xs = f32_in(x, OP)?;
+        let [m, n, k] = checks::linear_weight(x, w)?;
+        let wv = weights(w, OP)?;
+        let b = bias.map(|b| vec_f32(b, n, OP)).transpose()?;
+        checks::linear_out(x, n, out)?;
+        let o = f32_out(out, OP)?;
+        // `linear` then `add_assign` (so the same bits), through a reused
+        // buffer: the GEMM's store-or-accumulate split over K blocks would add
+        // the residual in another order.
+        with_product_scratch(m * n, |y| {
+            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), y));
+            let isa = isa::active();
+            self.run(o.len(), || elementwise::add_assign(isa, o, y));
+        });
         Ok(())
     }
 
@@ -917,6 +952,59 @@ mod tests {
             .is_err());
         be.linear_gated(&x, &w, &w, Activation::Relu, &mut out)
             .unwrap();
+    }
+
+    #[test]
+    fn linear_add_equals_linear_then_add_assign() {
+        let be = CpuBackend::with_threads(2);
+        // Row counts on both sides of the GEMV / packed-GEMM split, odd K and N.
+        for (m, k, n) in [
+            (1, 8, 5),
+            (3, 33, 17),
+            (7, 64, 130),
+            (70, 20, 33),
+            (9, 300, 7),
+        ] {
+            let seed = (m * 1000 + k * 10 + n) as u64;
+            let x = t(random_normal(seed, m * k, 1.0), &[1, m, k]);
+            let w = t(random_normal(seed + 1, n * k, 0.3), &[n, k]);
+            let bias = t(random_normal(seed + 2, n, 1.0), &[n]);
+            let residual = random_normal(seed + 3, m * n, 2.0);
+            for dt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+                let w = be.cast(&w, dt).unwrap();
+                for b in [None, Some(&bias)] {
+                    let mut got = t(residual.clone(), &[1, m, n]);
+                    be.linear_add(&x, &w, b, &mut got).unwrap();
+                    let mut y = be.zeros(&[1, m, n], DType::F32).unwrap();
+                    be.linear(&x, &w, b, &mut y).unwrap();
+                    let mut want = t(residual.clone(), &[1, m, n]);
+                    be.add_assign(&mut want, &y).unwrap();
+                    let (got, want) = (got.as_f32().unwrap(), want.as_f32().unwrap());
+                    let same = got
+                        .iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    let bias = b.is_some();
+                    assert!(
+                        same,
+                        "m {m} k {k} n {n} {dt} bias {bias}: {got:?} vs {want:?}"
+                    );
+                    // The residual really is added (not overwritten).
+                    assert_ne!(got, y.as_f32().unwrap(), "m {m} k {k} n {n} {dt}");
+                }
+            }
+        }
+        // out must fit; a failed call leaves it as it was.
+        let x = t(vec![1.0; 6], &[2, 3]);
+        let w = t(vec![1.0; 12], &[4, 3]);
+        let mut bad = t(vec![5.0; 10], &[2, 5]);
+        assert!(be.linear_add(&x, &w, None, &mut bad).is_err());
+        assert!(bad.as_f32().unwrap().iter().all(|&v| v == 5.0));
+        let w_bad = t(vec![0.0; 8], &[4, 2]);
+        let mut out = t(vec![5.0; 8], &[2, 4]);
+        assert!(be.linear_add(&x, &w_bad, None, &mut out).is_err());
+        be.linear_add(&x, &w, None, &mut out).unwrap();
+        assert!(out.as_f32().unwrap().iter().all(|&v| v == 8.0));
     }
 
     #[test]

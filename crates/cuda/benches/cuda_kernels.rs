@@ -309,6 +309,50 @@ fn gemm(b: &mut B) {
             );
         }
     }
+    // A sublayer's close (bart-large-cnn's fc2: 4096 -> 1024, LayerNorm after):
+    // linear_add into the residual stream then norm, beside linear into a
+    // temporary then add_norm (what the models ran before the residual
+    // epilogue). The fused form skips writing and reading back the [M, N]
+    // temporary.
+    let (n, k) = (1024, 4096);
+    let nw = b.rand(8, &[n], 1.0);
+    let nb = b.rand(9, &[n], 1.0);
+    let bias = b.rand(10, &[n], 1.0);
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+        let w = g.cast(&b.rand(11, &[n, k], 0.02), dt).unwrap();
+        for m in [1, 8, 64, 1024] {
+            let x = b.rand(12, &[m, k], 1.0);
+            let mut h = b.rand(13, &[m, n], 1.0);
+            let mut y = g.zeros(&[m, n], DType::F32).unwrap();
+            let mut xn = g.zeros(&[m, n], DType::F32).unwrap();
+            let name = format!("{m}x{k}x{n}");
+            let tp = if m <= 8 {
+                Throughput::Bytes((n * k * dt.size_in_bytes() + 4 * m * (k + 3 * n)) as u64)
+            } else {
+                Throughput::Elements((2 * m * n * k) as u64)
+            };
+            let ln = NormKind::LayerNorm;
+            b.run(
+                &format!("linear_add/cuda/{dt}/fused+norm"),
+                &name,
+                tp.clone(),
+                || {
+                    g.linear_add(&x, &w, Some(&bias), &mut h).unwrap();
+                    g.norm(ln, &h, &nw, Some(&nb), 1e-5, &mut xn).unwrap();
+                },
+            );
+            b.run(
+                &format!("linear_add/cuda/{dt}/linear+add_norm"),
+                &name,
+                tp.clone(),
+                || {
+                    g.linear(&x, &w, Some(&bias), &mut y).unwrap();
+                    g.add_norm(ln, &y, &mut h, &nw, Some(&nb), 1e-5, &mut xn)
+                        .unwrap();
+                },
+            );
+        }
+    }
     let (bt, m, kk, nn) = (16, 128, 64, 128);
     let a = b.rand(3, &[bt, m, kk], 1.0);
     let bm = b.rand(4, &[bt, nn, kk], 1.0);

@@ -34,7 +34,7 @@ use crate::launch::Dev;
 use crate::memory::{cuda_err, Block, CudaBuffer, MemoryStats, Pool};
 use crate::module::Kernels;
 use crate::ops::attention::{AttentionPath, AttnArgs};
-use crate::ops::gemm::{GemmPath, WeightPtr};
+use crate::ops::gemm::{Epilogue, GemmPath, WeightPtr};
 use crate::ops::{self, topk};
 use crate::staging::Staging;
 use crate::{driver_present, info_of, DeviceInfo};
@@ -505,15 +505,15 @@ impl CudaBackend {
         unsafe { self.dev.drv.dtoh(dst, src, op) }
     }
 
-    /// `linear` / `linear_act`: checks (errors named `op`), then the GEMM
-    /// with `act` fused or applied after (`ops::gemm::linear`).
+    /// `linear` / `linear_act` / `linear_add`: checks (errors named `op`),
+    /// then the GEMM with its epilogue fused (`ops::gemm::linear`).
     fn linear_with(
         &self,
         op: &'static str,
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
-        act: Activation,
+        epilogue: Epilogue,
         out: &mut Tensor,
     ) -> Result<()> {
         let xp = self.f32_in(x, op)?;
@@ -526,7 +526,18 @@ impl CudaBackend {
         };
         checks::linear_out(x, n, out)?;
         let outp = self.f32_out(out, op)?;
-        ops::gemm::linear(&self.dev, xp, wp, bp, outp, m, n, k, act, self.gemm_path())
+        ops::gemm::linear(
+            &self.dev,
+            xp,
+            wp,
+            bp,
+            outp,
+            m,
+            n,
+            k,
+            epilogue,
+            self.gemm_path(),
+        )
     }
 
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
@@ -1022,7 +1033,8 @@ impl Backend for CudaBackend {
         bias: Option<&Tensor>,
         out: &mut Tensor,
     ) -> Result<()> {
-        self.linear_with("linear", x, w, bias, Activation::Identity, out)
+        let epilogue = Epilogue::Store(Activation::Identity);
+        self.linear_with("linear", x, w, bias, epilogue, out)
     }
 
     fn linear_act(
@@ -1033,7 +1045,17 @@ impl Backend for CudaBackend {
         act: Activation,
         out: &mut Tensor,
     ) -> Result<()> {
-        self.linear_with("linear_act", x, w, bias, act, out)
+        self.linear_with("linear_act", x, w, bias, Epilogue::Store(act), out)
+    }
+
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.linear_with("linear_add", x, w, bias, Epilogue::Accumulate, out)
     }
 
     fn linear_gated(

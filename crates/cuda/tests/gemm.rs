@@ -15,6 +15,8 @@
 //! `tol_int8_vs_cpu` (rel L2 1e-2); M > 8 on `GemmPath::Auto` is the W8A8
 //! tensor-core kernel (kernels/gemm_i8_tc.cu, activations quantised per row):
 //! `tol_int8_vs_cpu` against both (tests/gemm_i8_tc.rs checks it closely).
+//! linear_add (the residual epilogue): bit for bit linear + add_assign on the
+//! device, on every path, and close to the CPU's linear_add.
 //! batched_matmul: contiguous, transposed (`kᵀ`) and narrowed views as b.
 
 mod common;
@@ -150,6 +152,72 @@ fn linear_takes_leading_dims_and_narrowed_weights() {
         );
     }
     f.finish("linear views");
+}
+
+/// `linear_add` (a sublayer's output projection into the residual stream):
+/// every path (GEMV, tiled, f16/bf16 and int8 tensor cores) adds in its
+/// epilogue. Bit for bit the device's `linear` then `add_assign`; against the
+/// CPU's `linear_add` under `linear`'s tolerance for the path. The residual is
+/// random, so an epilogue that overwrote it, or added it twice, fails both.
+#[test]
+fn linear_add_equals_linear_then_add_assign() {
+    let g = gpu_or_skip!("linear_add_equals_linear_then_add_assign");
+    let mut f = Failures::default();
+    for path in [GemmPath::Auto, GemmPath::Tiled] {
+        g.set_gemm_path(path);
+        for (m, k, n) in [
+            (1, 64, 7),
+            (3, 130, 65),
+            (8, 7, 130),
+            (9, 33, 17),
+            (130, 64, 129),
+        ] {
+            let seed = (m * 1000 + k * 10 + n) as u64 + 7;
+            let xh = host(random_normal(seed, m * k, 1.0), &[m, k]);
+            let w = random_normal(seed + 1, n * k, 0.2);
+            let bh = host(random_vec(seed + 2, n), &[n]);
+            let rv = random_normal(seed + 3, m * n, 1.0);
+            let residual = host(rv.clone(), &[m, n]);
+            let (xd, bd) = (up(&g, &xh), up(&g, &bh));
+            for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+                let wh = host_as(w.clone(), &[n, k], wdt);
+                let wd = up(&g, &wh);
+                let wf = cpu().cast(&wh, DType::F32).unwrap();
+                for bias in [false, true] {
+                    let what = format!("linear_add {path:?} M={m} K={k} N={n} w={wdt} bias={bias}");
+                    let (bh, bd) = if bias {
+                        (Some(&bh), Some(&bd))
+                    } else {
+                        (None, None)
+                    };
+                    let mut fused = up(&g, &residual);
+                    if let Err(e) = g.linear_add(&xd, &wd, bd, &mut fused) {
+                        f.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                    let mut y = poisoned(&g, &[m, n]);
+                    g.linear(&xd, &wd, bd, &mut y).unwrap();
+                    let mut apart = up(&g, &residual);
+                    g.add_assign(&mut apart, &y).unwrap();
+                    let fused = down(&g, &fused);
+                    f.exact(
+                        &format!("{what}: fused vs apart"),
+                        &fused,
+                        &down(&g, &apart),
+                    );
+                    let mut want = host(rv.clone(), &[m, n]);
+                    cpu().linear_add(&xh, &wf, bh, &mut want).unwrap();
+                    f.check(
+                        &format!("{what}: vs cpu"),
+                        &fused,
+                        want.as_f32().unwrap(),
+                        tol(&g, wdt, path, m, k),
+                    );
+                }
+            }
+        }
+    }
+    f.finish("linear_add");
 }
 
 #[test]

@@ -189,59 +189,61 @@ fn an_activation_past_f16_range_overflows_with_f16_weights_only() {
     }
 }
 
-/// `linear_act` (the FFN up projection): the tensor-core kernels (f16/bf16,
-/// and int8 W8A8 at M > 8) apply the activation in their epilogue, the other
-/// paths (GEMV at M <= 8, f32 weights) run the activation kernel after. Either
-/// way the result must be bit for bit the device's `linear` then `activation`,
-/// and close to the CPU's (the path's own tolerance: rel L2 2e-2 covers W8A8).
+/// `linear_act` (the FFN up projection): every path (GEMV at M <= 8, the
+/// tiled kernel, the f16/bf16 and int8 W8A8 tensor-core kernels at M > 8)
+/// applies the activation in its epilogue. The result must be bit for bit the
+/// device's `linear` then `activation`, and close to the CPU's (the path's own
+/// tolerance: rel L2 2e-2 covers W8A8).
 #[test]
 fn linear_act_equals_linear_then_activation() {
     use encdec_core::Activation;
     let g = gpu_or_skip!("linear_act_equals_linear_then_activation");
-    g.set_gemm_path(GemmPath::Auto);
     let mut f = Failures::default();
     let loose = Tol {
         rel_l2: 2e-2,
         abs: 0.1,
         rel: 0.1,
     };
-    for (m, k, n) in [(3usize, 40usize, 130usize), (17, 33, 257), (130, 64, 7)] {
-        let seed = (m * 1000 + k * 10 + n) as u64;
-        let xh = host(random_normal(seed, m * k, 1.0), &[m, k]);
-        let w = random_normal(seed + 1, n * k, 0.3);
-        let bh = host(random_vec(seed + 2, n), &[n]);
-        let xd = up(&g, &xh);
-        let bd = up(&g, &bh);
-        for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
-            let wh = cpu().cast(&host(w.clone(), &[n, k]), wdt).unwrap();
-            let wd = up(&g, &wh);
-            for act in [
-                Activation::Relu,
-                Activation::Gelu,
-                Activation::GeluTanh,
-                Activation::Silu,
-            ] {
-                let what = format!("m={m} k={k} n={n} {wdt} {act:?}");
-                let mut fused = poisoned(&g, &[m, n]);
-                g.linear_act(&xd, &wd, Some(&bd), act, &mut fused).unwrap();
-                let mut apart = poisoned(&g, &[m, n]);
-                g.linear(&xd, &wd, Some(&bd), &mut apart).unwrap();
-                g.activation(&mut apart, act).unwrap();
-                f.exact(
-                    &format!("{what}: fused vs apart"),
-                    &down(&g, &fused),
-                    &down(&g, &apart),
-                );
-                let mut want = Tensor::zeros([m, n], DType::F32);
-                cpu()
-                    .linear_act(&xh, &wh, Some(&bh), act, &mut want)
-                    .unwrap();
-                f.check(
-                    &format!("{what}: vs cpu"),
-                    &down(&g, &fused),
-                    want.as_f32().unwrap(),
-                    loose,
-                );
+    for path in [GemmPath::Auto, GemmPath::Tiled] {
+        g.set_gemm_path(path);
+        for (m, k, n) in [(3usize, 40usize, 130usize), (17, 33, 257), (130, 64, 7)] {
+            let seed = (m * 1000 + k * 10 + n) as u64;
+            let xh = host(random_normal(seed, m * k, 1.0), &[m, k]);
+            let w = random_normal(seed + 1, n * k, 0.3);
+            let bh = host(random_vec(seed + 2, n), &[n]);
+            let xd = up(&g, &xh);
+            let bd = up(&g, &bh);
+            for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+                let wh = cpu().cast(&host(w.clone(), &[n, k]), wdt).unwrap();
+                let wd = up(&g, &wh);
+                for act in [
+                    Activation::Relu,
+                    Activation::Gelu,
+                    Activation::GeluTanh,
+                    Activation::Silu,
+                ] {
+                    let what = format!("{path:?} m={m} k={k} n={n} {wdt} {act:?}");
+                    let mut fused = poisoned(&g, &[m, n]);
+                    g.linear_act(&xd, &wd, Some(&bd), act, &mut fused).unwrap();
+                    let mut apart = poisoned(&g, &[m, n]);
+                    g.linear(&xd, &wd, Some(&bd), &mut apart).unwrap();
+                    g.activation(&mut apart, act).unwrap();
+                    f.exact(
+                        &format!("{what}: fused vs apart"),
+                        &down(&g, &fused),
+                        &down(&g, &apart),
+                    );
+                    let mut want = Tensor::zeros([m, n], DType::F32);
+                    cpu()
+                        .linear_act(&xh, &wh, Some(&bh), act, &mut want)
+                        .unwrap();
+                    f.check(
+                        &format!("{what}: vs cpu"),
+                        &down(&g, &fused),
+                        want.as_f32().unwrap(),
+                        loose,
+                    );
+                }
             }
         }
     }

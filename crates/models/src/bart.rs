@@ -34,7 +34,7 @@
 //!   (non-pad tokens so far)`, and the zero row `padding_idx` for pad tokens.
 //! - Post-LN layers `x = norm(x + f(x))` (BART, Marian) or pre-LN `h = h + f(norm(h))`
 //!   with a final LayerNorm per stack (mBART, PEGASUS, M2M100); residual adds are
-//!   fused into the following LayerNorm (`add_norm`). Encoder and decoder may differ
+//!   fused into each sublayer's output projection (`linear_add`). Encoder and decoder may differ
 //!   in heads and FFN width (PEGASUS). Queries are scaled by `head_dim^-0.5`.
 //! - `encode` pads with `pad_token_id` (so even states at pad positions equal HF's),
 //!   masks pad keys, and projects the cross-attention K/V of every decoder layer once
@@ -70,7 +70,7 @@ use crate::layers::{
     check_weight_dtype, copy_to_backend, decode_step, embedding_dtype, empty_f32, encoder_output,
     ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight, new_decoder_state,
     run_step, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
-    AttentionShape, LayerRanges, Linear, PaddedSources, StepScratch,
+    AttentionShape, LayerRanges, Linear, PaddedSources, Residual, StepScratch, Stream,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -614,17 +614,17 @@ impl FeedForward {
         })
     }
 
-    /// `out = fc2(act(fc1 x))`; `f` is an `[.., ffn]` scratch buffer of x's rows.
+    /// `stream += fc2(act(fc1 input))`; `f` is an `[.., ffn]` scratch buffer
+    /// of the input's rows.
     fn forward(
         &self,
         be: &dyn Backend,
         act: Activation,
-        x: &Tensor,
+        io: &mut Residual,
         f: &mut Tensor,
-        out: &mut Tensor,
     ) -> encdec_core::Result<()> {
-        self.fc1.forward_act(be, x, act, f)?;
-        self.fc2.forward(be, f, out)
+        self.fc1.forward_act(be, io.input(), act, f)?;
+        self.fc2.forward_add(be, f, io.stream())
     }
 }
 
@@ -1041,25 +1041,27 @@ impl BartModel {
         }
     }
 
-    /// Closes a sublayer whose output is `y`. Pre-LN: `h += y; x = next(h)` with
-    /// `next` the following sublayer's LayerNorm (or the stack's final one).
-    /// Post-LN: `x = this(x + y)` with `this` the sublayer's own LayerNorm (`h` is
-    /// scratch).
+    /// Where this model's residual stream is (pre- or post-LN).
+    fn stream(&self) -> Stream {
+        Stream::of(self.arch.pre_norm)
+    }
+
+    /// Closes a sublayer that added its output to the stream (`h` pre-LN, `x`
+    /// post-LN; [`Stream`]). Pre-LN: `x = next(h)` with `next` the following
+    /// sublayer's LayerNorm (or the stack's final one). Post-LN: `x = this(x)`
+    /// with `this` the sublayer's own LayerNorm (`h` is scratch).
     fn close(
         &self,
-        y: &Tensor,
         h: &mut Tensor,
         x: &mut Tensor,
         this: &Norm,
         next: Option<&Norm>,
     ) -> encdec_core::Result<()> {
-        let be: &dyn Backend = &*self.backend;
-        let (kind, eps) = (self.arch.norm, self.arch.norm_eps);
         if self.arch.pre_norm {
             let n = next.ok_or_else(|| invalid("pre-LN stack without a final LayerNorm".into()))?;
-            be.add_norm(kind, y, h, &n.weight, Some(&n.bias), eps, x)
+            self.norm(h, n, x)
         } else {
-            be.add_norm(kind, y, x, &this.weight, Some(&this.bias), eps, h)?;
+            self.norm(x, this, h)?;
             std::mem::swap(h, x);
             Ok(())
         }
@@ -1142,7 +1144,7 @@ impl Seq2SeqModel for BartModel {
         let key_mask = be.upload(&Tensor::from_f32(src.key_mask, [b, s])?)?;
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
-        let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
+        let (mut h, mut x, mut p) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
         let mut attn = AttentionBuffers::zeros(be, &[b, s, d])?;
         let mut f = z(&[b, s, ff])?;
 
@@ -1158,27 +1160,28 @@ impl Seq2SeqModel for BartModel {
             first,
             &mut h,
             &mut x,
-            &mut y,
+            &mut p,
         )?;
-        drop((ids, pos));
+        drop((ids, pos, p));
         let mut params = self.params(self.encoder_heads, 0, s, /*causal=*/ false);
         params.key_mask = Some(&key_mask);
         for (i, l) in self.encoder.iter().enumerate() {
             let _range = self.layer_ranges.encoder(be, i);
-            l.self_attn.forward(be, &x, &params, &mut attn, &mut y)?;
-            self.close(&y, &mut h, &mut x, &l.self_norm, Some(&l.ffn_norm))?;
+            let mut io = Residual::of(self.stream(), &mut h, &mut x);
+            l.self_attn.forward(be, &mut io, &params, &mut attn)?;
+            self.close(&mut h, &mut x, &l.self_norm, Some(&l.ffn_norm))?;
 
-            l.ffn
-                .forward(be, self.arch.activation, &x, &mut f, &mut y)?;
+            let mut io = Residual::of(self.stream(), &mut h, &mut x);
+            l.ffn.forward(be, self.arch.activation, &mut io, &mut f)?;
             let next = self
                 .encoder
                 .get(i + 1)
                 .map(|n| &n.self_norm)
                 .or(self.encoder_norm.as_ref());
-            self.close(&y, &mut h, &mut x, &l.ffn_norm, next)?;
+            self.close(&mut h, &mut x, &l.ffn_norm, next)?;
         }
         self.finish_post(self.encoder_norm.as_ref(), &mut h, &mut x)?;
-        drop((h, y, attn, f));
+        drop((h, attn, f));
 
         let cross = self.decoder.iter().map(|l| &l.cross_attn);
         encoder_output(be, x, key_mask, src.lengths, cross)
@@ -1359,32 +1362,22 @@ impl BartModel {
         for (i, l) in self.decoder.iter().enumerate() {
             let _range = self.layer_ranges.decoder(be, i);
             let (cache_k, cache_v) = (&mut state.self_k[i], &mut state.self_v[i]);
-            sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params)?;
-            self.close(
-                &sc.y,
-                &mut sc.h,
-                &mut sc.x,
-                &l.self_norm,
-                Some(&l.cross_norm),
-            )?;
+            let stream = self.stream();
+            sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params, stream)?;
+            self.close(&mut sc.h, &mut sc.x, &l.self_norm, Some(&l.cross_norm))?;
 
-            sc.cross_attention(be, &l.cross_attn, enc, i, &cross_params)?;
-            self.close(
-                &sc.y,
-                &mut sc.h,
-                &mut sc.x,
-                &l.cross_norm,
-                Some(&l.ffn_norm),
-            )?;
+            sc.cross_attention(be, &l.cross_attn, enc, i, &cross_params, stream)?;
+            self.close(&mut sc.h, &mut sc.x, &l.cross_norm, Some(&l.ffn_norm))?;
 
+            let mut io = Residual::of(stream, &mut sc.h, &mut sc.x);
             l.ffn
-                .forward(be, self.arch.activation, &sc.x, &mut sc.extra.f, &mut sc.y)?;
+                .forward(be, self.arch.activation, &mut io, &mut sc.extra.f)?;
             let next = self
                 .decoder
                 .get(i + 1)
                 .map(|n| &n.self_norm)
                 .or(self.decoder_norm.as_ref());
-            self.close(&sc.y, &mut sc.h, &mut sc.x, &l.ffn_norm, next)?;
+            self.close(&mut sc.h, &mut sc.x, &l.ffn_norm, next)?;
         }
         self.finish_post(self.decoder_norm.as_ref(), &mut sc.h, &mut sc.x)?;
         sc.project_logits(be, &self.lm_head, logits)

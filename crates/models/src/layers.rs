@@ -62,6 +62,17 @@ impl Linear {
         backend.linear(x, &self.weight, self.bias.as_ref(), out)
     }
 
+    /// `out += x Wᵀ + b`: a sublayer's output added to the residual stream
+    /// (the backend may fuse the add into the GEMM's epilogue).
+    pub fn forward_add(
+        &self,
+        backend: &dyn Backend,
+        x: &Tensor,
+        out: &mut Tensor,
+    ) -> encdec_core::Result<()> {
+        backend.linear_add(x, &self.weight, self.bias.as_ref(), out)
+    }
+
     /// `out = act(x Wᵀ + b)` (the backend may fuse the activation into the GEMM).
     pub fn forward_act(
         &self,
@@ -159,6 +170,65 @@ pub fn lm_head_weight(
     }
 }
 
+/// A sublayer's input and the residual stream its output projection adds to
+/// ([`Linear::forward_add`]): two tensors in a pre-LN block (reads `x =
+/// norm(h)`, adds to `h`), one in a post-LN block (the stream is the input;
+/// the add comes after every read of it).
+pub enum Residual<'a> {
+    PreNorm {
+        input: &'a Tensor,
+        stream: &'a mut Tensor,
+    },
+    PostNorm(&'a mut Tensor),
+}
+
+impl<'a> Residual<'a> {
+    /// `x` and `h` as `stream` says: `Hidden`, input `x` and stream `h`;
+    /// `Input`, `x` for both.
+    pub fn of(stream: Stream, h: &'a mut Tensor, x: &'a mut Tensor) -> Self {
+        match stream {
+            Stream::Hidden => Residual::PreNorm {
+                input: x,
+                stream: h,
+            },
+            Stream::Input => Residual::PostNorm(x),
+        }
+    }
+
+    pub fn input(&self) -> &Tensor {
+        match self {
+            Residual::PreNorm { input, .. } => input,
+            Residual::PostNorm(x) => x,
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut Tensor {
+        match self {
+            Residual::PreNorm { stream, .. } => stream,
+            Residual::PostNorm(x) => x,
+        }
+    }
+}
+
+/// Which of a block's two `[.., d]` tensors `h`, `x` holds the residual
+/// stream: `Hidden` (`h`, pre-LN: sublayers read `x = norm(h)`) or `Input`
+/// (`x`, post-LN: sublayers read the stream, `h` is scratch for the norm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Hidden,
+    Input,
+}
+
+impl Stream {
+    pub fn of(pre_norm: bool) -> Self {
+        if pre_norm {
+            Stream::Hidden
+        } else {
+            Stream::Input
+        }
+    }
+}
+
 /// q/k/v/o projections of one attention block; q/k/v map `d_model` to `inner`
 /// (heads x head_dim, not always `d_model`: T5), o maps back.
 #[derive(Debug, Clone)]
@@ -188,20 +258,21 @@ impl Attention {
         })
     }
 
-    /// Self-attention of `x` over itself (the encoder): `out = o(attend(q x, k x, v x))`.
+    /// Self-attention of the input over itself (the encoder), added to the
+    /// stream: `stream += o(attend(q x, k x, v x))`.
     pub fn forward(
         &self,
         be: &dyn Backend,
-        x: &Tensor,
+        io: &mut Residual,
         params: &AttentionParams,
         buf: &mut AttentionBuffers,
-        out: &mut Tensor,
     ) -> encdec_core::Result<()> {
+        let x = io.input();
         self.q.forward(be, x, &mut buf.q)?;
         self.k.forward(be, x, &mut buf.k)?;
         self.v.forward(be, x, &mut buf.v)?;
         be.attention(&buf.q, &buf.k, &buf.v, params, &mut buf.a)?;
-        self.o.forward(be, &buf.a, out)
+        self.o.forward_add(be, &buf.a, io.stream())
     }
 }
 
@@ -486,10 +557,10 @@ pub struct StepScratch<X> {
     /// `(rows, capacity, sources, src_len)` the state's recordings were made
     /// for: another shape reallocates this scratch, which they must not outlive.
     recorded_shape: Option<[usize; 4]>,
-    /// `[rows, 1, d]`: residual stream, sublayer input, sublayer output.
+    /// `[rows, 1, d]`: the residual stream and the sublayers' input, as
+    /// [`Stream`] says (`h` then is the norm's scratch, post-LN).
     pub h: Tensor,
     pub x: Tensor,
-    pub y: Tensor,
     attn: AttentionBuffers,
     /// Logits on the device (non-CPU backends only).
     logits: Tensor,
@@ -509,7 +580,6 @@ impl<X: Default + Send + Sync + 'static> StepScratch<X> {
             recorded_shape: None,
             h: empty_f32(),
             x: empty_f32(),
-            y: empty_f32(),
             attn: AttentionBuffers::empty(),
             logits: empty_f32(),
             reorder: CacheReorder::new(layers),
@@ -542,7 +612,7 @@ impl<X> StepScratch<X> {
         d: usize,
         inner: usize,
     ) -> encdec_core::Result<()> {
-        for t in [&mut self.h, &mut self.x, &mut self.y] {
+        for t in [&mut self.h, &mut self.x] {
             ensure_f32(be, t, &[rows, 1, d])?;
         }
         self.attn.ensure(be, &[rows, 1, inner])
@@ -576,10 +646,11 @@ impl<X> StepScratch<X> {
         self.ids_on_backend.clone()
     }
 
-    /// Decoder self-attention sublayer, `y = o(attend(q x, cache))`: the step's K/V
-    /// go into row `q_offset` of the layer's cache, and attend over `kv_len` rows,
-    /// both read on the backend from the staged positions (`params` holds the
-    /// host's view of them, for the profiler).
+    /// Decoder self-attention sublayer, `stream += o(attend(q x, cache))`: the
+    /// step's K/V go into row `q_offset` of the layer's cache, and attend over
+    /// `kv_len` rows, both read on the backend from the staged positions
+    /// (`params` holds the host's view of them, for the profiler).
+    #[allow(clippy::too_many_arguments)]
     pub fn self_attention(
         &mut self,
         be: &dyn Backend,
@@ -587,6 +658,7 @@ impl<X> StepScratch<X> {
         cache_k: &mut Tensor,
         cache_v: &mut Tensor,
         params: &AttentionParams,
+        stream: Stream,
     ) -> encdec_core::Result<()> {
         let b = &mut self.attn;
         let at = &self.positions_on_backend;
@@ -596,11 +668,13 @@ impl<X> StepScratch<X> {
         be.write_rows_at(&b.k, cache_k, at)?;
         be.write_rows_at(&b.v, cache_v, at)?;
         be.attention_at(&b.q, cache_k, cache_v, params, at, &mut b.a)?;
-        attn.o.forward(be, &b.a, &mut self.y)
+        let mut io = Residual::of(stream, &mut self.h, &mut self.x);
+        attn.o.forward_add(be, &b.a, io.stream())
     }
 
-    /// Decoder cross-attention sublayer of `layer`, `y = o(attend(q x, encoder K/V))`
-    /// over the K/V [`encoder_output`] projected; the queries go to a capture, if set.
+    /// Decoder cross-attention sublayer of `layer`, `stream += o(attend(q x,
+    /// encoder K/V))` over the K/V [`encoder_output`] projected; the queries go
+    /// to a capture, if set.
     pub fn cross_attention(
         &mut self,
         be: &dyn Backend,
@@ -608,6 +682,7 @@ impl<X> StepScratch<X> {
         enc: &EncoderOutput,
         layer: usize,
         params: &AttentionParams,
+        stream: Stream,
     ) -> encdec_core::Result<()> {
         let b = &mut self.attn;
         attn.q.forward(be, &self.x, &mut b.q)?;
@@ -621,7 +696,8 @@ impl<X> StepScratch<X> {
             params,
             &mut b.a,
         )?;
-        attn.o.forward(be, &b.a, &mut self.y)
+        let mut io = Residual::of(stream, &mut self.h, &mut self.x);
+        attn.o.forward_add(be, &b.a, io.stream())
     }
 
     /// `logits = lm_head(x)`: into `logits` (on the backend), or with None

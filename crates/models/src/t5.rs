@@ -52,7 +52,7 @@ use crate::layers::{
     check_weight_dtype, decode_step, embedding_dtype, empty_f32, encoder_output, ensure_f32,
     lm_head_weight, load_f32, load_weight, new_decoder_state, run_step, select_rows,
     teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape, LayerRanges,
-    Linear, PaddedSources, StepScratch,
+    Linear, PaddedSources, Residual, StepScratch, Stream,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -525,25 +525,20 @@ impl FeedForward {
         })
     }
 
-    /// `out = ffn(x)`; `a` is a `[.., d_ff]` scratch buffer of x's rows (the
-    /// gated form's two projections and product are one `linear_gated`).
+    /// `stream += ffn(input)`; `a` is a `[.., d_ff]` scratch buffer of the
+    /// input's rows (the gated form's two projections and product are one
+    /// `linear_gated`).
     fn forward(
         &self,
         be: &dyn Backend,
-        x: &Tensor,
+        io: &mut Residual,
         a: &mut Tensor,
-        out: &mut Tensor,
     ) -> encdec_core::Result<()> {
         match &self.wi_1 {
-            Some(wi_1) => {
-                self.wi.forward_gated(be, wi_1, x, self.act, a)?;
-                self.wo.forward(be, a, out)
-            }
-            None => {
-                self.wi.forward_act(be, x, self.act, a)?;
-                self.wo.forward(be, a, out)
-            }
+            Some(wi_1) => self.wi.forward_gated(be, wi_1, io.input(), self.act, a)?,
+            None => self.wi.forward_act(be, io.input(), self.act, a)?,
         }
+        self.wo.forward_add(be, a, io.stream())
     }
 }
 
@@ -728,17 +723,6 @@ impl T5Model {
         self.backend
             .norm(NormKind::RmsNorm, x, w, None, self.eps, out)
     }
-
-    fn add_rms(
-        &self,
-        x: &Tensor,
-        residual: &mut Tensor,
-        w: &Tensor,
-        out: &mut Tensor,
-    ) -> encdec_core::Result<()> {
-        self.backend
-            .add_norm(NormKind::RmsNorm, x, residual, w, None, self.eps, out)
-    }
 }
 
 /// What a T5 decode step adds to [`StepScratch`].
@@ -772,7 +756,7 @@ impl Seq2SeqModel for T5Model {
         let key_mask = be.upload(&Tensor::from_f32(src.key_mask, [b, s])?)?;
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
-        let (mut h, mut x, mut y) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
+        let (mut h, mut x) = (z(&[b, s, d])?, z(&[b, s, d])?);
         let mut attn = AttentionBuffers::zeros(be, &[b, s, inner])?;
         let mut f1 = z(&[b, s, ff])?;
 
@@ -787,14 +771,19 @@ impl Seq2SeqModel for T5Model {
         params.relative_bias = Some(self.encoder_bias.spec());
         for (i, l) in self.encoder.iter().enumerate() {
             let _range = self.layer_ranges.encoder(be, i);
-            l.attn.forward(be, &x, &params, &mut attn, &mut y)?;
-            self.add_rms(&y, &mut h, &l.ffn_norm, &mut x)?;
-            l.ffn.forward(be, &x, &mut f1, &mut y)?;
+            let mut io = Residual::of(Stream::Hidden, &mut h, &mut x);
+            l.attn.forward(be, &mut io, &params, &mut attn)?;
+            self.rms(&h, &l.ffn_norm, &mut x)?;
+            l.ffn.forward(
+                be,
+                &mut Residual::of(Stream::Hidden, &mut h, &mut x),
+                &mut f1,
+            )?;
             let next = self
                 .encoder
                 .get(i + 1)
                 .map_or(&self.encoder_norm, |n| &n.attn_norm);
-            self.add_rms(&y, &mut h, next, &mut x)?;
+            self.rms(&h, next, &mut x)?;
         }
         let cross = self.decoder.iter().map(|l| &l.cross_attn);
         encoder_output(be, x, key_mask, src.lengths, cross)
@@ -944,19 +933,20 @@ impl T5Model {
         for (i, l) in self.decoder.iter().enumerate() {
             let _range = self.layer_ranges.decoder(be, i);
             let (cache_k, cache_v) = (&mut state.self_k[i], &mut state.self_v[i]);
-            sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params)?;
-            self.add_rms(&sc.y, &mut sc.h, &l.cross_norm, &mut sc.x)?;
+            let stream = Stream::Hidden;
+            sc.self_attention(be, &l.self_attn, cache_k, cache_v, &self_params, stream)?;
+            self.rms(&sc.h, &l.cross_norm, &mut sc.x)?;
 
-            sc.cross_attention(be, &l.cross_attn, enc, i, &cross_params)?;
-            self.add_rms(&sc.y, &mut sc.h, &l.ffn_norm, &mut sc.x)?;
+            sc.cross_attention(be, &l.cross_attn, enc, i, &cross_params, stream)?;
+            self.rms(&sc.h, &l.ffn_norm, &mut sc.x)?;
 
-            let f = &mut sc.extra;
-            l.ffn.forward(be, &sc.x, &mut f.f1, &mut sc.y)?;
+            let mut io = Residual::of(stream, &mut sc.h, &mut sc.x);
+            l.ffn.forward(be, &mut io, &mut sc.extra.f1)?;
             let next = self
                 .decoder
                 .get(i + 1)
                 .map_or(&self.decoder_norm, |n| &n.self_norm);
-            self.add_rms(&sc.y, &mut sc.h, next, &mut sc.x)?;
+            self.rms(&sc.h, next, &mut sc.x)?;
         }
         if let Some(s) = self.output_scale {
             be.scale(&mut sc.x, s)?;

@@ -55,6 +55,15 @@ impl Backend for Recording {
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
         self.cpu.linear(x, w, b, out)
     }
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.cpu.linear_add(x, w, b, out)
+    }
     fn linear_gated(
         &self,
         x: &Tensor,

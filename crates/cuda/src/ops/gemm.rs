@@ -68,9 +68,18 @@ fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// `out[m, n] = act(x[m, :] . w[n, :] (* scale[n]) + bias[n])`; `bias` 0 for
-/// none. The tensor-core kernels apply `act` in their epilogue; the other
-/// paths run elementwise.cu's activation after (same bits either way).
+/// What a linear kernel does with its result (every path fuses it into the
+/// epilogue: the bits of the unfused ops, one pass over `out` less).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// `out = act(v)`.
+    Store(Activation),
+    /// `out += v` (`Backend::linear_add`, the residual epilogue).
+    Accumulate,
+}
+
+/// `out[m, n] = act(x[m, :] . w[n, :] (* scale[n]) + bias[n])`, or `+=` that
+/// without an activation ([`Epilogue`]); `bias` 0 for none.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     dev: &Dev,
@@ -81,34 +90,16 @@ pub(crate) fn linear(
     m: usize,
     n: usize,
     k: usize,
-    act: Activation,
+    epilogue: Epilogue,
     path: GemmPath,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let fused = linear_fused(dev, x, w, bias, out, m, n, k, act, path)?;
-    if !fused {
-        super::elementwise::activation(dev, out, m * n, act)?;
-    }
-    Ok(())
-}
-
-/// [`linear`] without the activation unless a tensor-core kernel fused it;
-/// returns whether it did.
-#[allow(clippy::too_many_arguments)]
-fn linear_fused(
-    dev: &Dev,
-    x: u64,
-    w: WeightPtr,
-    bias: u64,
-    out: u64,
-    m: usize,
-    n: usize,
-    k: usize,
-    act: Activation,
-    path: GemmPath,
-) -> Result<bool> {
+    let (act, accumulate) = match epilogue {
+        Epilogue::Store(act) => (act, 0i32),
+        Epilogue::Accumulate => (Activation::Identity, 1i32),
+    };
     let act_code = super::elementwise::act_code(act);
     dims_i32("linear", &[m, n, k])?;
     let gemv = path == GemmPath::Auto && m <= GEMV_MAX_M;
@@ -123,15 +114,14 @@ fn linear_fused(
         };
         if let Some((wp, name)) = tc {
             let grid = (n.div_ceil(TC_BN) as u32, m.div_ceil(TC_BM) as u32, 1);
-            dev.launch(
+            return dev.launch(
                 Family::GemmTc,
                 name,
                 grid,
                 TC_THREADS,
                 0,
-                &mut kargs![x, wp, bias, out, mi, ni, ki, act_code],
-            )?;
-            return Ok(true);
+                &mut kargs![x, wp, bias, out, mi, ni, ki, act_code, accumulate],
+            );
         }
         if let WeightPtr::I8 { data, scales } = w {
             // W8A8: x -> per-row int8 + f32 scales (kernels/elementwise.cu), then
@@ -143,15 +133,14 @@ fn linear_fused(
             super::elementwise::quantize(dev, DType::F32, x, qx.ptr, sx.ptr, m, k)?;
             let grid = (n.div_ceil(I8TC_BN) as u32, m.div_ceil(I8TC_BM) as u32, 1);
             let (qp, sp) = (qx.ptr, sx.ptr);
-            dev.launch(
+            return dev.launch(
                 Family::GemmI8Tc,
                 "linear_i8_tc",
                 grid,
                 TC_THREADS,
                 0,
-                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki, act_code],
-            )?;
-            return Ok(true);
+                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki, act_code, accumulate],
+            );
         }
     }
     let (wp, scales, suffix) = w.parts();
@@ -176,9 +165,8 @@ fn linear_fused(
         grid,
         256,
         0,
-        &mut kargs![x, wp, scales, bias, out, mi, ni, ki],
-    )?;
-    Ok(false)
+        &mut kargs![x, wp, scales, bias, out, mi, ni, ki, act_code, accumulate],
+    )
 }
 
 /// `out[m, n] = act(x[m, :] . wg[n, :] (* sg[n])) * (x[m, :] . wu[n, :] (* su[n]))`

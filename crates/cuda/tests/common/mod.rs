@@ -165,6 +165,15 @@ impl Backend for CopyingCpu {
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
         self.0.linear(x, w, b, out)
     }
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        self.0.linear_add(x, w, b, out)
+    }
     fn linear_gated(
         &self,
         x: &Tensor,
