@@ -5,6 +5,7 @@
 //   mul_assign_f32      x[i] *= y[i % ylen]
 //   scale_f32           x[i] *= s
 //   scatter_fill_f32    x[idx[j]] = value          (j < n_idx; bans ids in search on the device)
+//   repetition_penalty_f32  s = x[idx[j]]: s < 0 ? s * p : s / p  (distinct idx; 0xffffffff skipped)
 //   activation_f32      x[i] = act(x[i])             in place
 //   gated_activation_f32 out[i] = act(gate[i]) * up[i]
 //   cast_<from>_<to>    f32 <-> f16 <-> bf16, round to nearest even
@@ -44,6 +45,17 @@ extern "C" __global__ void scale_f32(float* x, i64 n, float s) {
 
 extern "C" __global__ void scatter_fill_f32(float* x, const u32* idx, i64 n_idx, float value) {
     GRID_STRIDE(j, n_idx) { x[idx[j]] = value; }
+}
+
+// HF's RepetitionPenaltyLogitsProcessor at the positions idx[j] (distinct;
+// 0xffffffff marks an unused slot). IEEE multiply / divide, as the CPU's.
+extern "C" __global__ void repetition_penalty_f32(float* x, const u32* idx, i64 n_idx, float penalty) {
+    GRID_STRIDE(j, n_idx) {
+        const u32 i = idx[j];
+        if (i == 0xffffffffu) continue;
+        const float s = x[i];
+        x[i] = s < 0.0f ? s * penalty : s / penalty;
+    }
 }
 
 extern "C" __global__ void activation_f32(float* x, i64 n, int act) {

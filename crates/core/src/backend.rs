@@ -158,6 +158,9 @@ pub fn relative_position_bucket(
 
 /// `dst[..] = src[..]` between host tensors of one shape and dtype (f32, u32);
 /// `src` may be a strided view, `dst` must be contiguous.
+/// An unused slot of [`Backend::repetition_penalty`]'s index.
+pub const PENALTY_INDEX_UNUSED: u32 = u32::MAX;
+
 pub fn host_copy(src: &Tensor, dst: &mut Tensor, op: &'static str) -> Result<()> {
     crate::checks::same_shape_and_dtype(op, src, dst)?;
     dst.require_contiguous(op)?;
@@ -495,6 +498,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         for &i in idx.as_u32()? {
             v[i as usize] = value;
         }
+        self.copy_from_host(&h, x)
+    }
+    /// HF's repetition penalty at flat positions of the contiguous `x`: for
+    /// every entry `i` of `index` (u32, on this backend), `x[i] = x[i] < 0 ?
+    /// x[i] * penalty : x[i] / penalty`. Entries equal to
+    /// [`PENALTY_INDEX_UNUSED`] are skipped (padding, so that a recorded
+    /// step's launch does not change); the others must be distinct (each is
+    /// penalised once per occurrence). Search on the backend applies
+    /// `--repetition-penalty` with it. The default goes through the host (it
+    /// allocates).
+    fn repetition_penalty(&self, x: &mut Tensor, index: &Tensor, penalty: f32) -> Result<()> {
+        let idx = self.download(index)?;
+        crate::checks::repetition_penalty(x, idx.as_u32()?)?;
+        let mut h = self.download(x)?.contiguous()?;
+        crate::checks::apply_repetition_penalty(h.as_f32_mut()?, idx.as_u32()?, penalty);
         self.copy_from_host(&h, x)
     }
     /// `out[i, :] = table[ids[i], :] * scale` (ids u32).

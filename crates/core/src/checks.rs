@@ -356,6 +356,33 @@ pub fn scatter_fill(x: &Tensor, index: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// `repetition_penalty`: every index entry in range of x or
+/// [`crate::backend::PENALTY_INDEX_UNUSED`].
+pub fn repetition_penalty(x: &Tensor, index: &[u32]) -> Result<()> {
+    let n = x.elem_count();
+    let unused = crate::backend::PENALTY_INDEX_UNUSED;
+    if let Some(&bad) = index.iter().find(|&&i| i != unused && i as usize >= n) {
+        return Err(Error::Invalid(format!(
+            "repetition_penalty: index {bad} is out of range for x {:?} ({n} elements)",
+            x.dims()
+        )));
+    }
+    Ok(())
+}
+
+/// The reference of `repetition_penalty` (HF's
+/// `RepetitionPenaltyLogitsProcessor` on the given positions), after
+/// [`repetition_penalty`] checked `index`.
+pub fn apply_repetition_penalty(x: &mut [f32], index: &[u32], penalty: f32) {
+    for &i in index {
+        if i == crate::backend::PENALTY_INDEX_UNUSED {
+            continue;
+        }
+        let s = x[i as usize];
+        x[i as usize] = if s < 0.0 { s * penalty } else { s / penalty };
+    }
+}
+
 /// `softmax_stats`: f32 x, f32 out `[rows, 2]`.
 pub fn softmax_stats(x: &Tensor, out: &Tensor) -> Result<()> {
     let want = [x.rows(), 2];

@@ -1343,6 +1343,15 @@ impl Backend for ProfiledBackend {
         });
         r
     }
+    fn repetition_penalty(&self, x: &mut Tensor, index: &Tensor, penalty: f32) -> Result<()> {
+        let t = self.begin("repetition_penalty");
+        let r = self.inner.repetition_penalty(x, index, penalty);
+        self.finish(t, || {
+            let n = index.elem_count() as u64;
+            Self::simple("repetition_penalty", n, 3 * 4 * n, shape_str(index))
+        });
+        r
+    }
     fn softmax_stats(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
         let t = self.begin("softmax_stats");
         let r = self.inner.softmax_stats(x, out);

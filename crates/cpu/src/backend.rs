@@ -698,6 +698,14 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn repetition_penalty(&self, x: &mut Tensor, index: &Tensor, penalty: f32) -> Result<()> {
+        const OP: &str = "repetition_penalty";
+        let idx = u32_in(index, OP)?;
+        checks::repetition_penalty(x, idx)?;
+        checks::apply_repetition_penalty(f32_out(x, OP)?, idx, penalty);
+        Ok(())
+    }
+
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
         const OP: &str = "embedding";
         let id = u32_in(ids, OP)?;
@@ -952,6 +960,26 @@ mod tests {
             .is_err());
         be.linear_gated(&x, &w, &w, Activation::Relu, &mut out)
             .unwrap();
+    }
+
+    #[test]
+    fn repetition_penalty_follows_hf_at_the_given_positions_only() {
+        use encdec_core::backend::PENALTY_INDEX_UNUSED;
+        let be = CpuBackend::with_threads(1);
+        let x0 = vec![2.0, -2.0, 0.0, 3.0, -0.5, 1.0];
+        let idx = Tensor::from_u32(vec![0, 1, 2, 4, PENALTY_INDEX_UNUSED], [5]).unwrap();
+        let mut x = t(x0.clone(), &[2, 3]);
+        be.repetition_penalty(&mut x, &idx, 2.0).unwrap();
+        // positive / penalty, negative * penalty (HF), zero stays, 3 and 5 untouched
+        assert_eq!(x.as_f32().unwrap(), &[1.0, -4.0, 0.0, 3.0, -1.0, 1.0]);
+        let mut y = t(x0.clone(), &[2, 3]);
+        let bad = Tensor::from_u32(vec![1, 6], [2]).unwrap();
+        assert!(be.repetition_penalty(&mut y, &bad, 2.0).is_err());
+        assert_eq!(
+            y.as_f32().unwrap(),
+            &x0[..],
+            "a refused call changes nothing"
+        );
     }
 
     #[test]

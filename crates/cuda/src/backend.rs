@@ -1195,6 +1195,16 @@ impl Backend for CudaBackend {
         ops::elementwise::scatter_fill(&self.dev, xp, ip, n, value)
     }
 
+    fn repetition_penalty(&self, x: &mut Tensor, index: &Tensor, penalty: f32) -> Result<()> {
+        const OP: &str = "repetition_penalty";
+        let (ip, idx) = self.u32_in(index, OP)?;
+        checks::repetition_penalty(x, idx)?;
+        let n = idx.len();
+        let xp = self.f32_out(x, OP)?;
+        self.dev.bind()?;
+        ops::elementwise::repetition_penalty(&self.dev, xp, ip, n, penalty)
+    }
+
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()> {
         const OP: &str = "embedding";
         let (ip, id) = self.u32_in(ids, OP)?;

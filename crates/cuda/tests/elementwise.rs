@@ -1,7 +1,9 @@
 //! kernels/elementwise.cu against the CPU backend: add/mul (same shape and row
 //! broadcast), scale, every activation, gated activations, casts between
 //! f32/f16/bf16 and int8 quantisation, `scatter_fill` (search on the
-//! backend's bans: exact, repeated positions, out-of-range index rejected).
+//! backend's bans: exact, repeated positions, out-of-range index rejected),
+//! `repetition_penalty` (exact: one IEEE multiply or divide per position;
+//! unused slots skipped, out-of-range index rejected).
 //!
 //! Tolerances: add/mul/scale, casts, quantisation and dequantisation are exact
 //! (IEEE operations in the same order, round to nearest even on both sides);
@@ -222,4 +224,48 @@ fn scatter_fill_matches_cpu_exactly() {
     let bad = up(&g, &Tensor::from_u32(vec![6], [1]).unwrap());
     assert!(g.scatter_fill(&mut x, &bad, 0.0).is_err());
     f.finish("scatter_fill");
+}
+
+#[test]
+fn repetition_penalty_matches_cpu_exactly() {
+    use encdec_core::backend::PENALTY_INDEX_UNUSED;
+    let g = gpu_or_skip!("repetition_penalty_matches_cpu_exactly");
+    let mut f = Failures::default();
+    for &(rows, cols, n, pad) in &[
+        (1usize, 1usize, 1usize, 0usize),
+        (3, 7, 5, 4),
+        (4, 50265, 300, 37),
+        (2, 4097, 2, 1),
+    ] {
+        let x = random_normal((rows * cols + n) as u64, rows * cols, 2.0);
+        // distinct positions (values of both signs), then unused slots
+        let idx: Vec<u32> = (0..n)
+            .map(|j| ((j * 7919) % (rows * cols)) as u32)
+            .chain(std::iter::repeat_n(PENALTY_INDEX_UNUSED, pad))
+            .collect();
+        let it = Tensor::from_u32(idx.clone(), [idx.len()]).unwrap();
+        for penalty in [1.3f32, 0.8] {
+            let mut want = host(x.clone(), &[rows, cols]);
+            cpu().repetition_penalty(&mut want, &it, penalty).unwrap();
+            let mut got = up(&g, &host(x.clone(), &[rows, cols]));
+            g.repetition_penalty(&mut got, &up(&g, &it), penalty)
+                .unwrap();
+            let want = want.to_f32_vec().unwrap();
+            // the reference did penalise (HF's rule), and only there
+            for (i, (&w, &x0)) in want.iter().zip(&x).enumerate() {
+                let at = idx.contains(&(i as u32));
+                let rule = if x0 < 0.0 { x0 * penalty } else { x0 / penalty };
+                assert_eq!(w, if at { rule } else { x0 }, "position {i}");
+            }
+            f.exact(
+                &format!("repetition_penalty rows={rows} cols={cols} n={n} p={penalty}"),
+                &down(&g, &got),
+                &want,
+            );
+        }
+    }
+    let mut x = up(&g, &host(vec![1.0; 6], &[2, 3]));
+    let bad = up(&g, &Tensor::from_u32(vec![6], [1]).unwrap());
+    assert!(g.repetition_penalty(&mut x, &bad, 1.2).is_err());
+    f.finish("repetition_penalty");
 }

@@ -202,14 +202,23 @@ fn search_ops_replay_with_the_step() {
         let dir = fixture(name);
         let mc = load(&dir, Arc::new(encdec_cpu::CpuBackend::with_threads(1)));
         let mg = load(&dir, g.clone());
-        // Without bans the statistics / top-K are recorded with the step; with
-        // min_new_tokens (EOS banned every step) they run after the replay.
-        for (beams, min_new) in [(1, None), (3, None), (1, Some(10)), (3, Some(10))] {
+        // The statistics / top-K are recorded with the step, after the staged
+        // edits: none, EOS banned every step (min_new_tokens), and the
+        // repetition penalty on the rows' history (with and without bans).
+        for (beams, min_new, penalty) in [
+            (1, None, None),
+            (3, None, None),
+            (1, Some(10), None),
+            (3, Some(10), None),
+            (1, None, Some(1.3)),
+            (3, Some(10), Some(0.8)),
+        ] {
             let over = GenerationOverrides {
                 num_beams: Some(beams),
                 do_sample: Some(false),
                 max_new_tokens: Some(10),
                 min_new_tokens: min_new,
+                repetition_penalty: penalty,
                 ..Default::default()
             };
             let cfg = GenerationConfig::from_checkpoint(&dir, &over).unwrap();
@@ -222,12 +231,12 @@ fn search_ops_replay_with_the_step() {
             let ((want, _), (got, st)) = (run(&*mc), run(&*mg));
             if got != want {
                 f.push(format!(
-                    "{name} beams={beams} min_new={min_new:?}: ids {got:?}, CPU {want:?}"
+                    "{name} beams={beams} min_new={min_new:?} penalty={penalty:?}: ids {got:?}, CPU {want:?}"
                 ));
             }
             if st.replayed_steps == 0 || st.backend_steps == 0 {
                 f.push(format!(
-                    "{name} beams={beams} min_new={min_new:?}: no replayed device search: {st:?}"
+                    "{name} beams={beams} min_new={min_new:?} penalty={penalty:?}: no replayed device search: {st:?}"
                 ));
             }
         }

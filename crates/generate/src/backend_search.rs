@@ -4,8 +4,10 @@
 //! The processors that only ban ids ([`RowEdits`]: min length / min new
 //! tokens, no-repeat n-grams, bad words) are evaluated on the host from the
 //! row's history, and the banned ids are set to -inf on the backend in one
-//! [`Backend::scatter_fill`]; a forced row (forced BOS/EOS: every id -inf but
-//! a few, which are 0) is known in full on the host and needs no logits.
+//! [`Backend::scatter_fill`]; the repetition penalty goes the same way (the
+//! row's distinct history ids, [`Backend::repetition_penalty`], before the
+//! bans as in HF); a forced row (forced BOS/EOS: every id -inf but a few,
+//! which are 0) is known in full on the host and needs no logits.
 //!
 //! Greedy: per row the backend computes the processed row's softmax
 //! statistics (max and sum of `e^(x - max)`, [`Backend::softmax_stats`]) and
@@ -25,9 +27,12 @@
 //! When the candidates cannot decide a step exactly (a greedy row with every
 //! id banned, an unsent id that could reach the beam selection, NaN, more bans
 //! than the buffer holds), [`GreedyOutcome::Fallback`] / `false` tells the
-//! caller to copy the full rows to the host (bans already applied there are
-//! applied again by the host processors: the same -inf).
+//! caller to copy the full rows to the host. Bans already applied there are
+//! applied again by the host processors (the same -inf), but not the
+//! repetition penalty ([`BackendBuffers::edits_applied`],
+//! `LogitsProcessorList::process_again`).
 
+use encdec_core::backend::PENALTY_INDEX_UNUSED;
 use encdec_core::{Backend, DType, Result, Tensor};
 
 use crate::model::Then;
@@ -36,22 +41,32 @@ use crate::processors::RowEdits;
 /// The search ops a decode step queues right after the model's, on the
 /// step's logits, so that the backend records them with the step (one replay
 /// runs both). They read nothing back to the host, and their arguments do
-/// not change between steps: the banned positions are uploaded before the
-/// step ([`BackendBuffers::stage_bans`]) into a buffer of fixed size.
+/// not change between steps: the penalised and banned positions are uploaded
+/// before the step ([`BackendBuffers::stage_edits`]) into buffers of fixed size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queued {
-    /// Greedy: the staged bans (if `bans`), softmax statistics, the argmax.
-    GreedyPick { bans: bool },
-    /// Beam search: the log-softmax, the staged bans, every row's top-K.
-    LogSoftmaxTopk { bans: bool },
+    /// Greedy: the staged edits, softmax statistics, the argmax.
+    GreedyPick(Staged),
+    /// Beam search: the log-softmax, the staged edits, every row's top-K.
+    LogSoftmaxTopk(Staged),
+}
+
+/// Which of a step's edits were staged for the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Staged {
+    /// Some id of some row is banned.
+    pub bans: bool,
+    /// Some id of some row gets the repetition penalty.
+    pub penalized: bool,
 }
 
 impl Queued {
     fn key(self) -> usize {
-        match self {
-            Queued::GreedyPick { bans } => 2 + bans as usize,
-            Queued::LogSoftmaxTopk { bans } => 4 + bans as usize,
-        }
+        let (kind, s) = match self {
+            Queued::GreedyPick(s) => (1, s),
+            Queued::LogSoftmaxTopk(s) => (2, s),
+        };
+        kind << 2 | (s.bans as usize) << 1 | s.penalized as usize
     }
 }
 
@@ -65,7 +80,8 @@ pub struct SearchStats {
     /// them exactly: the full logits were copied to the host and searched there.
     pub fallback_steps: u64,
     /// Steps searched on the host from the start (search on the backend off,
-    /// sampling, tracing, or a processor that does more than ban ids).
+    /// sampling, tracing, or a processor that does more than penalise
+    /// repeats or ban ids).
     pub host_steps: u64,
     /// Decode steps whose ops the backend recorded (a CUDA graph; the step
     /// ran by replaying it), replayed from an earlier recording, or ran op by
@@ -96,6 +112,11 @@ pub(crate) struct BackendBuffers {
     pub k: usize,
     vocab: usize,
     ban_cap: usize,
+    /// Slots of the penalty index (0: the processors have no repetition penalty).
+    penalty_cap: usize,
+    penalty: f32,
+    /// Whether this step's edits were applied to `logits` on the backend.
+    applied: bool,
     /// f32 `[rows, vocab]` on the backend: the model writes the step's logits here.
     pub logits: Tensor,
     ids: Tensor,
@@ -107,18 +128,35 @@ pub(crate) struct BackendBuffers {
     /// u32 `[ban_cap]`: flat positions of the banned ids (host, and on the backend).
     ban_idx_h: Tensor,
     ban_idx: Tensor,
+    /// u32 `[penalty_cap]`: flat positions the repetition penalty changes
+    /// (distinct; unused slots [`PENALTY_INDEX_UNUSED`]).
+    penalty_idx_h: Tensor,
+    penalty_idx: Tensor,
     /// Candidate pool of one source (beam search): (score, beam * vocab + id).
     pool: Vec<(f32, u32)>,
 }
 
 impl BackendBuffers {
-    pub fn new(be: &dyn Backend, rows: usize, vocab: usize, k: usize) -> Result<Self> {
+    /// Buffers for `rows` rows of `vocab` logits and K = `k` candidates per
+    /// row; `penalized_per_row`: the most ids the repetition penalty can
+    /// touch in one row (the longest history; 0 without the penalty).
+    pub fn new(
+        be: &dyn Backend,
+        rows: usize,
+        vocab: usize,
+        k: usize,
+        penalized_per_row: usize,
+    ) -> Result<Self> {
         let ban_cap = (16 * rows).max(256);
+        let penalty_cap = rows * penalized_per_row.min(vocab);
         let mut b = BackendBuffers {
             rows: 0,
             k,
             vocab,
             ban_cap,
+            penalty_cap,
+            penalty: 1.0,
+            applied: false,
             logits: Tensor::zeros([0], DType::F32),
             ids: Tensor::zeros([0], DType::U32),
             vals: Tensor::zeros([0], DType::F32),
@@ -128,6 +166,8 @@ impl BackendBuffers {
             stats_h: Tensor::zeros([0], DType::F32),
             ban_idx_h: Tensor::zeros([ban_cap], DType::U32),
             ban_idx: be.zeros(&[ban_cap], DType::U32)?,
+            penalty_idx_h: Tensor::zeros([penalty_cap], DType::U32),
+            penalty_idx: be.zeros(&[penalty_cap], DType::U32)?,
             pool: Vec::new(),
         };
         b.resize(be, rows)?;
@@ -152,35 +192,49 @@ impl BackendBuffers {
         Ok(())
     }
 
-    /// Bans on the backend: the banned ids of every row (sorted and
-    /// deduplicated here) become -inf in `self.logits`, in one
-    /// [`Backend::scatter_fill`]; forced rows are left alone (the host knows
-    /// them in full). False, with the logits untouched, when there are more
-    /// bans than the buffer holds.
-    fn apply_bans(&mut self, be: &dyn Backend, edits: &mut [RowEdits]) -> Result<bool> {
-        match self.stage_bans(be, edits)? {
-            Some(true) => {
-                be.scatter_fill(&mut self.logits, &self.ban_idx, f32::NEG_INFINITY)?;
-                Ok(true)
-            }
-            Some(false) => Ok(true),
-            None => Ok(false),
-        }
+    /// Whether this step's edits were applied to [`logits`](Self::logits) on
+    /// the backend: after a fallback the host then re-runs only the
+    /// idempotent processors (not the repetition penalty).
+    pub fn edits_applied(&self) -> bool {
+        self.applied
     }
 
-    /// The first half of [`apply_bans`](Self::apply_bans): every row's banned
-    /// ids (sorted and deduplicated here) as flat positions, uploaded into the
-    /// fixed-size index buffer (unused slots repeat a real position, so the
-    /// scatter's launch is the same every step). Some(whether any id is
-    /// banned), or None when there are more bans than the buffer holds.
-    pub(crate) fn stage_bans(
+    /// Edits on the backend: every row's penalised ids, then its banned ids
+    /// (-inf), in `self.logits` ([`Backend::repetition_penalty`],
+    /// [`Backend::scatter_fill`]); forced rows are left alone (the host knows
+    /// them in full). False, with the logits untouched, when there are more
+    /// edits than the buffers hold.
+    fn apply_edits(&mut self, be: &dyn Backend, edits: &mut [RowEdits]) -> Result<bool> {
+        let Some(staged) = self.stage_edits(be, edits)? else {
+            return Ok(false);
+        };
+        if staged.penalized {
+            be.repetition_penalty(&mut self.logits, &self.penalty_idx, self.penalty)?;
+        }
+        if staged.bans {
+            be.scatter_fill(&mut self.logits, &self.ban_idx, f32::NEG_INFINITY)?;
+        }
+        self.applied = true;
+        Ok(true)
+    }
+
+    /// The first half of [`apply_edits`](Self::apply_edits): every row's
+    /// banned ids (sorted and deduplicated here) and penalised ids as flat
+    /// positions, uploaded into the fixed-size index buffers (unused ban slots
+    /// repeat a real position, unused penalty slots are
+    /// [`PENALTY_INDEX_UNUSED`], so the launches are the same every step).
+    /// Some(what is staged), or None when there are more edits than the
+    /// buffers hold.
+    pub(crate) fn stage_edits(
         &mut self,
         be: &dyn Backend,
         edits: &mut [RowEdits],
-    ) -> Result<Option<bool>> {
+    ) -> Result<Option<Staged>> {
+        self.applied = false;
         let (rows, v) = (self.rows, self.vocab);
         let at = self.ban_idx_h.as_u32_mut_slice()?;
         let mut g = 0usize;
+        let mut penalized = 0usize;
         for (i, e) in edits.iter_mut().enumerate().take(rows) {
             e.banned.retain(|&b| (b as usize) < v);
             e.banned.sort_unstable();
@@ -195,6 +249,7 @@ impl BackendBuffers {
                 at[g] = (i * v) as u32 + b;
                 g += 1;
             }
+            penalized += e.penalized.len();
         }
         if g > 0 {
             // the unused slots repeat a real position
@@ -202,7 +257,30 @@ impl BackendBuffers {
             at[g..].fill(first);
             be.copy_from_host(&self.ban_idx_h, &mut self.ban_idx)?;
         }
-        Ok(Some(g > 0))
+        if penalized > self.penalty_cap {
+            return Ok(None);
+        }
+        if penalized > 0 {
+            let at = self.penalty_idx_h.as_u32_mut_slice()?;
+            let mut p = 0usize;
+            for (i, e) in edits.iter().enumerate().take(rows) {
+                if e.is_forced {
+                    continue;
+                }
+                // distinct ids (the processor's), each once
+                for &t in e.penalized.iter().filter(|&&t| (t as usize) < v) {
+                    at[p] = (i * v) as u32 + t;
+                    p += 1;
+                }
+                self.penalty = e.penalty;
+            }
+            at[p..].fill(PENALTY_INDEX_UNUSED);
+            be.copy_from_host(&self.penalty_idx_h, &mut self.penalty_idx)?;
+        }
+        Ok(Some(Staged {
+            bans: g > 0,
+            penalized: penalized > 0,
+        }))
     }
 
     /// Runs `f` with the step's logits buffer and the [`Then`] that queues
@@ -213,30 +291,39 @@ impl BackendBuffers {
         f: impl FnOnce(&mut Tensor, Then<'_>) -> R,
     ) -> R {
         let k = self.k;
+        // (the penalty's value is a launch argument the recording keeps)
         let key = [
             queued.key(),
             k,
+            self.penalty.to_bits() as usize,
             self.stats.address(),
             self.ids.address(),
             self.vals.address(),
             self.ban_idx.address(),
+            self.penalty_idx.address(),
         ];
+        self.applied = true;
         let (stats, ids, vals) = (&mut self.stats, &mut self.ids, &mut self.vals);
-        let ban_idx = &self.ban_idx;
+        let (ban_idx, penalty_idx, penalty) = (&self.ban_idx, &self.penalty_idx, self.penalty);
+        let edit = |be: &dyn Backend, logits: &mut Tensor, s: Staged| -> Result<()> {
+            if s.penalized {
+                be.repetition_penalty(logits, penalty_idx, penalty)?;
+            }
+            if s.bans {
+                be.scatter_fill(logits, ban_idx, f32::NEG_INFINITY)?;
+            }
+            Ok(())
+        };
         let mut ops = |be: &dyn Backend, logits: &mut Tensor| -> Result<()> {
             match queued {
-                Queued::GreedyPick { bans } => {
-                    if bans {
-                        be.scatter_fill(logits, ban_idx, f32::NEG_INFINITY)?;
-                    }
+                Queued::GreedyPick(s) => {
+                    edit(be, logits, s)?;
                     be.softmax_stats(logits, stats)?;
                     be.topk_into(logits, k, ids, vals)
                 }
-                Queued::LogSoftmaxTopk { bans } => {
+                Queued::LogSoftmaxTopk(s) => {
                     be.log_softmax(logits)?;
-                    if bans {
-                        be.scatter_fill(logits, ban_idx, f32::NEG_INFINITY)?;
-                    }
+                    edit(be, logits, s)?;
                     be.topk_into(logits, k, ids, vals)
                 }
             }
@@ -248,8 +335,8 @@ impl BackendBuffers {
     /// row, from the raw logits in `self.logits` and each row's edits: bans on
     /// the backend, then each row's softmax statistics and best entry (K = 1)
     /// to the host. A forced row needs nothing from the backend. `queued`:
-    /// the step queued the bans, statistics and argmax already
-    /// ([`Queued::GreedyPick`], after [`BackendBuffers::stage_bans`]).
+    /// the step queued the edits, statistics and argmax already
+    /// ([`Queued::GreedyPick`], after [`BackendBuffers::stage_edits`]).
     pub fn greedy(
         &mut self,
         be: &dyn Backend,
@@ -259,7 +346,7 @@ impl BackendBuffers {
     ) -> Result<GreedyOutcome> {
         let (rows, v, k) = (self.rows, self.vocab, self.k);
         if !queued {
-            if !self.apply_bans(be, edits)? {
+            if !self.apply_edits(be, edits)? {
                 return Ok(GreedyOutcome::Fallback);
             }
             be.softmax_stats(&self.logits, &mut self.stats)?;
@@ -309,8 +396,8 @@ impl BackendBuffers {
     /// Beam search, after `log_softmax` of `self.logits` on the backend:
     /// bans there, then every row's top-K to the host. False (fall back to the
     /// full rows) when there are too many bans.
-    /// `queued`: the step queued the bans and top-K already
-    /// ([`Queued::LogSoftmaxTopk`], after [`BackendBuffers::stage_bans`]).
+    /// `queued`: the step queued the edits and top-K already
+    /// ([`Queued::LogSoftmaxTopk`], after [`BackendBuffers::stage_edits`]).
     pub fn beam_fetch(
         &mut self,
         be: &dyn Backend,
@@ -318,7 +405,7 @@ impl BackendBuffers {
         queued: bool,
     ) -> Result<bool> {
         if !queued {
-            if !self.apply_bans(be, edits)? {
+            if !self.apply_edits(be, edits)? {
                 return Ok(false);
             }
             be.topk_into(&self.logits, self.k, &mut self.ids, &mut self.vals)?;
@@ -433,6 +520,88 @@ impl HostU32 for Tensor {
                 lhs: h.dtype(),
                 rhs: DType::U32,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GenerationConfig, GenerationOverrides};
+    use crate::processors::{LogitsProcessorList, RowContext};
+
+    fn processors(values: serde_json::Value, vocab: usize) -> LogitsProcessorList {
+        let cfg = GenerationConfig::from_values(&values, &GenerationOverrides::default())
+            .expect("config");
+        LogitsProcessorList::from_config(&cfg, vocab).expect("processors")
+    }
+
+    /// What a fallback reads: rows the backend penalised and banned, to which
+    /// the host then applies `process_again`, equal the raw rows after the
+    /// host's full `process` (the penalty applied once), for rows of both
+    /// signs and an id both penalised and banned. And when the edits did not
+    /// fit (not applied), the rows are untouched and `edits_applied` is false.
+    #[test]
+    fn edits_on_the_backend_then_process_again_equal_the_host_processors() {
+        let be = encdec_cpu::CpuBackend::with_threads(1);
+        let (rows, v) = (3usize, 16usize);
+        for penalty in [1.5, 0.7] {
+            let mut procs = processors(
+                serde_json::json!({"decoder_start_token_id": 0, "eos_token_id": 2,
+                                   "repetition_penalty": penalty, "no_repeat_ngram_size": 2,
+                                   "bad_words_ids": [[9]]}),
+                v,
+            );
+            let histories: [&[u32]; 3] = [&[0, 5, 7, 5, 7], &[0, 9, 3, 9], &[0, 12, 12, 4, 1]];
+            let raw: Vec<f32> = (0..rows * v)
+                .map(|i| ((i * 37 % 29) as f32 - 14.0) * 0.375)
+                .collect();
+            let mut edits: Vec<RowEdits> = (0..rows).map(|_| RowEdits::default()).collect();
+            for (r, h) in histories.iter().enumerate() {
+                let ctx = RowContext {
+                    history: h,
+                    source: &[],
+                };
+                assert!(procs.edits(&ctx, &mut edits[r]));
+            }
+            let mut bufs = BackendBuffers::new(&be, rows, v, 1, 8).expect("buffers");
+            be.copy_from_host(
+                &Tensor::from_f32(raw.clone(), [rows, v]).unwrap(),
+                &mut bufs.logits,
+            )
+            .unwrap();
+            let mut choice = vec![(0usize, 0f32); rows];
+            bufs.greedy(&be, &mut edits, &mut choice, false).unwrap();
+            assert!(bufs.edits_applied());
+            let mut got = bufs.logits.as_f32().unwrap().to_vec();
+            let mut want = raw.clone();
+            for (r, h) in histories.iter().enumerate() {
+                let ctx = RowContext {
+                    history: h,
+                    source: &[],
+                };
+                procs.process_again(&mut got[r * v..(r + 1) * v], &ctx);
+                procs.process(&mut want[r * v..(r + 1) * v], &ctx);
+            }
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "penalty {penalty}:\n{got:?}\n{want:?}");
+            // penalised ids really moved (the test would pass without a penalty otherwise)
+            assert_ne!(raw[5], got[5]);
+
+            // More penalised ids than the buffer holds: nothing applied.
+            let mut small = BackendBuffers::new(&be, rows, v, 1, 1).expect("buffers");
+            be.copy_from_host(
+                &Tensor::from_f32(raw.clone(), [rows, v]).unwrap(),
+                &mut small.logits,
+            )
+            .unwrap();
+            let out = small.greedy(&be, &mut edits, &mut choice, false).unwrap();
+            assert_eq!(out, GreedyOutcome::Fallback);
+            assert!(!small.edits_applied());
+            assert_eq!(small.logits.as_f32().unwrap(), &raw[..]);
         }
     }
 }

@@ -27,23 +27,33 @@ pub struct RowContext<'a> {
     pub source: &'a [u32],
 }
 
-/// What the processors do to one row when all they do is ban ids (set them to
-/// -inf) or force the row (every id -inf except a few, which become 0): search
-/// on the backend applies that to a row's best candidates instead of the row.
+/// What the processors do to one row when all they do is apply the
+/// repetition penalty to some ids, ban ids (set them to -inf) or force the
+/// row (every id -inf except a few, which become 0), in that order (HF's):
+/// search on the backend applies that to the row there and reads back only
+/// the row's best candidates.
 #[derive(Debug)]
 pub struct RowEdits {
+    /// Distinct ids whose score the repetition penalty changes (`s < 0 ?
+    /// s * penalty : s / penalty`), applied before the bans; ids outside the
+    /// vocabulary mean nothing.
+    pub penalized: Vec<u32>,
+    pub penalty: f32,
     /// Ids set to -inf (may repeat; ids outside the vocabulary mean nothing).
     pub banned: Vec<u32>,
     /// Whether the row was replaced: every id -inf except `forced`, which are 0
-    /// (then `banned` holds only bans made after the forcing).
+    /// (then `banned` holds only bans made after the forcing, and `penalized`
+    /// is empty).
     pub is_forced: bool,
     pub forced: Vec<u32>,
 }
 
 impl Default for RowEdits {
     fn default() -> Self {
-        // room for the usual bans, so that a decode step does not allocate
+        // room for the usual edits, so that a decode step does not allocate
         RowEdits {
+            penalized: Vec::with_capacity(256),
+            penalty: 1.0,
             banned: Vec::with_capacity(256),
             is_forced: false,
             forced: Vec::with_capacity(16),
@@ -53,12 +63,15 @@ impl Default for RowEdits {
 
 impl RowEdits {
     pub fn clear(&mut self) {
+        self.penalized.clear();
+        self.penalty = 1.0;
         self.banned.clear();
         self.is_forced = false;
         self.forced.clear();
     }
     /// Replace the row: every id -inf except `ids`, which become 0.
     pub fn force(&mut self, ids: &[u32]) {
+        self.penalized.clear();
         self.banned.clear();
         self.is_forced = true;
         self.forced.clear();
@@ -72,12 +85,19 @@ pub trait LogitsProcessor: Send {
     fn name(&self) -> &'static str;
     fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>);
     /// Adds to `edits` what [`process`](Self::process) would do to the row of
-    /// `ctx`, if it only bans ids or forces the row (see [`RowEdits`]), and
+    /// `ctx`, if it only penalises, bans or forces (see [`RowEdits`]), and
     /// returns true; returns false if it can change a score in any other way
     /// (the caller then needs the whole row). The default: false.
     fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
         let _ = (ctx, edits);
         false
+    }
+    /// Whether [`process`](Self::process) on a row it already processed
+    /// changes nothing (bans, forcing). A search that applied the edits on
+    /// the backend and then needs the full row re-runs only these
+    /// ([`LogitsProcessorList::process_again`]).
+    fn idempotent(&self) -> bool {
+        true
     }
 }
 
@@ -103,30 +123,50 @@ impl RepetitionPenalty {
     }
 }
 
-impl LogitsProcessor for RepetitionPenalty {
-    fn name(&self) -> &'static str {
-        "RepetitionPenaltyLogitsProcessor"
-    }
-    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+impl RepetitionPenalty {
+    /// Calls `f` once for each distinct id of `history` below `len`, in order
+    /// of first occurrence.
+    fn for_each_distinct(&mut self, history: &[u32], len: usize, mut f: impl FnMut(usize)) {
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             self.stamp.fill(0);
             self.epoch = 1;
         }
-        for &t in ctx.history {
+        for &t in history {
             let t = t as usize;
             // ids beyond the scores cannot be generated: HF drops them
-            if t >= scores.len() || t >= self.stamp.len() || self.stamp[t] == self.epoch {
+            if t >= len || t >= self.stamp.len() || self.stamp[t] == self.epoch {
                 continue;
             }
             self.stamp[t] = self.epoch;
-            let s = scores[t];
-            scores[t] = if s < 0.0 {
-                s * self.penalty
-            } else {
-                s / self.penalty
-            };
+            f(t);
         }
+    }
+}
+
+impl LogitsProcessor for RepetitionPenalty {
+    fn name(&self) -> &'static str {
+        "RepetitionPenaltyLogitsProcessor"
+    }
+    fn process(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        let penalty = self.penalty;
+        self.for_each_distinct(ctx.history, scores.len(), |t| {
+            let s = scores[t];
+            scores[t] = if s < 0.0 { s * penalty } else { s / penalty };
+        });
+    }
+    fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        if edits.is_forced || !edits.banned.is_empty() || !edits.penalized.is_empty() {
+            // not first in the list (HF puts it first): the order would matter
+            return false;
+        }
+        edits.penalty = self.penalty;
+        let out = &mut edits.penalized;
+        self.for_each_distinct(ctx.history, usize::MAX, |t| out.push(t as u32));
+        true
+    }
+    fn idempotent(&self) -> bool {
+        false
     }
 }
 
@@ -703,17 +743,27 @@ impl LogitsProcessorList {
         }
     }
 
+    /// [`process`](Self::process) on a row whose [`edits`](Self::edits)
+    /// were applied already (on the backend): only the idempotent
+    /// processors run again.
+    pub fn process_again(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
+        for p in self.procs.iter_mut().filter(|p| p.idempotent()) {
+            p.process(scores, ctx);
+        }
+    }
+
     /// What the whole list does to the row of `ctx`, into `edits` (cleared
-    /// first), when every processor only bans or forces; false otherwise.
+    /// first), when every processor only penalises, bans or forces; false
+    /// otherwise.
     pub fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
         edits.clear();
         self.procs.iter_mut().all(|p| p.edits(ctx, edits))
     }
 
     /// Whether [`edits`](Self::edits) can describe every processor (none
-    /// changes a score other than by banning or forcing), judged on an
-    /// empty history.
-    pub fn only_bans(&mut self) -> bool {
+    /// changes a score other than by the repetition penalty, banning or
+    /// forcing), judged on an empty history.
+    pub fn only_edits(&mut self) -> bool {
         let mut e = RowEdits::default();
         let ctx = RowContext {
             history: &[0],

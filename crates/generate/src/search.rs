@@ -30,12 +30,13 @@
 //! Where the search runs: on the host (the step's full `[rows, vocab]` logits
 //! are copied there), or for greedy and beam search on the backend
 //! ([`crate::backend_search`]): the logits stay where the model computed
-//! them, the processors' bans are written into them there, and only each
+//! them, the processors' repetition penalty and bans are applied to them
+//! there, and only each
 //! row's top-K candidates (greedy: its argmax and softmax statistics) cross
 //! to the host. The default is the backend when it is not the CPU;
 //! [`Generator::set_search_on_backend`] forces either. A step searches on the
-//! host when a processor does more than ban ids (repetition penalty,
-//! sampling warpers) or a trace is asked for, and falls back to the full
+//! host when a processor does more than penalise repeats or ban ids
+//! (sampling warpers) or a trace is asked for, and falls back to the full
 //! rows (copied then) when the candidates cannot decide it exactly: a greedy
 //! row with every id banned, in beam search an id a row did not send that
 //! could reach the selection, or too many bans. Sampling and beam sampling
@@ -52,7 +53,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use encdec_core::{DType, Device, Error, RangeGuard, Result, Tensor};
 
-use crate::backend_search::{BackendBuffers, GreedyOutcome, Queued, SearchStats};
+use crate::backend_search::{BackendBuffers, GreedyOutcome, Queued, SearchStats, Staged};
 use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
 use crate::math::{
     exp_into, exp_nonpos, log_softmax_in_place, log_sum_exp, max_argmax, max_of, sum_exp,
@@ -190,7 +191,7 @@ impl<'m> Generator<'m> {
         let on = self
             .search_on_backend
             .unwrap_or(self.model.backend().device() != Device::Cpu);
-        if !on || tracing || self.cfg.do_sample || !self.procs.only_bans() {
+        if !on || tracing || self.cfg.do_sample || !self.procs.only_edits() {
             return None;
         }
         let cfg = &self.cfg;
@@ -205,6 +206,16 @@ impl<'m> Generator<'m> {
             return None;
         }
         Some(k.min(self.vocab))
+    }
+
+    /// The most ids the repetition penalty changes in one row (its history
+    /// is at most `max_length` ids); 0 without the penalty.
+    fn penalized_per_row(&self) -> usize {
+        if self.cfg.repetition_penalty != 1.0 {
+            self.cfg.max_length
+        } else {
+            0
+        }
     }
 
     pub fn config(&self) -> &GenerationConfig {
@@ -355,14 +366,14 @@ impl<'m> Generator<'m> {
         tokens: &[u32],
         bufs: &mut BackendBuffers,
         edits: &mut [RowEdits],
-        ops: impl FnOnce(bool) -> Queued,
+        ops: impl FnOnce(Staged) -> Queued,
     ) -> Result<bool> {
-        let Some(bans) = bufs.stage_bans(self.model.backend(), edits)? else {
+        let Some(staged) = bufs.stage_edits(self.model.backend(), edits)? else {
             self.step_on_backend(enc, state, tokens, bufs)?;
             return Ok(false);
         };
         let _range = RangeGuard::open(self.model.backend(), "decode step");
-        bufs.with_queued(ops(bans), |logits, then| {
+        bufs.with_queued(ops(staged), |logits, then| {
             self.model
                 .step_on_backend_then(enc, state, tokens, logits, then)
         })?;
@@ -413,7 +424,13 @@ impl<'m> Generator<'m> {
         let be = model.backend();
         let backend_k = self.backend_k(trace.is_some());
         let mut bufs = match backend_k {
-            Some(k) => Some(BackendBuffers::new(be, rows, v, k)?),
+            Some(k) => Some(BackendBuffers::new(
+                be,
+                rows,
+                v,
+                k,
+                self.penalized_per_row(),
+            )?),
             None => None,
         };
         let mut edits: Vec<RowEdits> = (0..if bufs.is_some() { rows } else { 0 })
@@ -427,8 +444,11 @@ impl<'m> Generator<'m> {
             for (i, &r) in active.iter().enumerate() {
                 tokens[i] = hist[r * ml + hlen[r] - 1];
             }
-            // search on the backend when every row's processors only ban ids
+            // search on the backend when every row's processors only
+            // penalise, ban or force
             let mut decided = false;
+            // the backend applied the edits to the rows the host reads back
+            let mut edited = false;
             if let Some(bufs) = bufs.as_mut() {
                 let mut only_bans = true;
                 for (i, &r) in active.iter().enumerate() {
@@ -449,7 +469,7 @@ impl<'m> Generator<'m> {
                         &tokens[..na],
                         bufs,
                         &mut edits[..na],
-                        |bans| Queued::GreedyPick { bans },
+                        Queued::GreedyPick,
                     )?;
                     let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na], queued)?;
                     decided = out == GreedyOutcome::Decided;
@@ -457,6 +477,7 @@ impl<'m> Generator<'m> {
                         self.stats.backend_steps += 1;
                     } else {
                         be.copy_to_host(&bufs.logits, &mut logits)?;
+                        edited = bufs.edits_applied();
                         self.stats.fallback_steps += 1;
                     }
                 } else {
@@ -490,7 +511,11 @@ impl<'m> Generator<'m> {
                     history: &hist[r * ml..r * ml + hlen[r]],
                     source: &sources[r / per],
                 };
-                self.procs.process(row, &ctx);
+                if edited {
+                    self.procs.process_again(row, &ctx);
+                } else {
+                    self.procs.process(row, &ctx);
+                }
                 let (max, tok, total) = if sample {
                     let max = max_of(row);
                     let (tok, total) = sample_row(row, max, &mut probs, &mut rngs[r]);
@@ -635,7 +660,13 @@ impl<'m> Generator<'m> {
         let model = self.model;
         let be = model.backend();
         let mut bufs = match self.backend_k(tracing) {
-            Some(k) => Some(BackendBuffers::new(be, n * nb, v, k)?),
+            Some(k) => Some(BackendBuffers::new(
+                be,
+                n * nb,
+                v,
+                k,
+                self.penalized_per_row(),
+            )?),
             None => None,
         };
         let mut edits: Vec<RowEdits> = (0..if bufs.is_some() { n * nb } else { 0 })
@@ -656,6 +687,7 @@ impl<'m> Generator<'m> {
             // log_softmax there, each row's best candidates to the host
             let mut decided = false;
             let mut normalized = false;
+            let mut edited = false;
             if let Some(bufs) = bufs.as_mut() {
                 let mut only_bans = true;
                 'rows: for (p, &b) in active.iter().enumerate() {
@@ -679,7 +711,7 @@ impl<'m> Generator<'m> {
                         &tokens[..na * nb],
                         bufs,
                         &mut edits[..na * nb],
-                        |bans| Queued::LogSoftmaxTopk { bans },
+                        Queued::LogSoftmaxTopk,
                     )?;
                     if !queued {
                         be.log_softmax(&mut bufs.logits)?;
@@ -704,6 +736,7 @@ impl<'m> Generator<'m> {
                         self.stats.backend_steps += 1;
                     } else {
                         be.copy_to_host(&bufs.logits, &mut logits)?;
+                        edited = bufs.edits_applied();
                         self.stats.fallback_steps += 1;
                     }
                 } else {
@@ -742,7 +775,11 @@ impl<'m> Generator<'m> {
                         history: &run[hist_at..hist_at + cur_len],
                         source: &sources[b],
                     };
-                    self.procs.process(row, &ctx);
+                    if edited {
+                        self.procs.process_again(row, &ctx);
+                    } else {
+                        self.procs.process(row, &ctx);
+                    }
                     if tracing {
                         let (max, ls) = log_sum_exp(row);
                         row_lse[r] = (max, ls);

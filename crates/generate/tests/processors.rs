@@ -201,10 +201,11 @@ fn bad_words_outside_vocabulary_are_refused() {
     assert!(err.to_string().contains("99"), "{err}");
 }
 
-/// Search on the backend applies `LogitsProcessorList::edits` (bans and forced
-/// rows) instead of `process`: for every ban processor, at every history
-/// length, the edits give exactly the processed row; a repetition penalty
-/// reports that it is not a ban.
+/// Search on the backend applies `LogitsProcessorList::edits` (repetition
+/// penalty, bans and forced rows) instead of `process`: for every such
+/// processor, alone and combined, at every history length, the edits give
+/// exactly the processed row; `process_again` on that row changes nothing
+/// more; a sampling warper reports that it cannot be described.
 #[test]
 fn edits_describe_what_the_ban_processors_do() {
     let v = 40usize;
@@ -217,6 +218,10 @@ fn edits_describe_what_the_ban_processors_do() {
         serde_json::json!({"bad_words_ids": [[7], [8, 9], [1, 2, 5]], "eos_token_id": 3, "max_length": 12}),
         serde_json::json!({"forced_bos_token_id": 6, "forced_eos_token_id": [3, 4],
                            "no_repeat_ngram_size": 3, "min_length": 4, "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"repetition_penalty": 1.3, "eos_token_id": 3, "max_length": 12}),
+        serde_json::json!({"repetition_penalty": 0.7, "no_repeat_ngram_size": 2, "min_length": 5,
+                           "bad_words_ids": [[7], [8, 9]], "forced_eos_token_id": 3,
+                           "eos_token_id": 3, "max_length": 12}),
     ];
     let history: Vec<u32> = vec![0, 1, 2, 5, 1, 2, 8, 9, 1, 2, 1, 5];
     let source: Vec<u32> = vec![2, 5, 6, 1, 2, 9, 3];
@@ -225,7 +230,7 @@ fn edits_describe_what_the_ban_processors_do() {
         kw["decoder_start_token_id"] = serde_json::json!(0);
         let cfg = GenerationConfig::from_values(&kw, &GenerationOverrides::default()).expect("cfg");
         let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
-        assert!(list.only_bans(), "{kw}");
+        assert!(list.only_edits(), "{kw}");
         let mut edits = RowEdits::default();
         for len in 1..history.len() {
             let ctx = RowContext {
@@ -239,6 +244,17 @@ fn edits_describe_what_the_ban_processors_do() {
             list.process(&mut want, &ctx);
             assert!(list.edits(&ctx, &mut edits), "{kw}");
             let mut got = raw.clone();
+            // HF's order: the penalty first (distinct ids), then the rest
+            let mut seen = std::collections::HashSet::new();
+            for &t in &edits.penalized {
+                assert!(seen.insert(t), "{kw}: {t} penalised twice");
+                let s = got[t as usize];
+                got[t as usize] = if s < 0.0 {
+                    s * edits.penalty
+                } else {
+                    s / edits.penalty
+                };
+            }
             if edits.is_forced {
                 got.fill(f32::NEG_INFINITY);
                 for &t in &edits.forced {
@@ -251,14 +267,17 @@ fn edits_describe_what_the_ban_processors_do() {
                 }
             }
             assert_eq!(got, want, "{kw} at history length {len}");
+            list.process_again(&mut got, &ctx);
+            assert_eq!(got, want, "{kw} at history length {len}: process_again");
         }
     }
     let cfg = GenerationConfig::from_values(
         &serde_json::json!({"repetition_penalty": 1.3, "no_repeat_ngram_size": 2,
+                            "do_sample": true, "temperature": 0.7,
                             "decoder_start_token_id": 0}),
         &GenerationOverrides::default(),
     )
     .expect("cfg");
     let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
-    assert!(!list.only_bans());
+    assert!(!list.only_edits());
 }

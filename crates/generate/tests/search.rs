@@ -5,7 +5,9 @@
 mod common;
 
 use common::{Mock, VOCAB};
-use encdec_generate::{GenerationConfig, GenerationOverrides, Generator, Hypothesis, TraceEvent};
+use encdec_generate::{
+    GenerationConfig, GenerationOverrides, Generator, Hypothesis, SearchStats, TraceEvent,
+};
 use serde_json::{json, Value};
 
 fn load() -> Value {
@@ -50,6 +52,35 @@ fn sources_of(case: &Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Our output for `case` equals HF's goldens: ids, and scores within 1e-4.
+fn assert_matches_golden(name: &str, case: &Value, got: &[Vec<Hypothesis>]) {
+    let want = case["expected"].as_array().expect("expected");
+    assert_eq!(got.len(), want.len(), "{name}");
+    for (s, (g, w)) in got.iter().zip(want).enumerate() {
+        let w = w.as_array().expect("hyps");
+        assert_eq!(g.len(), w.len(), "{name} source {s}: number of hypotheses");
+        for (h, (gh, wh)) in g.iter().zip(w).enumerate() {
+            let ids: Vec<u32> = wh["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect();
+            let score = wh["score"].as_f64().expect("score") as f32;
+            assert_eq!(
+                gh.ids, ids,
+                "{name} source {s} hypothesis {h}: ids (HF score {score}, ours {})",
+                gh.score
+            );
+            assert!(
+                (gh.score - score).abs() <= 1e-4 * (1.0 + score.abs()),
+                "{name} source {s} hypothesis {h}: score {} vs HF {score}",
+                gh.score
+            );
+        }
+    }
+}
+
 #[test]
 fn search_matches_hf_generate_on_the_mock() {
     let data = load();
@@ -63,28 +94,71 @@ fn search_matches_hf_generate_on_the_mock() {
         let got = gen
             .generate(&sources_of(case), None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let want = case["expected"].as_array().expect("expected");
-        assert_eq!(got.len(), want.len(), "{name}");
-        for (s, (g, w)) in got.iter().zip(want).enumerate() {
-            let w = w.as_array().expect("hyps");
-            assert_eq!(g.len(), w.len(), "{name} source {s}: number of hypotheses");
-            for (h, (gh, wh)) in g.iter().zip(w).enumerate() {
-                let ids: Vec<u32> = wh["ids"]
-                    .as_array()
-                    .expect("ids")
-                    .iter()
-                    .map(|x| x.as_u64().expect("id") as u32)
-                    .collect();
-                let score = wh["score"].as_f64().expect("score") as f32;
-                assert_eq!(
-                    gh.ids, ids,
-                    "{name} source {s} hypothesis {h}: ids (HF score {score}, ours {})",
-                    gh.score
-                );
+        assert_matches_golden(name, case, &got);
+    }
+}
+
+/// The same goldens with the search on the backend (the CPU backend's ops
+/// standing in for a device): the repetition penalty, bans and forcing are
+/// applied to the logits there and only candidates come back.
+#[test]
+fn search_on_the_backend_matches_hf_generate_on_the_mock() {
+    let data = load();
+    let mut stats = SearchStats::default();
+    for case in data["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let mock = mock_of(case);
+        let cfg = config(case["generate_kwargs"].clone());
+        let mut gen = Generator::new(&mock, cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+        gen.set_search_on_backend(Some(true));
+        let got = gen
+            .generate(&sources_of(case), None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_matches_golden(name, case, &got);
+        let s = gen.search_stats();
+        assert_eq!(s.host_steps, 0, "{name}: {s:?}");
+        stats.backend_steps += s.backend_steps;
+        stats.fallback_steps += s.fallback_steps;
+    }
+    assert!(stats.backend_steps > 0, "{stats:?}");
+}
+
+/// Steps the backend's candidates cannot decide after it applied the edits
+/// (here: no-repeat 1-grams ban all 16 ids of the mock's vocabulary, so a row
+/// has nothing left) copy the rows to the host and search there: the host
+/// search's ids and scores (NaN once every id is banned, on both).
+/// `backend_search`'s unit tests check the rows such a fallback reads.
+#[test]
+fn a_fallback_after_the_backend_penalised_gives_the_host_search() {
+    for (beams, penalty) in [(1, 1.5), (1, 0.7)] {
+        let kwargs = json!({"decoder_start_token_id": 0, "pad_token_id": 1, "eos_token_id": 2,
+                            "num_beams": beams, "max_new_tokens": 24, "min_new_tokens": 24,
+                            "no_repeat_ngram_size": 1, "repetition_penalty": penalty});
+        let sources: Vec<Vec<u32>> = (3..9).map(|s| vec![s]).collect();
+        let run = |on: bool| {
+            let mock = Mock::new(11, (2, -1.0, 0.05), vec![2]);
+            let mut gen = Generator::new(&mock, config(kwargs.clone())).expect("generator");
+            gen.set_search_on_backend(Some(on));
+            let out = gen.generate(&sources, None).expect("generate");
+            (out, gen.search_stats())
+        };
+        let (want, _) = run(false);
+        let (got, stats) = run(true);
+        let what = format!("beams {beams} penalty {penalty}");
+        assert!(
+            stats.fallback_steps > 0 && stats.backend_steps > 0,
+            "{what}: {stats:?}"
+        );
+        for (g, w) in got.iter().zip(&want) {
+            for (gh, wh) in g.iter().zip(w) {
+                assert_eq!(gh.ids, wh.ids, "{what}");
+                let err = (gh.score - wh.score).abs() / wh.score.abs().max(1.0);
+                let both_nan = gh.score.is_nan() && wh.score.is_nan();
                 assert!(
-                    (gh.score - score).abs() <= 1e-4 * (1.0 + score.abs()),
-                    "{name} source {s} hypothesis {h}: score {} vs HF {score}",
-                    gh.score
+                    err <= 1e-5 || both_nan,
+                    "{what}: {} vs {}",
+                    gh.score,
+                    wh.score
                 );
             }
         }

@@ -55,6 +55,21 @@ pub(crate) fn scatter_fill(dev: &Dev, x: u64, idx: u64, n_idx: usize, value: f32
     )
 }
 
+pub(crate) fn repetition_penalty(
+    dev: &Dev,
+    x: u64,
+    idx: u64,
+    n_idx: usize,
+    penalty: f32,
+) -> Result<()> {
+    pointwise(
+        dev,
+        "repetition_penalty_f32",
+        n_idx,
+        &mut kargs![x, idx, n_idx as i64, penalty],
+    )
+}
+
 /// The activation code of `kernels/elementwise.cu`.
 pub(crate) fn act_code(act: Activation) -> i32 {
     match act {
