@@ -4,6 +4,12 @@
 # Rust toolchain, with run.sh to run them there.
 #
 # Usage:  scripts/cuda-bundle.sh [DIR]        (DIR defaults to .gpu-bundle)
+# Also writes DIR.tar.xz (~11 MB; the folder is ~80 MB, over the 64 MiB a lent
+# GPU machine's working tree may carry): carry that, and let gpu-check.sh
+# unpack it there. Both are in .gitignore, so neither travels unless named.
+# A lent machine, step by step (docs/gpu-results.md):
+#   scripts/cuda-bundle.sh
+#   run(carry=[".gpu-bundle.tar.xz"], "scripts/gpu-check.sh --only tests,fixtures")
 # On the GPU machine, from the repository root (the e2e test reads
 # tests/fixtures relative to the current directory, or $ENCDEC_FIXTURES):
 #         DIR/run.sh            all CUDA tests (prints SKIP lines if no GPU)
@@ -69,3 +75,6 @@ exit $fail
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"
+# (python's tarfile unpacks it where no xz tool is installed)
+tar -cJf "$out.tar.xz" -C "$(dirname "$out")" "$(basename "$out")"
+du -sh "$out.tar.xz"

@@ -17,28 +17,48 @@
 #      times from CUDA events).
 #
 # Usage:
-#   scripts/gpu-check.sh [--bundle DIR] [--report FILE] [--quick]
+#   scripts/gpu-check.sh [--bundle DIR] [--report FILE] [--quick] [--only LIST]
+#                        [--bench-filter REGEX]
 #     --bundle DIR  run the executables of scripts/cuda-bundle.sh DIR (for a GPU
 #                   machine without a Rust toolchain); default: build them here into
-#                   .gpu-bundle when cargo exists, else use .gpu-bundle as it is.
+#                   .gpu-bundle when cargo exists, else use .gpu-bundle as it is
+#                   (or unpack .gpu-bundle.tar.xz, which cuda-bundle.sh also writes).
 #     --report FILE where the Markdown goes (default $OUT/gpu-results.md if $OUT
 #                   is set, else target/gpu-results.md); logs go beside it.
 #     --quick       tiny end-to-end workloads and no kernel benches (a smoke run
 #                   of this script, e.g. on the CPU emulator: ENCDEC_CUDA_EMU=lib).
+#     --only LIST   run only these sections, comma-separated: tests, benches
+#                   (kernel benches + cuBLAS yardstick), fixtures, shapes, graphs,
+#                   profile. A lent GPU machine allows 10 minutes per command: run
+#                   `--only tests,fixtures` (~3 min), `--only benches` (~7 min),
+#                   `--only shapes,graphs,profile` as separate commands, each with
+#                   its own --report, and join the reports.
+#     --bench-filter REGEX  only the kernel benches whose name matches (criterion's
+#                   filter), e.g. 'linear|attention'.
 # Exit: 0 all checks passed; 1 a check failed; 3 no GPU (and no emulator).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bundle="" report="" quick=0
+bundle="" report="" quick=0 only="tests,benches,fixtures,shapes,graphs,profile" bench_filter=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) bundle=$2; shift 2 ;;
     --report) report=$2; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --only) only=$2; shift 2 ;;
+    --bench-filter) bench_filter=$2; shift 2 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+for sec in ${only//,/ }; do
+  case "$sec" in
+    tests|benches|fixtures|shapes|graphs|profile) ;;
+    *) echo "gpu-check: unknown section '$sec' in --only (tests, benches, fixtures, shapes, graphs, profile)" >&2; exit 2 ;;
+  esac
+done
+# Whether section $1 is to run.
+want() { [[ ",$only," == *",$1,"* ]]; }
 report=${report:-${OUT:+$OUT/gpu-results.md}}
 report=${report:-target/gpu-results.md}
 logs="$(dirname "$report")/gpu-check-logs"
@@ -57,6 +77,10 @@ fi
 # --- the executables --------------------------------------------------------
 if [ -z "$bundle" ]; then
   bundle=.gpu-bundle
+  if [ ! -x "$bundle/encdec" ] && [ -f "$bundle.tar.xz" ] && ! command -v cargo >/dev/null; then
+    echo "== unpacking $bundle.tar.xz"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle.tar.xz" "$(dirname "$bundle")" || exit 1
+  fi
   if command -v cargo >/dev/null; then
     echo "== building the bundle ($bundle)"
     scripts/cuda-bundle.sh "$bundle" >"$logs/build.log" 2>&1 || { tail -n 30 "$logs/build.log"; exit 1; }
@@ -72,10 +96,12 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   echo
   echo "- device: $device"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $commit; $(uname -m)"
+  echo "- sections: $only${bench_filter:+ (benches matching '$bench_filter')}"
   echo
 } >"$report"
 
 # --- 1. tests ---------------------------------------------------------------
+if want tests; then
 echo "== tests"
 {
   echo "## Tests (crates/cuda/tests)"
@@ -97,11 +123,13 @@ for t in "$bundle"/*.test; do
   echo "   $name: $status ($result)"
 done
 echo >>"$report"
+fi
 
 # --- 2. kernel benches ------------------------------------------------------
-if [ $quick -eq 0 ] && [ -x "$bundle/cuda_kernels.bench" ]; then
+if want benches && [ $quick -eq 0 ] && [ -x "$bundle/cuda_kernels.bench" ]; then
   echo "== kernel benches"
-  "$bundle/cuda_kernels.bench" --bench --output-format bencher >"$logs/kernels.log" 2>&1 || fail=1
+  "$bundle/cuda_kernels.bench" --bench --output-format bencher ${bench_filter:+"$bench_filter"} \
+    >"$logs/kernels.log" 2>&1 || fail=1
   {
     echo "## Kernel benches (median per call, launch included)"
     echo
@@ -111,7 +139,7 @@ if [ $quick -eq 0 ] && [ -x "$bundle/cuda_kernels.bench" ]; then
     echo
   } >>"$report"
 fi
-if [ $quick -eq 0 ] && [ -x "$bundle/cublas_yardstick.bench" ]; then
+if want benches && [ $quick -eq 0 ] && [ -x "$bundle/cublas_yardstick.bench" ]; then
   echo "== cuBLAS yardstick"
   if "$bundle/cublas_yardstick.bench" >"$logs/cublas.log" 2>&1; then
     { echo "## FP16 GEMM vs cuBLAS (goal: >= 70% on large shapes)"; echo; grep -v '^SKIP' "$logs/cublas.log"; echo; } >>"$report"
@@ -121,6 +149,7 @@ if [ $quick -eq 0 ] && [ -x "$bundle/cublas_yardstick.bench" ]; then
 fi
 
 # --- 3. end to end ----------------------------------------------------------
+if want fixtures; then
 echo "== fixtures: cuda vs cpu"
 {
   echo "## Fixtures: cuda vs cpu (same ids)"
@@ -155,7 +184,9 @@ PY
   echo "$row |" >>"$report"
 done
 echo >>"$report"
+fi
 
+if want shapes; then
 echo "== bench shapes"
 {
   echo "## End to end: random-weight shapes (\`encdec bench\`, EOS off)"
@@ -191,7 +222,9 @@ PY
   done
 done
 echo >>"$report"
+fi
 
+if want graphs; then
 echo "== CUDA graphs"
 # 3b. The decode step recorded once and replayed (CUDA graphs, the default)
 # against op by op (ENCDEC_CUDA_GRAPHS=0), alternating, on the FP16 shape of
@@ -228,7 +261,9 @@ PY
   done
 done
 echo >>"$report"
+fi
 
+if want profile; then
 echo "== profile"
 # 4. `encdec profile` on the device: op times from CUDA events, a Chrome trace
 # (kept beside the report), the top rows of the table.
@@ -254,6 +289,7 @@ else
   echo "profile failed: $(tail -n 1 "$logs/profile.err")" >>"$report"; fail=1
 fi
 echo >>"$report"
+fi
 
 echo
 cat "$report"
