@@ -234,6 +234,19 @@ impl Mark {
         }
     }
 
+    /// Whether the device has reached this mark, without waiting (the
+    /// emulator runs every op at once: always).
+    pub(crate) fn is_reached(&self) -> Result<bool> {
+        match self {
+            Mark::Cuda(e) => e.try_is_complete().map_err(|e| {
+                Error::Cuda(format!(
+                    "querying an event: {e} (a kernel queued earlier may have failed)"
+                ))
+            }),
+            Mark::Host(_) => Ok(true),
+        }
+    }
+
     /// Nanoseconds from `self` to `end`; waits for `end` on a GPU.
     pub(crate) fn elapsed_ns(&self, end: &Mark) -> Result<u64> {
         match (self, end) {

@@ -7,10 +7,14 @@
 //! the bytes directly and the upload is truly asynchronous. The buffers grow
 //! to the largest copy seen and are then reused, so a step allocates nothing.
 //!
-//! Reuse of the upload buffer: the copy from it may still be queued when the
+//! Reuse of the upload buffer: the copies from it may still be queued when the
 //! next upload wants to write it, so each upload records a fence (an event)
-//! after its copy and the next one waits for that fence first (normally long
-//! passed: the step's logits download has waited for the whole stream).
+//! after its copy, and the next one writes after the bytes still in use. Once
+//! the fence has passed (normally at a step's first upload: the previous
+//! step's download waited for the whole stream) the buffer is reused from its
+//! start. So the several small uploads of one decode step (ids, positions,
+//! bans, penalties) queue without waiting for each other; only a buffer too
+//! small for all of them waits, and then grows to hold them next time.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,6 +36,8 @@ unsafe impl Send for Pinned {}
 #[derive(Debug)]
 struct Buffers {
     up: Pinned,
+    /// Bytes of `up` that queued copies may still read (from its start).
+    up_used: usize,
     down: Pinned,
     /// Queued after the last copy out of `up`.
     up_fence: Option<Mark>,
@@ -54,6 +60,7 @@ impl Staging {
             drv,
             bufs: Mutex::new(Buffers {
                 up: empty(),
+                up_used: 0,
                 down: empty(),
                 up_fence: None,
             }),
@@ -95,18 +102,35 @@ impl Staging {
             return Ok(());
         }
         let mut b = self.lock();
-        if let Some(fence) = &b.up_fence {
-            fence
-                .wait()
-                .map_err(|e| Error::Cuda(format!("{op}: {e}")))?;
+        let b = &mut *b;
+        let idle = match &b.up_fence {
+            Some(fence) => fence
+                .is_reached()
+                .map_err(|e| Error::Cuda(format!("{op}: {e}")))?,
+            None => true,
+        };
+        let slot = UploadSlot::place(b.up_used, b.up.cap, bytes, idle);
+        if slot.wait {
+            if let Some(fence) = &b.up_fence {
+                fence
+                    .wait()
+                    .map_err(|e| Error::Cuda(format!("{op}: {e}")))?;
+            }
         }
-        self.reserve(&mut b.up, bytes)?;
-        // SAFETY: the buffer holds at least `bytes`, no queued copy reads it
-        // (fence waited for), and `src` is `bytes` long.
+        if let Some(cap) = slot.grow_to {
+            // (nothing queued reads the buffer now)
+            self.reserve(&mut b.up, cap)?;
+        }
+        let at = slot.at;
+        // SAFETY: the buffer holds at least `at + bytes`; queued copies read
+        // only `..up_used` <= `at` (or none: the fence passed or was waited
+        // for), and `src` is `bytes` long.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, b.up.ptr, bytes);
-            self.drv.htod_pinned(dst, b.up.ptr, bytes, op)?;
+            let staged = b.up.ptr.add(at);
+            std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, staged, bytes);
+            self.drv.htod_pinned(dst, staged, bytes, op)?;
         }
+        b.up_used = at + bytes;
         // One event, re-recorded each upload (no event made per step).
         self.drv.record_fence(&mut b.up_fence)?;
         Ok(())
@@ -133,6 +157,41 @@ impl Staging {
             std::ptr::copy_nonoverlapping(b.down.ptr, dst.as_mut_ptr() as *mut u8, bytes);
         }
         Ok(())
+    }
+}
+
+/// Where one upload goes in the pinned upload buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UploadSlot {
+    /// Byte offset of the upload.
+    at: usize,
+    /// Wait for the last upload's fence first.
+    wait: bool,
+    /// Reallocate the buffer with this many bytes first (after the wait).
+    grow_to: Option<usize>,
+}
+
+impl UploadSlot {
+    /// `bytes` into a buffer of `cap` bytes whose first `used` bytes queued
+    /// copies may still read, unless `idle` (the last fence passed): after
+    /// those bytes (16-byte aligned) when they fit, without waiting; from the
+    /// start when the buffer is idle; else wait, and grow the buffer to hold
+    /// the whole run of uploads (`used` and these bytes) next time.
+    fn place(used: usize, cap: usize, bytes: usize, idle: bool) -> Self {
+        let used = if idle { 0 } else { used };
+        let at = used.next_multiple_of(16);
+        if at + bytes <= cap {
+            return UploadSlot {
+                at,
+                wait: false,
+                grow_to: None,
+            };
+        }
+        UploadSlot {
+            at: 0,
+            wait: !idle,
+            grow_to: Some(at + bytes),
+        }
     }
 }
 
@@ -202,5 +261,41 @@ impl Drop for Staging {
                 p.ptr = std::ptr::null_mut();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UploadSlot;
+
+    fn slot(at: usize, wait: bool, grow_to: Option<usize>) -> UploadSlot {
+        UploadSlot { at, wait, grow_to }
+    }
+
+    #[test]
+    fn uploads_of_one_step_queue_after_each_other_without_waiting() {
+        // a step's first upload: the last fence passed, from the start
+        assert_eq!(UploadSlot::place(100, 4096, 8, true), slot(0, false, None));
+        // the next ones go after the bytes queued copies may still read, aligned
+        assert_eq!(UploadSlot::place(8, 4096, 8, false), slot(16, false, None));
+        assert_eq!(
+            UploadSlot::place(24, 4096, 1000, false),
+            slot(32, false, None)
+        );
+        assert_eq!(
+            UploadSlot::place(32, 4096, 4064, false),
+            slot(32, false, None)
+        );
+        // no room left while copies may be queued: wait, grow to the whole run
+        assert_eq!(
+            UploadSlot::place(4000, 4096, 200, false),
+            slot(0, true, Some(4200))
+        );
+        // idle but too small (the first upload, or a bigger one): grow, no wait
+        assert_eq!(UploadSlot::place(0, 0, 8, true), slot(0, false, Some(8)));
+        assert_eq!(
+            UploadSlot::place(50, 4096, 5000, true),
+            slot(0, false, Some(5000))
+        );
     }
 }
