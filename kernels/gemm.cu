@@ -26,18 +26,24 @@
 // is widened to f32, multiplied with x, and the row scale applied once per
 // output. (The CPU backend's VNNI path also quantises x; this does not.)
 //
-// Tiling (linear_*, batched_matmul_f32): block tile BM x BN = 64 x 64 outputs, K
-// step BK = 16, 256 threads, each computing a 4 x 4 register tile at rows
-// ty + 16 i and columns tx + 16 j (tx = tid % 16, ty = tid / 16) so that shared
-// reads are broadcast / conflict-free. Out-of-range rows, columns and k are
-// zero-filled on load, so every M, N, K is correct.
-//   Launch shape: grid (ceil(N / 64), ceil(M / 64), batch), block 256, static
-//   shared memory 2 * 16 * 68 * 4 B = 8.5 KiB.
-// GEMV: grid ceil(N / 8), block 256 (8 warps, one output column each), lanes
+// Tiling (linear_*, linear_gated_*, batched_matmul_f32: one main loop, gemm_tile):
+// block tile BM x BN = 64 rows of x x 64 rows of B, K step BK = 16, 256
+// threads, each computing a 4 x 4 register tile at rows ty + 16 i and tile
+// columns tx + 16 j (tx = tid % 16, ty = tid / 16) so that shared reads are
+// broadcast / conflict-free. A kernel supplies a B loader (tile row -> weight
+// row) and an epilogue (tile columns -> outputs). Out-of-range rows, columns
+// and k are zero-filled on load, so every M, N, K is correct.
+//   linear_<w>, batched_matmul_f32: tile column c is output column
+//   blockIdx.x * 64 + c. Launch shape: grid (ceil(N / 64), ceil(M / 64), batch),
+//   block 256, static shared memory 2 * 16 * 68 * 4 B = 8.5 KiB.
+//   linear_gated_<w>: the block covers 32 output columns n0 = blockIdx.x * 32;
+//   B tile rows 0-31 are gate rows n0.., rows 32-63 the same up rows, so thread
+//   (tx, ty) holds gate / up of columns n0 + tx + 16 j in acc[i][j] / acc[i][j + 2],
+//   j < 2. Launch shape: grid (ceil(N / 32), ceil(M / 64)), block 256, same
+//   shared memory.
+// GEMV (gemv_<w>, gemv_gated_<w>: one warp body, gemv_warp): grid ceil(N / 8),
+// block 256 (8 warps, one output column each; gated: both weight rows), lanes
 // stride over k (coalesced weight reads); per-warp sums with shuffles.
-// Gated: linear_gated_<w> tiles 64 rows x 32 output columns (B tile: 32 gate +
-// 32 up rows), grid (ceil(N / 32), ceil(M / 64)), block 256, same shared memory;
-// gemv_gated_<w> as the GEMV (grid ceil(N / 8), block 256), both rows per warp.
 //
 // Napkin math: linear reads M*K*4 + N*K*w_bytes and writes M*N*4 bytes and does
 // 2*M*N*K flops; the GEMV is bandwidth bound (weights dominate).
@@ -49,30 +55,23 @@
 #define GEMM_THREADS 256
 #define GEMV_MAX_M 8
 
-// B(n, k) for linear: w[n * K + k] of weight type W.
-template <class W>
-struct LinearB {
-    const typename W::T* w;
-    i64 K;
-    __device__ __forceinline__ float operator()(i64 n, i64 k) const { return W::load(w, n * K + k); }
-};
+// ---- tiled: the shared main loop ----------------------------------------------
 
-// B(n, k) for batched matmul: b[k * sk + n * sn] (the batch offset already applied).
-struct StridedB {
-    const float* b;
-    i64 sk, sn;
-    __device__ __forceinline__ float operator()(i64 n, i64 k) const { return b[k * sk + n * sn]; }
-};
-
-template <class BL>
-__device__ __forceinline__ void gemm_tile(const float* A, i64 lda, const BL bl, float* C, i64 ldc, int M, int N,
-                                          int K, const float* col_scale, const float* bias, int act,
-                                          int accumulate) {
+// gemm_tile: the block's 64 x 64 tile of acc = A . B^T, then the epilogue.
+//   A: f32 [M, K] rows of stride lda; the block covers A rows m0 .. m0 + 63,
+//      m0 = blockIdx.y * BM.
+//   bl(row, k): B element of tile-local row `row` (0..63) at k (k < K is
+//      checked here); 0.0f for a row past the end of the weights.
+//   ep(m, c, acc): for each row m < M of thread (tx, ty): acc[j] is tile column
+//      c + 16 j (c = tx), j < 4; the epilogue maps tile columns to outputs and
+//      checks them against N.
+template <class BL, class EP>
+__device__ __forceinline__ void gemm_tile(const float* A, i64 lda, int M, int K, const BL& bl, const EP& ep) {
     // +4 padding keeps the transposed stores from piling onto one bank.
     __shared__ float As[BK][BM + 4];
     __shared__ float Bs[BK][BN + 4];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int m0 = blockIdx.y * BM;
     float acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -87,9 +86,9 @@ __device__ __forceinline__ void gemm_tile(const float* A, i64 lda, const BL bl, 
             const int e = tid + GEMM_THREADS * r;
             const int row = e / BK, kk = e % BK;
             const int k = k0 + kk;
-            const int m = m0 + row, n = n0 + row;
+            const int m = m0 + row;
             As[kk][row] = (m < M && k < K) ? A[(i64)m * lda + k] : 0.0f;
-            Bs[kk][row] = (n < N && k < K) ? bl(n, k) : 0.0f;
+            Bs[kk][row] = k < K ? bl(row, k) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -109,208 +108,208 @@ __device__ __forceinline__ void gemm_tile(const float* A, i64 lda, const BL bl, 
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const int m = m0 + ty + 16 * i;
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx + 16 * j;
-            if (n >= N) continue;
-            float v = acc[i][j];
-            if (col_scale) v *= col_scale[n];
-            if (bias) v += bias[n];
-            store_linear(C, (i64)m * ldc + n, v, act, accumulate);
-        }
+        if (m < M) ep(m, tx, acc[i]);
     }
 }
 
+// B loader of linear_<w>: tile row r is weight row n = n0 + r (w[n * K + k]).
 template <class W>
-__device__ __forceinline__ void linear_tiled(const float* x, const typename W::T* w, const float* scales,
-                                             const float* bias, float* out, int M, int N, int K, int act,
-                                             int accumulate) {
-    LinearB<W> bl;
-    bl.w = w;
-    bl.K = K;
-    gemm_tile(x, K, bl, out, N, M, N, K, scales, bias, act, accumulate);
-}
+struct LinearB {
+    const typename W::T* w;
+    i64 K;
+    int N, n0;
+    __device__ __forceinline__ float operator()(int row, int k) const {
+        const int n = n0 + row;
+        return n < N ? W::load(w, (i64)n * K + k) : 0.0f;
+    }
+};
+
+// B loader of batched_matmul_f32: tile row r is column n = n0 + r of B,
+// b[k * sk + n * sn] (the batch offset already applied).
+struct StridedB {
+    const float* b;
+    i64 sk, sn;
+    int N, n0;
+    __device__ __forceinline__ float operator()(int row, int k) const {
+        const i64 n = n0 + row;
+        return n < N ? b[k * sk + n * sn] : 0.0f;
+    }
+};
+
+// B loader of linear_gated_<w>: tile rows 0-31 are gate rows n0 .. n0 + 31,
+// rows 32-63 the same up rows (n0 = blockIdx.x * 32).
+template <class W>
+struct GatedB {
+    const typename W::T *wg, *wu;
+    i64 K;
+    int N, n0;
+    __device__ __forceinline__ float operator()(int row, int k) const {
+        const int n = n0 + (row & 31);
+        return n < N ? W::load(row < 32 ? wg : wu, (i64)n * K + k) : 0.0f;
+    }
+};
+
+// Epilogue of linear_<w> and batched_matmul_f32: tile column c + 16 j is output
+// n0 + c + 16 j; out[m, n] (=/+=) act(acc * s[n] + bias[n]).
+struct LinearEp {
+    float* out;
+    const float *scales, *bias;
+    int N, n0, act, accumulate;
+    __device__ __forceinline__ void operator()(int m, int c, const float (&acc)[4]) const {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + c + 16 * j;
+            if (n >= N) continue;
+            float v = acc[j];
+            if (scales) v *= scales[n];
+            if (bias) v += bias[n];
+            store_linear(out, (i64)m * N + n, v, act, accumulate);
+        }
+    }
+};
+
+// Epilogue of linear_gated_<w>: tile columns c and c + 16 (j < 2) hold gate
+// sums of outputs n0 + c + 16 j, columns c + 32 and c + 48 (j + 2) their up sums.
+struct GatedEp {
+    float* out;
+    const float *sg, *su;
+    int N, n0, act;
+    __device__ __forceinline__ void operator()(int m, int c, const float (&acc)[4]) const {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int n = n0 + c + 16 * j;
+            if (n >= N) continue;
+            float g = acc[j], u = acc[j + 2];
+            if (sg) g *= sg[n];
+            if (su) u *= su[n];
+            out[(i64)m * N + n] = apply_act(act, g) * u;
+        }
+    }
+};
 
 #define LINEAR(NAME, W)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                          \
-        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M, \
-             int N, int K, int act, int accumulate) {                                                   \
-        linear_tiled<W>(x, w, scales, bias, out, M, N, K, act, accumulate);                             \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                           \
+        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M,   \
+             int N, int K, int act, int accumulate) {                                                    \
+        const int n0 = blockIdx.x * BN;                                                                  \
+        gemm_tile(x, K, M, K, LinearB<W>{w, K, N, n0},                                                   \
+                  LinearEp{out, scales, bias, N, n0, act, accumulate});                                  \
     }
 LINEAR(linear_f32, WF32)
 LINEAR(linear_f16, WF16)
 LINEAR(linear_bf16, WBF16)
 LINEAR(linear_i8, WI8)
 
-template <class W>
-__device__ __forceinline__ void gemv(const float* x, const typename W::T* w, const float* scales,
-                                     const float* bias, float* out, int M, int N, int K, int act,
-                                     int accumulate) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int n = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (n >= N) return;  // whole warp leaves; there is no block barrier below
-    const typename W::T* wr = w + (i64)n * K;
-    float acc[GEMV_MAX_M];
-#pragma unroll
-    for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = 0.0f;
-    for (int k = lane; k < K; k += 32) {
-        const float wv = W::load(wr, k);
-#pragma unroll
-        for (int m = 0; m < GEMV_MAX_M; ++m)
-            if (m < M) acc[m] = fmaf(x[(i64)m * K + k], wv, acc[m]);
-    }
-    const float s = scales ? scales[n] : 1.0f;
-    const float b = bias ? bias[n] : 0.0f;
-#pragma unroll
-    for (int m = 0; m < GEMV_MAX_M; ++m) {
-        if (m >= M) break;  // M is uniform: the whole warp takes the same path
-        float v = warp_sum(acc[m]);
-        if (scales) v *= s;
-        if (bias) v += b;
-        if (lane == 0) store_linear(out, (i64)m * N + n, v, act, accumulate);
-    }
-}
-
-#define GEMV(NAME, W)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(256)                                                   \
-        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M, \
-             int N, int K, int act, int accumulate) {                                                   \
-        gemv<W>(x, w, scales, bias, out, M, N, K, act, accumulate);                                     \
-    }
-GEMV(gemv_f32, WF32)
-GEMV(gemv_f16, WF16)
-GEMV(gemv_bf16, WBF16)
-GEMV(gemv_i8, WI8)
-
-// ---- gated: out = act(x . wg) * (x . wu) ---------------------------------------
-
-// gemm_tile for linear_gated_<w>: the block's 64 B columns are 32 gate rows
-// (tile columns 0-31) and the same 32 up rows (32-63), so thread (tx, ty)
-// holds gate and up of output columns tx and tx + 16 in acc[i][j] / acc[i][j + 2].
-// Loads, k loop and fmaf order are gemm_tile's: each sum has the bits of
-// linear_<w>'s for that column.
-template <class W>
-__device__ __forceinline__ void linear_gated_tiled(const float* __restrict__ x, const typename W::T* __restrict__ wg,
-                                                   const float* __restrict__ sg, const typename W::T* __restrict__ wu,
-                                                   const float* __restrict__ su, float* __restrict__ out, int M,
-                                                   int N, int K, int act) {
-    __shared__ float As[BK][BM + 4];
-    __shared__ float Bs[BK][BN + 4];
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * (BN / 2);
-    float acc[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-
-    for (int k0 = 0; k0 < K; k0 += BK) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const int e = tid + GEMM_THREADS * r;
-            const int row = e / BK, kk = e % BK;
-            const int k = k0 + kk;
-            const int m = m0 + row, n = n0 + (row & 31);
-            As[kk][row] = (m < M && k < K) ? x[(i64)m * K + k] : 0.0f;
-            const typename W::T* wr = row < 32 ? wg : wu;
-            Bs[kk][row] = (n < N && k < K) ? W::load(wr, (i64)n * K + k) : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[4], b[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty + 16 * i;
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            const int n = n0 + tx + 16 * j;
-            if (n >= N) continue;
-            float g = acc[i][j], u = acc[i][j + 2];
-            if (sg) g *= sg[n];
-            if (su) u *= su[n];
-            out[(i64)m * N + n] = apply_act(act, g) * u;
-        }
-    }
-}
-
-#define LINEAR_GATED(NAME, W)                                                                             \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                          \
-        NAME(const float* x, const W::T* wg, const float* sg, const W::T* wu, const float* su, float* out, \
-             int M, int N, int K, int act) {                                                             \
-        linear_gated_tiled<W>(x, wg, sg, wu, su, out, M, N, K, act);                                     \
+#define LINEAR_GATED(NAME, W)                                                                              \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                             \
+        NAME(const float* __restrict__ x, const W::T* __restrict__ wg, const float* __restrict__ sg,     \
+             const W::T* __restrict__ wu, const float* __restrict__ su, float* __restrict__ out, int M, int N, \
+             int K, int act) {                                                               \
+        const int n0 = blockIdx.x * (BN / 2);                                                              \
+        gemm_tile(x, K, M, K, GatedB<W>{wg, wu, K, N, n0}, GatedEp{out, sg, su, N, n0, act});              \
     }
 LINEAR_GATED(linear_gated_f32, WF32)
 LINEAR_GATED(linear_gated_f16, WF16)
 LINEAR_GATED(linear_gated_bf16, WBF16)
 LINEAR_GATED(linear_gated_i8, WI8)
 
-// gemv for linear_gated_gemv_<w>: one warp per output column streams both
-// weight rows once; each sum in gemv's order (the bits of gemv_<w>'s).
-template <class W>
-__device__ __forceinline__ void gemv_gated(const float* __restrict__ x, const typename W::T* __restrict__ wg,
-                                           const float* __restrict__ sg, const typename W::T* __restrict__ wu,
-                                           const float* __restrict__ su, float* __restrict__ out, int M, int N,
-                                           int K, int act) {
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    batched_matmul_f32(const float* a, const float* b, float* out, int M, int N, int K, i64 sb, i64 sk, i64 sn) {
+    const i64 batch = blockIdx.z;
+    const int n0 = blockIdx.x * BN;
+    gemm_tile(a + batch * (i64)M * K, K, M, K, StridedB{b + batch * sb, sk, sn, N, n0},
+              LinearEp{out + batch * (i64)M * N, nullptr, nullptr, N, n0, ACT_IDENTITY, 0});
+}
+
+// ---- GEMV: the shared warp body ------------------------------------------------
+
+// gemv_warp: warp `warp` of the block owns output column n; it streams row n of
+// each of the R weight matrices w[r] ([N, K]) once, lanes striding over k, and
+// serves all M <= 8 rows of x. ep(m, n, lane, v) gets v[r] = the warp's sum
+// sum_k x[m, k] * w[r][n, k] (every lane has it) and stores on lane 0.
+template <class W, int R, class EP>
+__device__ __forceinline__ void gemv_warp(const float* x, const typename W::T* const (&w)[R], int M, int N, int K,
+                                          const EP& ep) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n = blockIdx.x * (blockDim.x >> 5) + warp;
     if (n >= N) return;  // whole warp leaves; there is no block barrier below
-    const typename W::T* gr = wg + (i64)n * K;
-    const typename W::T* ur = wu + (i64)n * K;
-    float ag[GEMV_MAX_M], au[GEMV_MAX_M];
+    const typename W::T* wr[R];
 #pragma unroll
-    for (int m = 0; m < GEMV_MAX_M; ++m) ag[m] = au[m] = 0.0f;
+    for (int r = 0; r < R; ++r) wr[r] = w[r] + (i64)n * K;
+    float acc[R][GEMV_MAX_M];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) acc[r][m] = 0.0f;
     for (int k = lane; k < K; k += 32) {
-        const float gv = W::load(gr, k), uv = W::load(ur, k);
+        float wv[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) wv[r] = W::load(wr[r], k);
 #pragma unroll
         for (int m = 0; m < GEMV_MAX_M; ++m)
             if (m < M) {
                 const float xv = x[(i64)m * K + k];
-                ag[m] = fmaf(xv, gv, ag[m]);
-                au[m] = fmaf(xv, uv, au[m]);
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[r][m] = fmaf(xv, wv[r], acc[r][m]);
             }
     }
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) {
         if (m >= M) break;  // M is uniform: the whole warp takes the same path
-        float g = warp_sum(ag[m]), u = warp_sum(au[m]);
+        float v[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[r][m]);
+        ep(m, n, lane, v);
+    }
+}
+
+// Epilogue of gemv_<w>: out[m, n] (=/+=) act(v * s[n] + bias[n]).
+struct GemvEp {
+    float* out;
+    const float *scales, *bias;
+    int N, act, accumulate;
+    __device__ __forceinline__ void operator()(int m, int n, int lane, const float (&v)[1]) const {
+        float y = v[0];
+        if (scales) y *= scales[n];
+        if (bias) y += bias[n];
+        if (lane == 0) store_linear(out, (i64)m * N + n, y, act, accumulate);
+    }
+};
+
+// Epilogue of gemv_gated_<w>: v = (gate sum, up sum); out[m, n] = act(g * sg[n]) * (u * su[n]).
+struct GemvGatedEp {
+    float* out;
+    const float *sg, *su;
+    int N, act;
+    __device__ __forceinline__ void operator()(int m, int n, int lane, const float (&v)[2]) const {
+        float g = v[0], u = v[1];
         if (sg) g *= sg[n];
         if (su) u *= su[n];
         if (lane == 0) out[(i64)m * N + n] = apply_act(act, g) * u;
     }
-}
+};
 
-#define GEMV_GATED(NAME, W)                                                                               \
-    extern "C" __global__ void __launch_bounds__(256)                                                   \
-        NAME(const float* x, const W::T* wg, const float* sg, const W::T* wu, const float* su, float* out, \
-             int M, int N, int K, int act) {                                                             \
-        gemv_gated<W>(x, wg, sg, wu, su, out, M, N, K, act);                                             \
+#define GEMV(NAME, W)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256)                                                    \
+        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M,   \
+             int N, int K, int act, int accumulate) {                                                    \
+        const W::T* const ws[1] = {w};                                                                   \
+        gemv_warp<W, 1>(x, ws, M, N, K, GemvEp{out, scales, bias, N, act, accumulate});                  \
+    }
+GEMV(gemv_f32, WF32)
+GEMV(gemv_f16, WF16)
+GEMV(gemv_bf16, WBF16)
+GEMV(gemv_i8, WI8)
+
+#define GEMV_GATED(NAME, W)                                                                                \
+    extern "C" __global__ void __launch_bounds__(256)                                                      \
+        NAME(const float* __restrict__ x, const W::T* __restrict__ wg, const float* __restrict__ sg,     \
+             const W::T* __restrict__ wu, const float* __restrict__ su, float* __restrict__ out, int M, int N, \
+             int K, int act) {                                                               \
+        const W::T* const ws[2] = {wg, wu};                                                                \
+        gemv_warp<W, 2>(x, ws, M, N, K, GemvGatedEp{out, sg, su, N, act});                                 \
     }
 GEMV_GATED(gemv_gated_f32, WF32)
 GEMV_GATED(gemv_gated_f16, WF16)
 GEMV_GATED(gemv_gated_bf16, WBF16)
 GEMV_GATED(gemv_gated_i8, WI8)
-
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    batched_matmul_f32(const float* a, const float* b, float* out, int M, int N, int K, i64 sb, i64 sk, i64 sn) {
-    const i64 batch = blockIdx.z;
-    StridedB bl;
-    bl.b = b + batch * sb;
-    bl.sk = sk;
-    bl.sn = sn;
-    gemm_tile(a + batch * (i64)M * K, K, bl, out + batch * (i64)M * N, N, M, N, K, nullptr, nullptr,
-              ACT_IDENTITY, 0);
-}
