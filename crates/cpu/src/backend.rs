@@ -247,6 +247,39 @@ fn view3<'a>(t: &'a Tensor, op: &'static str) -> Result<View3<'a>> {
 
 // ---- the trait -------------------------------------------------------------
 
+impl CpuBackend {
+    /// `linear` (`add` false) and `linear_add` (`add`: `out += ..`), errors
+    /// named `op`. The add goes through a reused buffer, `linear` then
+    /// `add_assign` (so the same bits): the GEMM's store-or-accumulate split
+    /// over K blocks would add the residual in another order.
+    fn linear_into(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        out: &mut Tensor,
+        add: bool,
+    ) -> Result<()> {
+        let xs = f32_in(x, op)?;
+        let [m, n, k] = checks::linear_weight(x, w)?;
+        let wv = weights(w, op)?;
+        let b = bias.map(|b| vec_f32(b, n, op)).transpose()?;
+        checks::linear_out(x, n, out)?;
+        let o = f32_out(out, op)?;
+        if !add {
+            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), o));
+            return Ok(());
+        }
+        with_product_scratch(m * n, |y| {
+            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), y));
+            let isa = isa::active();
+            self.run(o.len(), || elementwise::add_assign(isa, o, y));
+        });
+        Ok(())
+    }
+}
+
 /// Runs `f` on `len` floats of this thread's [`PRODUCT_SCRATCH`] (contents
 /// unspecified), then keeps the buffer unless it is huge (as the GEMM's
 /// packing buffers: a long prefill's is not kept).
@@ -493,15 +526,7 @@ impl Backend for CpuBackend {
         bias: Option<&Tensor>,
         out: &mut Tensor,
     ) -> Result<()> {
-        const OP: &str = "linear";
-        let xs = f32_in(x, OP)?;
-        let [m, n, k] = checks::linear_weight(x, w)?;
-        let wv = weights(w, OP)?;
-        let b = bias.map(|b| vec_f32(b, n, OP)).transpose()?;
-        checks::linear_out(x, n, out)?;
-        let o = f32_out(out, OP)?;
-        self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), o));
-        Ok(())
+        self.linear_into("linear", x, w, bias, out, false)
     }
 
     fn linear_gated(
@@ -541,22 +566,7 @@ impl Backend for CpuBackend {
         bias: Option<&Tensor>,
         out: &mut Tensor,
     ) -> Result<()> {
-        const OP: &str = "linear_add";
-        let xs = f32_in(x, OP)?;
-        let [m, n, k] = checks::linear_weight(x, w)?;
-        let wv = weights(w, OP)?;
-        let b = bias.map(|b| vec_f32(b, n, OP)).transpose()?;
-        checks::linear_out(x, n, out)?;
-        let o = f32_out(out, OP)?;
-        // `linear` then `add_assign` (so the same bits), through a reused
-        // buffer: the GEMM's store-or-accumulate split over K blocks would add
-        // the residual in another order.
-        with_product_scratch(m * n, |y| {
-            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), y));
-            let isa = isa::active();
-            self.run(o.len(), || elementwise::add_assign(isa, o, y));
-        });
-        Ok(())
+        self.linear_into("linear_add", x, w, bias, out, true)
     }
 
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
