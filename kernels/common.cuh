@@ -88,23 +88,60 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
 // ---- weight element loaders --------------------------------------------------
 // Weights arrive as raw bits: f32, f16 (u16 bits), bf16 (u16 bits) or int8 (the
 // per-row scale is applied by the caller once per output, not per element).
+// load: one element. unpack: the VEC elements of one 16-byte vector load (the
+// GEMV's fast path), element i at the i-th lowest address (little endian).
 
 struct WF32 {
     typedef float T;
+    static constexpr int VEC = 4;
     static __device__ __forceinline__ float load(const float* p, i64 i) { return p[i]; }
+    static __device__ __forceinline__ void unpack(const uint4& u, float (&v)[VEC]) {
+        v[0] = __uint_as_float(u.x);
+        v[1] = __uint_as_float(u.y);
+        v[2] = __uint_as_float(u.z);
+        v[3] = __uint_as_float(u.w);
+    }
 };
 struct WF16 {
     typedef u16 T;
+    static constexpr int VEC = 8;
     static __device__ __forceinline__ float load(const u16* p, i64 i) { return f16_to_f32(p[i]); }
+    static __device__ __forceinline__ void unpack(const uint4& u, float (&v)[VEC]) {
+        const u32 words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[2 * i] = f16_to_f32((u16)(words[i] & 0xffffu));
+            v[2 * i + 1] = f16_to_f32((u16)(words[i] >> 16));
+        }
+    }
 };
 struct WBF16 {
     typedef u16 T;
+    static constexpr int VEC = 8;
     static __device__ __forceinline__ float load(const u16* p, i64 i) { return bf16_to_f32(p[i]); }
+    static __device__ __forceinline__ void unpack(const uint4& u, float (&v)[VEC]) {
+        const u32 words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[2 * i] = bf16_to_f32((u16)(words[i] & 0xffffu));
+            v[2 * i + 1] = bf16_to_f32((u16)(words[i] >> 16));
+        }
+    }
 };
 struct WI8 {
     typedef i8 T;
+    static constexpr int VEC = 16;
     static __device__ __forceinline__ float load(const i8* p, i64 i) { return (float)p[i]; }
+    static __device__ __forceinline__ void unpack(const uint4& u, float (&v)[VEC]) {
+        const u32 words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int b = 0; b < 4; ++b) v[4 * i + b] = (float)(i8)((words[i] >> (8 * b)) & 0xffu);
+    }
 };
+
+__device__ __forceinline__ bool aligned16(const void* p) { return ((u64)p & 15u) == 0; }
 
 // ---- reductions ----------------------------------------------------------------
 

@@ -43,7 +43,8 @@
 //   shared memory.
 // GEMV (gemv_<w>, gemv_gated_<w>: one warp body, gemv_warp): grid ceil(N / 8),
 // block 256 (8 warps, one output column each; gated: both weight rows), lanes
-// stride over k (coalesced weight reads); per-warp sums with shuffles.
+// stride over k (coalesced weight reads, 16 bytes per lane where K and the
+// pointers allow); per-warp sums with shuffles.
 //
 // Napkin math: linear reads M*K*4 + N*K*w_bytes and writes M*N*4 bytes and does
 // 2*M*N*K flops; the GEMV is bandwidth bound (weights dominate).
@@ -224,9 +225,20 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 // ---- GEMV: the shared warp body ------------------------------------------------
 
 // gemv_warp: warp `warp` of the block owns output column n; it streams row n of
-// each of the R weight matrices w[r] ([N, K]) once, lanes striding over k, and
-// serves all M <= 8 rows of x. ep(m, n, lane, v) gets v[r] = the warp's sum
-// sum_k x[m, k] * w[r][n, k] (every lane has it) and stores on lane 0.
+// each of the R weight matrices w[r] ([N, K]) once and serves all M <= 8 rows of
+// x. ep(m, n, lane, v) gets v[r] = the warp's sum sum_k x[m, k] * w[r][n, k]
+// (every lane has it) and stores on lane 0.
+// Fast path (K a multiple of W::VEC, x and every w[r] 16-byte aligned: real
+// checkpoints' widths): each lane loads 16 bytes of a weight row at a time
+// (VEC elements, k = lane * VEC + 32 * VEC * i) and issues GEMV_UNROLL of those
+// loads before it uses one, so that a warp has up to 2 KiB per matrix in flight
+// (one element per lane per load left the decode step far from the bandwidth
+// floor); x is read as float4. Otherwise lanes stride over k one element at a
+// time. Either way every sum is the lane partials (k ascending within a lane),
+// then warp_sum: R = 1 and R = 2 add in the same order, so gemv_gated_<w> is bit
+// for bit gemv_<w> twice.
+#define GEMV_UNROLL 4
+
 template <class W, int R, class EP>
 __device__ __forceinline__ void gemv_warp(const float* x, const typename W::T* const (&w)[R], int M, int N, int K,
                                           const EP& ep) {
@@ -234,24 +246,61 @@ __device__ __forceinline__ void gemv_warp(const float* x, const typename W::T* c
     const int n = blockIdx.x * (blockDim.x >> 5) + warp;
     if (n >= N) return;  // whole warp leaves; there is no block barrier below
     const typename W::T* wr[R];
+    bool vec = K % W::VEC == 0 && aligned16(x);
 #pragma unroll
-    for (int r = 0; r < R; ++r) wr[r] = w[r] + (i64)n * K;
+    for (int r = 0; r < R; ++r) {
+        wr[r] = w[r] + (i64)n * K;
+        vec = vec && aligned16(wr[r]);
+    }
     float acc[R][GEMV_MAX_M];
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int m = 0; m < GEMV_MAX_M; ++m) acc[r][m] = 0.0f;
-    for (int k = lane; k < K; k += 32) {
-        float wv[R];
+    if (vec) {
+        constexpr int VEC = W::VEC, STEP = 32 * W::VEC;
+        for (int k0 = lane * VEC; k0 < K; k0 += STEP * GEMV_UNROLL) {
+            uint4 raw[GEMV_UNROLL][R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) wv[r] = W::load(wr[r], k);
+            for (int u = 0; u < GEMV_UNROLL; ++u)
 #pragma unroll
-        for (int m = 0; m < GEMV_MAX_M; ++m)
-            if (m < M) {
-                const float xv = x[(i64)m * K + k];
+                for (int r = 0; r < R; ++r)
+                    if (k0 + u * STEP < K) raw[u][r] = *reinterpret_cast<const uint4*>(wr[r] + k0 + u * STEP);
 #pragma unroll
-                for (int r = 0; r < R; ++r) acc[r][m] = fmaf(xv, wv[r], acc[r][m]);
+            for (int u = 0; u < GEMV_UNROLL; ++u) {
+                if (k0 + u * STEP >= K) break;
+                float wv[R][VEC];
+#pragma unroll
+                for (int r = 0; r < R; ++r) W::unpack(raw[u][r], wv[r]);
+#pragma unroll
+                for (int m = 0; m < GEMV_MAX_M; ++m)
+                    if (m < M) {
+                        const float* xm = x + (i64)m * K + k0 + u * STEP;
+#pragma unroll
+                        for (int e4 = 0; e4 < VEC / 4; ++e4) {
+                            const float4 xv = *reinterpret_cast<const float4*>(xm + 4 * e4);
+                            const float xs[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+                            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                                for (int r = 0; r < R; ++r) acc[r][m] = fmaf(xs[j], wv[r][4 * e4 + j], acc[r][m]);
+                        }
+                    }
             }
+        }
+    } else {
+        for (int k = lane; k < K; k += 32) {
+            float wv[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) wv[r] = W::load(wr[r], k);
+#pragma unroll
+            for (int m = 0; m < GEMV_MAX_M; ++m)
+                if (m < M) {
+                    const float xv = x[(i64)m * K + k];
+#pragma unroll
+                    for (int r = 0; r < R; ++r) acc[r][m] = fmaf(xv, wv[r], acc[r][m]);
+                }
+        }
     }
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) {

@@ -2,7 +2,9 @@
 //!
 //! linear: M in {1, 3, 8, 9, 17, 64, 130}, K and N in {7, 64, 130, 512}, every
 //! weight dtype, with and without bias (f32 and bf16 bias), through both the
-//! GEMV (M <= 8) and the tiled kernel; narrowed weight views (f32, int8).
+//! GEMV (M <= 8) and the tiled kernel; narrowed weight views (f32, int8); the
+//! GEMV's 16-byte loads on long rows and its element-wise path on misaligned
+//! operands.
 //! Float weights: the CPU widens the same f16/bf16 values to f32, so both
 //! compute the same f32 dot products: tolerance `tol_dot(K)` (rel L2 1e-5,
 //! abs 1e-5 * max(1, sqrt(K)/8) + rel 1e-4) — except f16/bf16 weights with
@@ -152,6 +154,72 @@ fn linear_takes_leading_dims_and_narrowed_weights() {
         );
     }
     f.finish("linear views");
+}
+
+/// The GEMV's 16-byte fast path (K a multiple of 16 / the element size, 16 B
+/// aligned rows): rows long enough for several rounds of the unrolled loads
+/// and for a partial last round (K = 16, 528, 2064, 4112), M = 1, 2, 8, every
+/// weight dtype; then the same products with x (and float weights) one
+/// element off 16 B alignment, which must take the element-wise path and
+/// agree too. Both against the CPU under `tol_dot(K)`.
+#[test]
+fn gemv_vector_loads_match_cpu_and_fall_back_when_misaligned() {
+    let g = gpu_or_skip!("gemv_vector_loads_match_cpu_and_fall_back_when_misaligned");
+    g.set_gemm_path(GemmPath::Auto);
+    let mut f = Failures::default();
+    let n = 9; // two blocks, the second with one live warp
+    for m in [1, 2, 8] {
+        for k in [16, 528, 2064, 4112] {
+            let seed = (m * 10_000 + k) as u64;
+            let xv = random_normal(seed, m * k, 1.0);
+            let xh = host(xv.clone(), &[m, k]);
+            let xd = up(&g, &xh);
+            // The same x one f32 past a 16 B boundary.
+            let mut shifted = vec![0.0; m * k + 1];
+            shifted[1..].copy_from_slice(&xv);
+            let xd_off = up(&g, &host(shifted, &[m * k + 1]))
+                .narrow(0, 1, m * k)
+                .unwrap()
+                .reshape([m, k])
+                .unwrap();
+            let w = random_normal(seed + 1, n * k, 0.2);
+            for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+                let wh = host_as(w.clone(), &[n, k], wdt);
+                let wf = cpu().cast(&wh, DType::F32).unwrap();
+                let mut want = Tensor::zeros([m, n], DType::F32);
+                cpu().linear(&xh, &wf, None, &mut want).unwrap();
+                let want = want.to_f32_vec().unwrap();
+                let wd = up(&g, &wh);
+                let mut views = vec![("aligned", xd.clone(), wd.clone())];
+                views.push(("x misaligned", xd_off.clone(), wd.clone()));
+                if wdt != DType::I8 {
+                    // Float weights one element off too (int8 rows carry scales).
+                    let mut wv = wf.to_f32_vec().unwrap();
+                    wv.insert(0, 0.0);
+                    let w_off = up(&g, &host_as(wv, &[n * k + 1], wdt))
+                        .narrow(0, 1, n * k)
+                        .unwrap()
+                        .reshape([n, k])
+                        .unwrap();
+                    views.push(("w misaligned", xd.clone(), w_off));
+                }
+                for (how, x, w) in views {
+                    let what = format!("gemv {how} M={m} K={k} N={n} w={wdt} seed={seed}");
+                    let mut got = poisoned(&g, &[m, n]);
+                    match g.linear(&x, &w, None, &mut got) {
+                        Ok(()) => f.check(
+                            &what,
+                            &down(&g, &got),
+                            &want,
+                            tol(&g, wdt, GemmPath::Auto, m, k),
+                        ),
+                        Err(e) => f.push(format!("{what}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    f.finish("gemv vector loads");
 }
 
 /// `linear_add` (a sublayer's output projection into the residual stream):
