@@ -1,7 +1,7 @@
 //! The decode loop on the CUDA backend allocates nothing per step, on the host
 //! or the device: a generation of 24 tokens makes as many host heap
 //! allocations as one of 6, and the caching allocator hands out no new device
-//! blocks once warm, for greedy and beam search on the T5 (plain and gated
+//! blocks once warm, for greedy, beam search and top-k sampling on the T5 (plain and gated
 //! FFN: t5-v1_1) and BART fixtures,
 //! with the search on the device (top-k candidates, softmax statistics and the
 //! banned ids' logits are all that cross to the host).
@@ -79,6 +79,19 @@ fn decode_steps_allocate_nothing_on_the_device_backend() {
             "beam 3",
             GenerationOverrides {
                 num_beams: Some(3),
+                ..Default::default()
+            },
+        ),
+        (
+            "top-k sampling, 2 samples",
+            GenerationOverrides {
+                num_beams: Some(1),
+                do_sample: Some(true),
+                top_k: Some(20),
+                top_p: Some(0.9),
+                temperature: Some(0.8),
+                num_return_sequences: Some(2),
+                seed: Some(3),
                 ..Default::default()
             },
         ),

@@ -3,7 +3,8 @@
 //! same `Generator` (on CUDA the search runs on the device, on the CPU on the
 //! host: `Generator::search_stats` is checked): greedy ids identical for every golden case, alone and as
 //! one padded batch, beam search (4 beams: index_select and shared encoder K/V)
-//! identical, and first-step logits within rel L2 1e-5 / per element
+//! identical, seeded top-k sampling of the padded batch identical (the device
+//! sends each row's top-k + 1, the host warps and draws), and first-step logits within rel L2 1e-5 / per element
 //! 1e-4 * max(|ref|, 1) in f32 — also with f16 and bf16 weights on the FP32-FMA
 //! GEMM (`GemmPath::Tiled`), which both backends widen to the same f32 values.
 //! With f16/bf16 weights on `GemmPath::Auto`, linears of more than 8 rows run
@@ -110,6 +111,19 @@ fn config(dir: &std::path::Path, beams: usize) -> GenerationConfig {
     GenerationConfig::from_checkpoint(dir, &over).unwrap()
 }
 
+fn sampling_config(dir: &std::path::Path) -> GenerationConfig {
+    let over = GenerationOverrides {
+        num_beams: Some(1),
+        do_sample: Some(true),
+        top_k: Some(20),
+        temperature: Some(0.8),
+        seed: Some(5),
+        max_new_tokens: Some(24),
+        ..Default::default()
+    };
+    GenerationConfig::from_checkpoint(dir, &over).unwrap()
+}
+
 fn ids_of(m: &dyn Seq2SeqModel, cfg: &GenerationConfig, sources: &[Vec<u32>]) -> Vec<Vec<u32>> {
     let mut g = Generator::new(m, cfg.clone()).unwrap();
     let ids = g
@@ -188,6 +202,15 @@ fn fixtures_generate_the_cpu_backends_ids() {
                     "{name} batch beams={beams}: ids differ\n got  {got:?}\n want {want:?}"
                 ));
             }
+        }
+        // Seeded top-k sampling: the device's candidates, warped and drawn
+        // from on the host, against the CPU's draws from its full rows.
+        let cfg = sampling_config(&dir);
+        let (want, got) = (ids_of(&*mc, &cfg, &srcs), ids_of(&*mg, &cfg, &srcs));
+        if want != got {
+            f.push(format!(
+                "{name} batch top-k sampling: ids differ\n got  {got:?}\n want {want:?}"
+            ));
         }
     }
     // The generations' decode steps were recorded and replayed (unless off;

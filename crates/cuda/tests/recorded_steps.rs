@@ -187,10 +187,11 @@ fn swapped_caches_get_a_recording_each() {
     check_schedule(&g, &["t5", "bart"], (2, true), &want, "swapped caches");
 }
 
-/// Greedy and beam search on the backend with the search's ops recorded with
-/// each step (`step_on_backend_then`): the replays' candidates give the CPU's
-/// ids (a replay without its search ops would hand back the recording
-/// step's candidates).
+/// Greedy, beam search and top-k sampling on the backend with the search's
+/// ops recorded with each step (`step_on_backend_then`): the replays'
+/// candidates give the CPU's ids (a replay without its search ops would hand
+/// back the recording step's candidates; sampling is seeded, and the CPU
+/// draws from its full rows).
 #[test]
 fn search_ops_replay_with_the_step() {
     use encdec_generate::{GenerationConfig, GenerationOverrides, Generator};
@@ -205,17 +206,21 @@ fn search_ops_replay_with_the_step() {
         // The statistics / top-K are recorded with the step, after the staged
         // edits: none, EOS banned every step (min_new_tokens), and the
         // repetition penalty on the rows' history (with and without bans).
-        for (beams, min_new, penalty) in [
-            (1, None, None),
-            (3, None, None),
-            (1, Some(10), None),
-            (3, Some(10), None),
-            (1, None, Some(1.3)),
-            (3, Some(10), Some(0.8)),
+        for (beams, min_new, penalty, top_k) in [
+            (1, None, None, None),
+            (3, None, None, None),
+            (1, Some(10), None, None),
+            (3, Some(10), None, None),
+            (1, None, Some(1.3), None),
+            (3, Some(10), Some(0.8), None),
+            (1, None, None, Some(10)),
+            (1, Some(10), Some(1.3), Some(50)),
         ] {
             let over = GenerationOverrides {
                 num_beams: Some(beams),
-                do_sample: Some(false),
+                do_sample: Some(top_k.is_some()),
+                top_k,
+                seed: Some(11),
                 max_new_tokens: Some(10),
                 min_new_tokens: min_new,
                 repetition_penalty: penalty,
@@ -231,12 +236,12 @@ fn search_ops_replay_with_the_step() {
             let ((want, _), (got, st)) = (run(&*mc), run(&*mg));
             if got != want {
                 f.push(format!(
-                    "{name} beams={beams} min_new={min_new:?} penalty={penalty:?}: ids {got:?}, CPU {want:?}"
+                    "{name} beams={beams} min_new={min_new:?} penalty={penalty:?} top_k={top_k:?}: ids {got:?}, CPU {want:?}"
                 ));
             }
             if st.replayed_steps == 0 || st.backend_steps == 0 {
                 f.push(format!(
-                    "{name} beams={beams} min_new={min_new:?} penalty={penalty:?}: no replayed device search: {st:?}"
+                    "{name} beams={beams} min_new={min_new:?} penalty={penalty:?} top_k={top_k:?}: no replayed device search: {st:?}"
                 ));
             }
         }

@@ -24,9 +24,20 @@
 //! did not send can reach the last one selected: checked per row against the
 //! row's K-th candidate (ties included).
 //!
+//! Top-k sampling: the edits, then each row's top-(k + 1) on the backend
+//! ([`Queued::EditsTopk`]). On the host HF's warpers (temperature, top-k,
+//! top-p) and the draw run over each row's candidates as a compact row in id
+//! order ([`BackendBuffers::sample_candidates`]): every other id is -inf after
+//! the top-k, so the warpers, the row's maximum, the sum of `e^(x - max)`
+//! (taken in the whole row's lane order, `math::sum_f64_at`) and the running
+//! sum the draw walks are the whole row's, and the ids, scores and random
+//! stream are the host search's bit for bit. The (k + 1)-th candidate shows
+//! whether ids that were not fetched survive the top-k: only when it ties the
+//! k-th score can they, and the step falls back.
+//!
 //! When the candidates cannot decide a step exactly (a greedy row with every
-//! id banned, an unsent id that could reach the beam selection, NaN, more bans
-//! than the buffer holds), [`GreedyOutcome::Fallback`] / `false` tells the
+//! id banned, an unsent id that could reach the beam selection, a tie at the
+//! sampling top-k's k-th score, NaN, more bans than the buffer holds), [`GreedyOutcome::Fallback`] / `false` tells the
 //! caller to copy the full rows to the host. Bans already applied there are
 //! applied again by the host processors (the same -inf), but not the
 //! repetition penalty ([`BackendBuffers::edits_applied`],
@@ -49,6 +60,8 @@ pub(crate) enum Queued {
     GreedyPick(Staged),
     /// Beam search: the log-softmax, the staged edits, every row's top-K.
     LogSoftmaxTopk(Staged),
+    /// Sampling: the staged edits, every row's top-K (top-k + 1).
+    EditsTopk(Staged),
 }
 
 /// Which of a step's edits were staged for the backend.
@@ -65,6 +78,7 @@ impl Queued {
         let (kind, s) = match self {
             Queued::GreedyPick(s) => (1, s),
             Queued::LogSoftmaxTopk(s) => (2, s),
+            Queued::EditsTopk(s) => (3, s),
         };
         kind << 2 | (s.bans as usize) << 1 | s.penalized as usize
     }
@@ -326,6 +340,10 @@ impl BackendBuffers {
                     edit(be, logits, s)?;
                     be.topk_into(logits, k, ids, vals)
                 }
+                Queued::EditsTopk(s) => {
+                    edit(be, logits, s)?;
+                    be.topk_into(logits, k, ids, vals)
+                }
             }
         };
         f(&mut self.logits, (&mut ops, &key))
@@ -393,12 +411,13 @@ impl BackendBuffers {
         Ok(GreedyOutcome::Decided)
     }
 
-    /// Beam search, after `log_softmax` of `self.logits` on the backend:
-    /// bans there, then every row's top-K to the host. False (fall back to the
-    /// full rows) when there are too many bans.
+    /// Beam search (after `log_softmax` of `self.logits` on the backend) and
+    /// sampling: the edits there, then every row's top-K to the host. False
+    /// (fall back to the full rows) when there are too many edits.
     /// `queued`: the step queued the edits and top-K already
-    /// ([`Queued::LogSoftmaxTopk`], after [`BackendBuffers::stage_edits`]).
-    pub fn beam_fetch(
+    /// ([`Queued::LogSoftmaxTopk`], [`Queued::EditsTopk`], after
+    /// [`BackendBuffers::stage_edits`]).
+    pub fn fetch_candidates(
         &mut self,
         be: &dyn Backend,
         edits: &mut [RowEdits],
@@ -414,7 +433,62 @@ impl BackendBuffers {
         Ok(true)
     }
 
-    /// Beam search, after [`beam_fetch`](Self::beam_fetch): the
+    /// Sampling, after [`fetch_candidates`](Self::fetch_candidates): row `i`'s
+    /// candidates as a compact row in id order, `ids` and their edited scores
+    /// `vals` (cleared first). A forced row's are its forced ids (0), which are
+    /// all its finite entries; any other row's are its top-K. HF's warpers and
+    /// draw over them then give what they give over the whole row (see
+    /// `LogitsProcessorList::warp_candidates` and `math::sum_f64_at`).
+    pub fn sample_candidates(
+        &mut self,
+        i: usize,
+        e: &RowEdits,
+        ids: &mut Vec<u32>,
+        vals: &mut Vec<f32>,
+    ) -> Result<RowCandidates> {
+        let (v, k) = (self.vocab, self.k);
+        ids.clear();
+        vals.clear();
+        if e.is_forced {
+            for (q, &t) in e.forced.iter().enumerate() {
+                if (t as usize) < v
+                    && !e.forced[..q].contains(&t)
+                    && e.banned.binary_search(&t).is_err()
+                {
+                    ids.push(t);
+                }
+            }
+            ids.sort_unstable();
+            vals.resize(ids.len(), 0.0);
+            return Ok(if ids.is_empty() {
+                RowCandidates::Undecidable
+            } else {
+                RowCandidates::Whole
+            });
+        }
+        let fetched = &self.ids_h.as_u32()?[i * k..(i + 1) * k];
+        let scores = &self.vals_h.as_f32()?[i * k..(i + 1) * k];
+        if scores.iter().any(|x| x.is_nan()) {
+            return Ok(RowCandidates::Undecidable);
+        }
+        let pool = &mut self.pool;
+        pool.clear();
+        pool.extend(scores.iter().zip(fetched).map(|(&x, &t)| (x, t)));
+        pool.sort_unstable_by_key(|c| c.1);
+        ids.extend(pool.iter().map(|c| c.1));
+        vals.extend(pool.iter().map(|c| c.0));
+        if k >= v {
+            return Ok(RowCandidates::Whole);
+        }
+        // top-k order: the last is the weakest (ties: the highest id)
+        let weakest = fetched[k - 1];
+        Ok(match ids.binary_search(&weakest) {
+            Ok(smallest) => RowCandidates::Partial { smallest },
+            Err(_) => RowCandidates::Undecidable,
+        })
+    }
+
+    /// Beam search, after [`fetch_candidates`](Self::fetch_candidates): the
     /// `cand_score.len()` best (accumulated score, beam * vocab + id) of
     /// source `p` (rows `p * nb .. (p + 1) * nb`, running scores
     /// `beam_scores`), ordered as the host search orders them (score, then the
@@ -496,6 +570,18 @@ impl BackendBuffers {
         }
         Ok(true)
     }
+}
+
+/// A row's candidates for sampling ([`BackendBuffers::sample_candidates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowCandidates {
+    /// Every id that can be drawn is among them.
+    Whole,
+    /// Ids were not fetched: they are out of the draw if the top-k warper
+    /// drops the weakest candidate, at this compact position.
+    Partial { smallest: usize },
+    /// They cannot decide the step (NaN, no id left).
+    Undecidable,
 }
 
 /// What [`BackendBuffers::greedy`] decided.

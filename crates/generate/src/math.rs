@@ -60,6 +60,27 @@ fn sum_f64(xs: &[f32]) -> f64 {
     s
 }
 
+/// What [`sum_f64`] gives for a row of `len` entries that are 0 except
+/// `vals[j]` at position `at[j]` (ascending, < len): the same lanes in the same
+/// order, so a sum over a row's candidates is bit for bit the sum over the
+/// whole row when every other entry is 0.
+pub fn sum_f64_at(vals: &[f32], at: &[u32], len: usize) -> f64 {
+    let body = len - len % 8;
+    let mut lanes = [0f64; 8];
+    for (&x, &i) in vals.iter().zip(at) {
+        if (i as usize) < body {
+            lanes[i as usize % 8] += f64::from(x);
+        }
+    }
+    let mut s: f64 = lanes.iter().sum();
+    for (&x, &i) in vals.iter().zip(at) {
+        if (i as usize) >= body {
+            s += f64::from(x);
+        }
+    }
+    s
+}
+
 /// The maximum of a row and the first index holding it (`torch.argmax`'s tie rule).
 /// An all -inf (or empty) row gives `(-inf, 0)`.
 pub fn max_argmax(row: &[f32]) -> (f32, usize) {
@@ -199,6 +220,43 @@ mod tests {
         assert_eq!(
             log_sum_exp(&[f32::NEG_INFINITY; 3]),
             (f32::NEG_INFINITY, 0.0)
+        );
+    }
+
+    /// The sparse sum is the dense one bit for bit, for rows whose length is
+    /// and is not a multiple of the 8 lanes, with entries in the tail; and it
+    /// would not be with a plain sequential sum (values of mixed magnitude).
+    #[test]
+    fn sum_at_positions_is_the_row_sum() {
+        let mut sequential_differs = false;
+        for len in [8usize, 13, 64, 101, 1003] {
+            for seed in 0..20u64 {
+                let mut row = vec![0f32; len];
+                let mut at = Vec::new();
+                let mut vals = Vec::new();
+                for (i, slot) in row.iter_mut().enumerate() {
+                    let h = crate::rng::splitmix64(seed * 7919 + i as u64);
+                    if h % 3 == 0 || i + 2 >= len {
+                        let x =
+                            (h >> 11) as f32 / (1u64 << 53) as f32 * 10f32.powi((h % 9) as i32 - 4);
+                        *slot = x;
+                        at.push(i as u32);
+                        vals.push(x);
+                    }
+                }
+                let want = sum_f64(&row);
+                assert_eq!(
+                    sum_f64_at(&vals, &at, len).to_bits(),
+                    want.to_bits(),
+                    "len {len} seed {seed}"
+                );
+                let seq: f64 = vals.iter().map(|&x| f64::from(x)).sum();
+                sequential_differs |= seq.to_bits() != want.to_bits();
+            }
+        }
+        assert!(
+            sequential_differs,
+            "the test rows cannot tell the lane order apart"
         );
     }
 }

@@ -99,6 +99,26 @@ pub trait LogitsProcessor: Send {
     fn idempotent(&self) -> bool {
         true
     }
+    /// Some(how) for the sampling warpers (temperature, top-k, top-p), which
+    /// search on the backend runs on the host over each row's candidates
+    /// (see [`Warp`]); None for every other processor (the default).
+    fn warp(&self) -> Option<Warp> {
+        None
+    }
+}
+
+/// How a sampling warper depends on its row, which decides whether it gives
+/// the same result on a row's best candidates alone (a compact row of the
+/// fetched ids, in id order) as on the whole row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warp {
+    /// Maps each score on its own, keeping their order (temperature).
+    Monotone,
+    /// Sets every score below the k-th largest to -inf (top-k).
+    TopK(usize),
+    /// Reads only the finite scores, their values and id order; -inf stays
+    /// -inf (top-p).
+    OnFinite,
 }
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
@@ -504,6 +524,12 @@ impl LogitsProcessor for Temperature {
             *s /= self.t;
         }
     }
+    fn idempotent(&self) -> bool {
+        false
+    }
+    fn warp(&self) -> Option<Warp> {
+        Some(Warp::Monotone)
+    }
 }
 
 /// `TopKLogitsWarper`: scores below the k-th largest become -inf (ties with
@@ -571,6 +597,9 @@ impl LogitsProcessor for TopK {
     fn name(&self) -> &'static str {
         "TopKLogitsWarper"
     }
+    fn warp(&self) -> Option<Warp> {
+        Some(Warp::TopK(self.k))
+    }
     fn process(&mut self, scores: &mut [f32], _ctx: &RowContext<'_>) {
         let k = self.k.min(scores.len());
         if k == 0 || k == scores.len() {
@@ -609,6 +638,12 @@ impl TopP {
 impl LogitsProcessor for TopP {
     fn name(&self) -> &'static str {
         "TopPLogitsWarper"
+    }
+    fn idempotent(&self) -> bool {
+        false
+    }
+    fn warp(&self) -> Option<Warp> {
+        Some(Warp::OnFinite)
     }
     fn process(&mut self, scores: &mut [f32], _ctx: &RowContext<'_>) {
         // -inf entries have probability 0: they sort first, their cumulative
@@ -746,23 +781,47 @@ impl LogitsProcessorList {
     /// [`process`](Self::process) on a row whose [`edits`](Self::edits)
     /// were applied already (on the backend): only the idempotent
     /// processors run again.
+    /// The processors a row needs after search on the backend applied its
+    /// edits there and then fell back to the full row: the idempotent edits
+    /// (bans, forcing) again, which changes nothing, and the sampling warpers,
+    /// which the backend never runs; not the repetition penalty.
     pub fn process_again(&mut self, scores: &mut [f32], ctx: &RowContext<'_>) {
-        for p in self.procs.iter_mut().filter(|p| p.idempotent()) {
+        for p in self
+            .procs
+            .iter_mut()
+            .filter(|p| p.warp().is_some() || p.idempotent())
+        {
             p.process(scores, ctx);
         }
     }
 
-    /// What the whole list does to the row of `ctx`, into `edits` (cleared
-    /// first), when every processor only penalises, bans or forces; false
-    /// otherwise.
+    /// Every processor's edits of the row of `ctx` into `edits` (cleared
+    /// first); false when one does more than penalise, ban or force.
     pub fn edits(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
-        edits.clear();
-        self.procs.iter_mut().all(|p| p.edits(ctx, edits))
+        self.edits_where(ctx, edits, false)
     }
 
-    /// Whether [`edits`](Self::edits) can describe every processor (none
-    /// changes a score other than by the repetition penalty, banning or
-    /// forcing), judged on an empty history.
+    /// [`edits`](Self::edits) of the processors other than the sampling
+    /// warpers (which run on the candidates: [`warp_candidates`](Self::warp_candidates)).
+    pub fn edits_before_warpers(&mut self, ctx: &RowContext<'_>, edits: &mut RowEdits) -> bool {
+        self.edits_where(ctx, edits, true)
+    }
+
+    fn edits_where(
+        &mut self,
+        ctx: &RowContext<'_>,
+        edits: &mut RowEdits,
+        skip_warpers: bool,
+    ) -> bool {
+        edits.clear();
+        self.procs
+            .iter_mut()
+            .filter(|p| !(skip_warpers && p.warp().is_some()))
+            .all(|p| p.edits(ctx, edits))
+    }
+
+    /// Whether every processor only penalises, bans or forces (as far as a
+    /// row with an empty history shows).
     pub fn only_edits(&mut self) -> bool {
         let mut e = RowEdits::default();
         let ctx = RowContext {
@@ -770,5 +829,61 @@ impl LogitsProcessorList {
             source: &[],
         };
         self.edits(&ctx, &mut e)
+    }
+
+    /// Some(k) when sampling can be decided from each row's k + 1 best
+    /// candidates: the processors are edits, then sampling warpers that are
+    /// monotone up to a top-k with this k and read only the finite scores
+    /// after it (HF's temperature, top-k, top-p). The (k + 1)-th candidate
+    /// tells whether ids that were not fetched survive the top-k
+    /// ([`warp_candidates`](Self::warp_candidates)).
+    pub fn sampling_top_k(&mut self) -> Option<usize> {
+        let mut top_k = None;
+        let mut warped = false;
+        for p in &self.procs {
+            match (p.warp(), top_k) {
+                (None, _) if warped => return None,
+                (None, _) => {}
+                (Some(Warp::Monotone), _) => warped = true,
+                (Some(Warp::TopK(k)), None) => {
+                    top_k = Some(k);
+                    warped = true;
+                }
+                (Some(Warp::OnFinite), Some(_)) => {}
+                (Some(_), _) => return None,
+            }
+        }
+        let mut e = RowEdits::default();
+        let ctx = RowContext {
+            history: &[0],
+            source: &[],
+        };
+        if self.edits_before_warpers(&ctx, &mut e) {
+            top_k
+        } else {
+            None
+        }
+    }
+
+    /// Runs the sampling warpers on a compact row of candidates (the edits
+    /// were applied where the row was). `smallest`: the compact position of
+    /// the weakest fetched candidate when the row has ids that were not
+    /// fetched; false when the top-k kept it (a tie at the k-th score: the
+    /// ids not fetched may tie too, and the candidates cannot decide).
+    pub fn warp_candidates(
+        &mut self,
+        row: &mut [f32],
+        ctx: &RowContext<'_>,
+        smallest: Option<usize>,
+    ) -> bool {
+        for p in self.procs.iter_mut().filter(|p| p.warp().is_some()) {
+            p.process(row, ctx);
+            if let (Some(Warp::TopK(_)), Some(at)) = (p.warp(), smallest) {
+                if row[at] > NEG_INF || row[at].is_nan() {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }

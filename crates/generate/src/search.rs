@@ -28,19 +28,20 @@
 //!   (what HF's `compute_transition_scores(..., normalize_logits=True)` sums to).
 //!
 //! Where the search runs: on the host (the step's full `[rows, vocab]` logits
-//! are copied there), or for greedy and beam search on the backend
-//! ([`crate::backend_search`]): the logits stay where the model computed
-//! them, the processors' repetition penalty and bans are applied to them
-//! there, and only each
-//! row's top-K candidates (greedy: its argmax and softmax statistics) cross
-//! to the host. The default is the backend when it is not the CPU;
-//! [`Generator::set_search_on_backend`] forces either. A step searches on the
-//! host when a processor does more than penalise repeats or ban ids
-//! (sampling warpers) or a trace is asked for, and falls back to the full
-//! rows (copied then) when the candidates cannot decide it exactly: a greedy
-//! row with every id banned, in beam search an id a row did not send that
-//! could reach the selection, or too many bans. Sampling and beam sampling
-//! always search on the host.
+//! are copied there), or for greedy, beam search and top-k sampling on the
+//! backend ([`crate::backend_search`]): the logits stay where the model
+//! computed them, the processors' repetition penalty and bans are applied to
+//! them there, and only each row's top-K candidates (greedy: its argmax and
+//! softmax statistics; sampling: its top-k + 1, which the host warps and
+//! draws from) cross to the host. The default is the backend when it is not
+//! the CPU; [`Generator::set_search_on_backend`] forces either. A step
+//! searches on the host when a processor does more than penalise repeats or
+//! ban ids (sampling without top-k, or top-k above 63) or a trace is asked
+//! for, and falls back to the full rows (copied then) when the candidates
+//! cannot decide it exactly: a greedy row with every id banned, in beam
+//! search an id a row did not send that could reach the selection, in
+//! sampling a tie at the k-th score, or too many bans. Beam sampling always
+//! searches on the host.
 //! [`Generator::search_stats`] counts the steps of each kind.
 //!
 //! Sampling uses this crate's seeded generator ([`crate::rng`]), one stream per
@@ -53,10 +54,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use encdec_core::{DType, Device, Error, RangeGuard, Result, Tensor};
 
-use crate::backend_search::{BackendBuffers, GreedyOutcome, Queued, SearchStats, Staged};
+use crate::backend_search::{
+    BackendBuffers, GreedyOutcome, Queued, RowCandidates, SearchStats, Staged,
+};
 use crate::config::{EarlyStopping, GenerationConfig, SearchMode};
 use crate::math::{
     exp_into, exp_nonpos, log_softmax_in_place, log_sum_exp, max_argmax, max_of, sum_exp,
+    sum_f64_at,
 };
 use crate::model::{DecoderState, EncoderOutput, Seq2SeqModel};
 use crate::processors::{LogitsProcessorList, RowContext, RowEdits};
@@ -186,12 +190,27 @@ impl<'m> Generator<'m> {
 
     /// Whether this generation searches on the backend, and with how many
     /// candidates per row: greedy / beam search whose processors only ban
-    /// ids, no trace, and the choice (or the default) asks for it.
+    /// ids, sampling whose warpers end in a top-k, no trace, and the choice
+    /// (or the default) asks for it.
     fn backend_k(&mut self, tracing: bool) -> Option<usize> {
         let on = self
             .search_on_backend
             .unwrap_or(self.model.backend().device() != Device::Cpu);
-        if !on || tracing || self.cfg.do_sample || !self.procs.only_edits() {
+        if !on || tracing {
+            return None;
+        }
+        if self.cfg.do_sample {
+            if self.cfg.num_beams > 1 {
+                return None;
+            }
+            // the top-k, and one more to see whether ids not fetched tie the k-th
+            let k = self.procs.sampling_top_k()?.saturating_add(1);
+            if k > MAX_BACKEND_K && k < self.vocab {
+                return None;
+            }
+            return Some(k.min(self.vocab));
+        }
+        if !self.procs.only_edits() {
             return None;
         }
         let cfg = &self.cfg;
@@ -437,6 +456,10 @@ impl<'m> Generator<'m> {
             .map(|_| RowEdits::default())
             .collect();
         let mut choice = vec![(0usize, 0f32); rows];
+        let mut draw = SampleScratch::new(
+            if sample && bufs.is_some() { rows } else { 0 },
+            backend_k.unwrap_or(0) + 16,
+        );
 
         let mut cur_len = 1;
         loop {
@@ -456,12 +479,48 @@ impl<'m> Generator<'m> {
                         history: &hist[r * ml..r * ml + hlen[r]],
                         source: &sources[r / per],
                     };
-                    if !self.procs.edits(&ctx, &mut edits[i]) {
+                    let edits = &mut edits[i];
+                    let ok = if sample {
+                        self.procs.edits_before_warpers(&ctx, edits)
+                    } else {
+                        self.procs.edits(&ctx, edits)
+                    };
+                    if !ok {
                         only_bans = false;
                         break;
                     }
                 }
-                if only_bans {
+                if only_bans && sample {
+                    // The edits and every row's top-k + 1 run with the step;
+                    // the host warps and draws from them.
+                    let queued = self.step_then(
+                        enc,
+                        &mut state,
+                        &tokens[..na],
+                        bufs,
+                        &mut edits[..na],
+                        Queued::EditsTopk,
+                    )?;
+                    decided = bufs.fetch_candidates(be, &mut edits[..na], queued)?
+                        && self.sample_on_candidates(
+                            bufs,
+                            &edits[..na],
+                            &active,
+                            &hist,
+                            &hlen,
+                            sources,
+                            &mut rngs,
+                            &mut draw,
+                            &mut choice[..na],
+                        )?;
+                    if decided {
+                        self.stats.backend_steps += 1;
+                    } else {
+                        be.copy_to_host(&bufs.logits, &mut logits)?;
+                        edited = bufs.edits_applied();
+                        self.stats.fallback_steps += 1;
+                    }
+                } else if only_bans {
                     // The bans, statistics and argmax run with the step.
                     let queued = self.step_then(
                         enc,
@@ -576,6 +635,64 @@ impl<'m> Generator<'m> {
                     .collect()
             })
             .collect())
+    }
+
+    /// Sampling on the backend's candidates: per active row `i`, HF's warpers
+    /// and draw over the compact row of its candidates
+    /// ([`BackendBuffers::sample_candidates`]), which give the id and log-prob
+    /// the whole row gives, into `choice[i]`. The rows' generators advance
+    /// only when every row was decided; false (nothing drawn) when a row's
+    /// candidates cannot decide it.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_on_candidates(
+        &mut self,
+        bufs: &mut BackendBuffers,
+        edits: &[RowEdits],
+        active: &[usize],
+        hist: &[u32],
+        hlen: &[usize],
+        sources: &[Vec<u32>],
+        rngs: &mut [Rng],
+        draw: &mut SampleScratch,
+        choice: &mut [(usize, f32)],
+    ) -> Result<bool> {
+        let (ml, v) = (self.cfg.max_length, self.vocab);
+        let per = rngs.len() / sources.len().max(1);
+        let SampleScratch {
+            ids,
+            vals,
+            probs,
+            next,
+        } = draw;
+        for (i, &r) in active.iter().enumerate() {
+            let smallest = match bufs.sample_candidates(i, &edits[i], ids, vals)? {
+                RowCandidates::Undecidable => return Ok(false),
+                RowCandidates::Whole => None,
+                RowCandidates::Partial { smallest } => Some(smallest),
+            };
+            let ctx = RowContext {
+                history: &hist[r * ml..r * ml + hlen[r]],
+                source: &sources[r / per],
+            };
+            if !self.procs.warp_candidates(vals, &ctx, smallest) {
+                return Ok(false);
+            }
+            let max = max_of(vals);
+            if !max.is_finite() {
+                return Ok(false);
+            }
+            probs.clear();
+            probs.extend(vals.iter().map(|&x| exp_nonpos(x - max)));
+            let total = sum_f64_at(probs, ids, v);
+            next[i] = rngs[r].clone();
+            let j = draw_from(probs, total, &mut next[i]);
+            let log_sum = total.ln() as f32;
+            choice[i] = (ids[j] as usize, (vals[j] - max) - log_sum);
+        }
+        for (i, &r) in active.iter().enumerate() {
+            rngs[r] = next[i].clone();
+        }
+        Ok(true)
     }
 
     // -----------------------------------------------------------------------------
@@ -717,7 +834,7 @@ impl<'m> Generator<'m> {
                         be.log_softmax(&mut bufs.logits)?;
                     }
                     normalized = true;
-                    decided = bufs.beam_fetch(be, &mut edits[..na * nb], queued)?;
+                    decided = bufs.fetch_candidates(be, &mut edits[..na * nb], queued)?;
                     for (p, &b) in active.iter().enumerate().take(if decided { na } else { 0 }) {
                         let at = p * k_keep..(p + 1) * k_keep;
                         if !bufs.beam_candidates(
@@ -987,6 +1104,14 @@ impl<'m> Generator<'m> {
 fn sample_row(row: &[f32], max: f32, probs: &mut [f32], rng: &mut Rng) -> (usize, f64) {
     let probs = &mut probs[..row.len()];
     let total = exp_into(row, max, probs);
+    (draw_from(probs, total, rng), total)
+}
+
+/// The index where the running sum of the positive `probs` (in order) first
+/// passes a uniform draw times `total` (rounding: the last positive one).
+/// Zeros neither move the sum nor get drawn, so a row's nonzero entries
+/// alone, in the same order, draw the same entry.
+fn draw_from(probs: &[f32], total: f64, rng: &mut Rng) -> usize {
     let target = rng.next_f64() * total;
     let mut cum = 0.0;
     let mut last = 0;
@@ -995,11 +1120,32 @@ fn sample_row(row: &[f32], max: f32, probs: &mut [f32], rng: &mut Rng) -> (usize
             cum += f64::from(p);
             last = i;
             if cum > target {
-                return (i, total);
+                return i;
             }
         }
     }
-    (last, total)
+    last
+}
+
+/// Host buffers of sampling on the backend's candidates, allocated when a
+/// generation starts: one row's compact candidates and their `e^(x - max)`,
+/// and each row's generator as it would be after this step's draw.
+struct SampleScratch {
+    ids: Vec<u32>,
+    vals: Vec<f32>,
+    probs: Vec<f32>,
+    next: Vec<Rng>,
+}
+
+impl SampleScratch {
+    fn new(rows: usize, per_row: usize) -> Self {
+        SampleScratch {
+            ids: Vec::with_capacity(per_row),
+            vals: Vec::with_capacity(per_row),
+            probs: Vec::with_capacity(per_row),
+            next: vec![Rng::new(0); rows],
+        }
+    }
 }
 
 /// Beam sampling: `cand_score.len()` draws without replacement from

@@ -281,3 +281,73 @@ fn edits_describe_what_the_ban_processors_do() {
     let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
     assert!(!list.only_edits());
 }
+
+/// Which processor lists sampling on the backend can decide from each row's
+/// top-k + 1 candidates: edits, then HF's temperature / top-k / top-p; the k
+/// is the top-k warper's (at least min_tokens_to_keep). And after the
+/// backend applied a row's edits, `process_again` runs the warpers (never
+/// applied there) but not the penalty: the row then equals the host's
+/// `process` of the raw row.
+#[test]
+fn sampling_top_k_and_process_again_with_warpers() {
+    let v = 16;
+    for (kw, want) in [
+        (serde_json::json!({"do_sample": true, "top_k": 5}), Some(5)),
+        (serde_json::json!({"do_sample": true}), Some(50)),
+        (
+            serde_json::json!({"do_sample": true, "top_k": 7, "temperature": 0.5, "top_p": 0.8,
+                               "repetition_penalty": 1.2, "no_repeat_ngram_size": 2,
+                               "forced_eos_token_id": 3}),
+            Some(7),
+        ),
+        (
+            serde_json::json!({"do_sample": true, "top_k": 0, "top_p": 0.8}),
+            None,
+        ),
+        (serde_json::json!({"do_sample": true, "top_k": 0}), None),
+        (serde_json::json!({"top_k": 5}), None),
+    ] {
+        let mut kw = kw;
+        kw["decoder_start_token_id"] = serde_json::json!(0);
+        kw["eos_token_id"] = serde_json::json!(3);
+        kw["max_length"] = serde_json::json!(12);
+        let cfg = GenerationConfig::from_values(&kw, &GenerationOverrides::default()).expect("cfg");
+        let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
+        assert_eq!(list.sampling_top_k(), want, "{kw}");
+    }
+    let kw = serde_json::json!({"decoder_start_token_id": 0, "eos_token_id": 3, "do_sample": true,
+                                "top_k": 6, "temperature": 0.7, "top_p": 0.9,
+                                "repetition_penalty": 1.3, "bad_words_ids": [[5]]});
+    let cfg = GenerationConfig::from_values(&kw, &GenerationOverrides::default()).expect("cfg");
+    let mut list = LogitsProcessorList::from_config(&cfg, v).expect("processors");
+    let ctx = RowContext {
+        history: &[0, 4, 7, 4],
+        source: &[],
+    };
+    let raw: Vec<f32> = (0..v)
+        .map(|i| ((i * 37) % 23) as f32 * 0.25 - 2.0)
+        .collect();
+    let mut want = raw.clone();
+    list.process(&mut want, &ctx);
+    let mut edits = RowEdits::default();
+    assert!(!list.edits(&ctx, &mut edits), "the warpers are not edits");
+    assert!(list.edits_before_warpers(&ctx, &mut edits));
+    let mut got = raw.clone();
+    for &t in &edits.penalized {
+        let s = got[t as usize];
+        got[t as usize] = if s < 0.0 {
+            s * edits.penalty
+        } else {
+            s / edits.penalty
+        };
+    }
+    for &t in &edits.banned {
+        got[t as usize] = f32::NEG_INFINITY;
+    }
+    list.process_again(&mut got, &ctx);
+    assert_eq!(got, want);
+    assert!(
+        want.iter().filter(|x| x.is_finite()).count() < 6,
+        "top-p cut some: {want:?}"
+    );
+}

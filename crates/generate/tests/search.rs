@@ -359,6 +359,122 @@ fn sampling_is_reproducible_and_batch_independent() {
     assert_ne!(a, c);
 }
 
+/// Top-k sampling on the backend (the CPU backend's ops standing in for a
+/// device: the edits and each row's top-k + 1 there, HF's warpers and the
+/// draw over those candidates on the host) draws what the host draws from the
+/// whole rows: the same ids and bit for bit the same scores, for every
+/// top-k below, at and above the vocabulary, with temperature, top-p, the
+/// repetition penalty, bans and forcing, several samples per source. On rows
+/// with ties at the k-th score (a quantised mock) some steps fall back to the
+/// full rows, and still draw the same.
+#[test]
+fn sampling_on_the_backend_draws_what_the_host_draws() {
+    let mut total = SearchStats::default();
+    let mut tie_fallbacks = 0;
+    for (c, (top_k, temperature, top_p, extra)) in [
+        (1, 1.0, 1.0, json!({})),
+        (3, 0.7, 1.0, json!({})),
+        (8, 1.3, 0.9, json!({})),
+        (14, 1.0, 0.5, json!({"repetition_penalty": 1.4})),
+        (
+            15,
+            0.8,
+            0.95,
+            json!({"no_repeat_ngram_size": 2, "min_new_tokens": 3}),
+        ),
+        (50, 1.0, 0.8, json!({})),
+        (
+            5,
+            0.6,
+            0.9,
+            json!({"forced_bos_token_id": 7, "forced_eos_token_id": 2,
+                              "repetition_penalty": 0.8, "bad_words_ids": [[9], [4]]}),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for quantum in [None, Some(0.5f32)] {
+            let mut kwargs = json!({"decoder_start_token_id": 0, "pad_token_id": 1, "eos_token_id": 2,
+                                    "do_sample": true, "top_k": top_k, "temperature": temperature,
+                                    "top_p": top_p, "num_return_sequences": 2, "max_new_tokens": 12});
+            for (key, v) in extra.as_object().expect("object") {
+                kwargs[key] = v.clone();
+            }
+            let sources: Vec<Vec<u32>> = (3..9).map(|s| vec![s]).collect();
+            let run = |on: bool| {
+                let mut mock = Mock::new(20 + c as u64, (2, -1.0, 0.2), vec![2]);
+                if let Some(q) = quantum {
+                    mock = mock.quantized(q);
+                }
+                let mut gen = Generator::new(&mock, seeded(kwargs.clone(), 99)).expect("generator");
+                gen.set_search_on_backend(Some(on));
+                let out = gen.generate(&sources, None).expect("generate");
+                (out, gen.search_stats())
+            };
+            let (want, host) = run(false);
+            let (got, stats) = run(true);
+            let what = format!("{kwargs} quantum {quantum:?}");
+            assert_eq!(host.backend_steps, 0, "{what}");
+            assert_eq!(stats.host_steps, 0, "{what}: {stats:?}");
+            if quantum.is_none() {
+                assert!(stats.backend_steps > 0, "{what}: {stats:?}");
+            }
+            for (g, w) in got.iter().zip(&want) {
+                for (gh, wh) in g.iter().zip(w) {
+                    assert_eq!(gh.ids, wh.ids, "{what}");
+                    assert_eq!(
+                        gh.score.to_bits(),
+                        wh.score.to_bits(),
+                        "{what}: {} vs {}",
+                        gh.score,
+                        wh.score
+                    );
+                }
+            }
+            if quantum.is_some() {
+                tie_fallbacks += stats.fallback_steps;
+            }
+            total.backend_steps += stats.backend_steps;
+            total.fallback_steps += stats.fallback_steps;
+        }
+    }
+    assert!(
+        tie_fallbacks > 0,
+        "no tie at the k-th score was exercised: {total:?}"
+    );
+    assert!(total.backend_steps > total.fallback_steps, "{total:?}");
+}
+
+/// Sampling the backend cannot decide from candidates searches on the host
+/// from the start: no top-k (top-p alone), top-k above the fetch limit, beam
+/// sampling, a trace.
+#[test]
+fn sampling_without_a_small_top_k_stays_on_the_host() {
+    for (kwargs, big_vocab) in [
+        (json!({"top_k": 0, "top_p": 0.9}), false),
+        (json!({"top_k": 64}), true),
+        (json!({"top_k": 5, "num_beams": 2}), false),
+    ] {
+        let mut kw = json!({"decoder_start_token_id": 0, "pad_token_id": 1, "eos_token_id": 2,
+                            "do_sample": true, "max_new_tokens": 4});
+        for (key, v) in kwargs.as_object().expect("object") {
+            kw[key] = v.clone();
+        }
+        let mock = Mock::new(3, (2, -1.0, 0.2), vec![2]);
+        let mut gen = Generator::new(&mock, seeded(kw.clone(), 5)).expect("generator");
+        gen.set_search_on_backend(Some(true));
+        gen.generate(&[vec![3]], None).expect("generate");
+        let s = gen.search_stats();
+        // top-k 64 fetches the whole 16-id row: decided on the backend
+        if big_vocab {
+            assert!(s.host_steps == 0 && s.backend_steps > 0, "{kw}: {s:?}");
+        } else {
+            assert!(s.backend_steps == 0 && s.host_steps > 0, "{kw}: {s:?}");
+        }
+    }
+}
+
 #[test]
 fn beam_sampling_runs_and_keeps_beam_invariants() {
     let mock = Mock::new(5, (2, -1.0, 0.3), vec![2]);

@@ -1,7 +1,8 @@
 //! Issue 5, item 6: search on the backend (only each row's candidates reach the
 //! host) gives the host search's ids on every fixture, and its scores within
 //! 1e-5 relative, for greedy and 4-beam search (also with two returned
-//! sequences), with each ban processor (min length / min new tokens,
+//! sequences) and top-k sampling (seeded; with temperature, top-p, two
+//! samples per source), with each ban processor (min length / min new tokens,
 //! no-repeat n-grams of 1, 2 and 3, encoder no-repeat n-grams, bad words,
 //! forced BOS / EOS), with the repetition penalty (0.8 / 1.3, alone and with
 //! bans: applied on the backend too), and in the cases that must go to the
@@ -101,6 +102,23 @@ fn settings(name: &str) -> Vec<(String, Value)> {
                       "min_new_tokens": 4, "bad_words_ids": [[5], [9, 10]]})),
         );
     }
+    // top-k sampling: the edits and each row's top-k + 1 on the backend, the
+    // warpers and the draw over them on the host (a fixed seed for both runs)
+    add(
+        "sample top_k 50 (HF's default)",
+        json!({"do_sample": true, "num_beams": 1, "seed": 7, "max_new_tokens": 24}),
+    );
+    add(
+        "sample top_k 10 temperature 0.7 top_p 0.9 penalty 1.3 nrng 2",
+        json!({"do_sample": true, "num_beams": 1, "seed": 8, "top_k": 10, "temperature": 0.7, "top_p": 0.9,
+               "repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "max_new_tokens": 24}),
+    );
+    add(
+        "sample nrs 2 top_k 20 temperature 1.5 forced bos/eos",
+        json!({"do_sample": true, "num_beams": 1, "seed": 9, "top_k": 20, "temperature": 1.5,
+               "num_return_sequences": 2, "forced_bos_token_id": 6,
+               "forced_eos_token_id": [3, 4], "max_new_tokens": 9}),
+    );
     add(
         "beam4 num_return_sequences 2",
         json!({"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 24}),

@@ -77,6 +77,15 @@ impl Mock {
         }
     }
 
+    /// The same mock with every table logit rounded to a multiple of `q`, so
+    /// that rows hold ties.
+    pub fn quantized(mut self, q: f32) -> Self {
+        for x in &mut self.table {
+            *x = (*x / q).round() * q;
+        }
+        self
+    }
+
     pub fn logits_for(&self, source: u32, prefix: &[u32], out: &mut [f32]) {
         let s = mock_state(u64::from(source), prefix);
         out.copy_from_slice(&self.table[s * VOCAB..(s + 1) * VOCAB]);

@@ -355,6 +355,8 @@ pub fn overrides_from_kwargs(kwargs: &Value) -> GenerationOverrides {
             "temperature" => o.temperature = kw_f64(k, v),
             "top_k" => o.top_k = kw_usize(k, v),
             "top_p" => o.top_p = kw_f64(k, v),
+            // not an HF kwarg (torch's generator is global): our `--seed`
+            "seed" => o.seed = v.as_u64(),
             "decoder_start_token_id" => o.decoder_start_token_id = kw_token(k, v),
             "eos_token_id" => o.eos_token_id = kw_tokens(k, v),
             "pad_token_id" => o.pad_token_id = kw_token(k, v),
