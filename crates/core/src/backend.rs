@@ -365,7 +365,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Convert to `dtype`; to int8 it quantises per row (absmax / 127).
     fn cast(&self, t: &Tensor, dtype: DType) -> Result<Tensor>;
     /// `dst[b, start + t, :] = src[b, t, :]` for src `[B, T, C]`, dst `[B, Tcap, C]`
-    /// (writes decoder steps into a KV cache).
+    /// (writes decoder steps into a KV cache). Same dtypes copy bits; an f32
+    /// `src` into an f16 or bf16 `dst` is rounded as [`cast`](Self::cast) to
+    /// that dtype rounds (to nearest even, NaN stays NaN), so a half-precision
+    /// cache takes f32 projections without a cast tensor per step. Other dtype
+    /// pairs are an error.
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()>;
     /// [`Backend::write_rows`] at `start = positions[0]`, read when the op runs
     /// (`positions` as in [`Backend::attention_at`]), so that a recorded decode
@@ -375,6 +379,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let host = self.download(positions)?;
         let (start, _) = crate::checks::positions(&host)?;
         self.write_rows(src, dst, start)
+    }
+    /// The dtype a model should store its attention K/V caches in, given its
+    /// attention operand dtype ([`AttentionParams::operand_dtype`]: F32 for
+    /// f32/int8 models, F16/BF16 for half models). Caches are written with
+    /// [`write_rows`](Self::write_rows), which converts f32 steps to it. The
+    /// default keeps f32 caches.
+    fn kv_cache_dtype(&self, operand: DType) -> DType {
+        let _ = operand;
+        DType::F32
     }
     /// `dst[i] = src[index[i]]` along dim 0 (beam reordering). `index` is u32.
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()>;

@@ -117,8 +117,8 @@ pub fn cast(from: DType, to: DType) -> Result<()> {
     Ok(())
 }
 
-/// `src [B, T, C]` fits into `dst [B, Tcap, C]` from row `start`, same dtype.
-/// Returns `[B, T, Tcap, C]`.
+/// `src [B, T, C]` fits into `dst [B, Tcap, C]` from row `start`; same dtype,
+/// or f32 into f16/bf16 (a converting KV-cache write). Returns `[B, T, Tcap, C]`.
 pub fn write_rows(src: &Tensor, dst: &Tensor, start: usize) -> Result<[usize; 4]> {
     const OP: &str = "write_rows";
     let (s, d) = (src.dims(), dst.dims());
@@ -132,7 +132,10 @@ pub fn write_rows(src: &Tensor, dst: &Tensor, start: usize) -> Result<[usize; 4]
             start + t
         )));
     }
-    same_dtype(OP, src, dst)?;
+    let converting = src.dtype() == DType::F32 && matches!(dst.dtype(), DType::F16 | DType::BF16);
+    if !converting {
+        same_dtype(OP, src, dst)?;
+    }
     Ok([batch, t, tcap, c])
 }
 
@@ -579,6 +582,23 @@ mod tests {
             e.to_string(),
             "write_rows: rows 3..6 do not fit a cache of 5 (src [2, 3, 4], dst [2, 5, 4])"
         );
+        // f32 steps may be rounded into a half cache; nothing else converts.
+        let z = |dt| Tensor::zeros(&[2, 5, 4][..], dt);
+        for dt in [DType::F16, DType::BF16] {
+            assert!(write_rows(&t(&[2, 3, 4]), &z(dt), 2).is_ok());
+        }
+        for (s, d) in [
+            (DType::F16, DType::F32),
+            (DType::BF16, DType::F16),
+            (DType::F32, DType::I8),
+            (DType::F32, DType::U32),
+        ] {
+            let e = write_rows(&Tensor::zeros(&[2, 3, 4][..], s), &z(d), 0).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("write_rows: dtype mismatch: {s} vs {d}")
+            );
+        }
         let e = index_select(&t(&[2, 4]), &[0, 2], &t(&[2, 4])).unwrap_err();
         assert_eq!(
             e.to_string(),

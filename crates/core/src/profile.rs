@@ -989,6 +989,9 @@ impl Backend for ProfiledBackend {
         });
         r
     }
+    fn kv_cache_dtype(&self, operand: DType) -> DType {
+        self.inner.kv_cache_dtype(operand)
+    }
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
         let t = self.begin("write_rows");
         let r = self.inner.write_rows(src, dst, start);
@@ -996,7 +999,7 @@ impl Backend for ProfiledBackend {
             Self::simple(
                 "write_rows",
                 0,
-                2 * tbytes(src),
+                tbytes(src) + src.elem_count() as u64 * dst.dtype().size_in_bytes() as u64,
                 format!("src {} dst {}", shape_str(src), shape_str(dst)),
             )
         });
@@ -1009,7 +1012,7 @@ impl Backend for ProfiledBackend {
             Self::simple(
                 "write_rows",
                 0,
-                2 * tbytes(src),
+                tbytes(src) + src.elem_count() as u64 * dst.dtype().size_in_bytes() as u64,
                 format!("src {} dst {}", shape_str(src), shape_str(dst)),
             )
         });
@@ -1436,6 +1439,10 @@ mod tests {
         fn write_rows(&self, _: &Tensor, _: &mut Tensor, _: usize) -> Result<()> {
             Ok(())
         }
+        // Not the default, so that forwarding shows.
+        fn kv_cache_dtype(&self, operand: DType) -> DType {
+            operand
+        }
         fn index_select(&self, _: &Tensor, _: &Tensor, _: &mut Tensor) -> Result<()> {
             Ok(())
         }
@@ -1619,6 +1626,14 @@ mod tests {
             gflops: 100.0,
             gbs: 10.0,
             description: "test".into(),
+        }
+    }
+
+    #[test]
+    fn kv_cache_dtype_is_the_inner_backends() {
+        let p = ProfiledBackend::new(Arc::new(Null), None);
+        for dt in [DType::F32, DType::F16, DType::BF16] {
+            assert_eq!(p.kv_cache_dtype(dt), dt);
         }
     }
 

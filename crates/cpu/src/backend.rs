@@ -461,6 +461,23 @@ impl Backend for CpuBackend {
             (HostStorage::U32(a), HostStorage::U32(b)) => {
                 copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
             }
+            // A half KV cache takes f32 steps (checks::write_rows allows these).
+            (HostStorage::F32(a), HostStorage::F16(b)) => copy::write_rows_f32_to_f16(
+                &a[so..so + n],
+                &mut b[dof..dof + dn],
+                t,
+                tcap,
+                c,
+                start,
+            ),
+            (HostStorage::F32(a), HostStorage::BF16(b)) => copy::write_rows_f32_to_bf16(
+                &a[so..so + n],
+                &mut b[dof..dof + dn],
+                t,
+                tcap,
+                c,
+                start,
+            ),
             _ => {}
         });
         Ok(())
@@ -1390,6 +1407,95 @@ mod tests {
             c.to_f32_vec().unwrap()[1],
             f16::from_f32(x.to_f32_vec().unwrap()[10]).to_f32()
         );
+    }
+
+    /// The bits of a half tensor's elements.
+    fn half_bits(x: &Tensor) -> Vec<u16> {
+        match x.host().unwrap() {
+            HostStorage::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
+            HostStorage::BF16(v) => v.iter().map(|h| h.to_bits()).collect(),
+            h => panic!("not half: {}", h.dtype()),
+        }
+    }
+
+    #[test]
+    fn converting_kv_writes_round_as_cast() {
+        let be = CpuBackend::with_threads(2);
+        // Ties (f16 at 1 + 2^-11, 1 + 3 * 2^-11, subnormal 2^-25, 3 * 2^-25; bf16
+        // at 1 + 2^-8, 1 + 3 * 2^-8), NaNs with payloads, infinities, values past
+        // f16's range (65519 rounds down, 65520 up to inf) and f32's extremes.
+        let special = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            2f32.powi(-25),
+            3.0 * 2f32.powi(-25),
+            1.0 + 2f32.powi(-8),
+            -(1.0 + 3.0 * 2f32.powi(-8)),
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xffc1_2345),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            65519.0,
+            65520.0,
+            -1.0e6,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            -0.0,
+        ];
+        let poison = |dt: DType, n: usize| match dt {
+            DType::F16 => HostStorage::F16(vec![f16::from_bits(0x5a5a); n]),
+            _ => HostStorage::BF16(vec![bf16::from_bits(0x5a5a); n]),
+        };
+        // The second shape is big enough for the pool's parallel path.
+        for (b, t_, tcap, c, start) in [(3, 5, 9, 7, 2), (3, 41, 50, 601, 7), (2, 1, 4, 18, 3)] {
+            let mut v = random_normal(7, b * t_ * c, 3.0);
+            v[..special.len()].copy_from_slice(&special);
+            let src = t(v, &[b, t_, c]);
+            for dt in [DType::F16, DType::BF16] {
+                let fresh = || Tensor::from_host(poison(dt, b * tcap * c), [b, tcap, c]).unwrap();
+                let mut want = fresh();
+                be.write_rows(&be.cast(&src, dt).unwrap(), &mut want, start)
+                    .unwrap();
+                let mut got = fresh();
+                be.write_rows(&src, &mut got, start).unwrap();
+                assert_eq!(half_bits(&got), half_bits(&want), "{dt} {b}x{t_}x{c}");
+                let pos = Tensor::from_u32(vec![start as u32, (start + t_) as u32], [2]).unwrap();
+                let mut at = fresh();
+                be.write_rows_at(&src, &mut at, &pos).unwrap();
+                assert_eq!(half_bits(&at), half_bits(&want), "at {dt} {b}x{t_}x{c}");
+                // Rows outside start..start + T keep the poison.
+                let w = half_bits(&want);
+                for (i, &x) in w.iter().enumerate() {
+                    let row = i / c % tcap;
+                    if row < start || row >= start + t_ {
+                        assert_eq!(x, 0x5a5a);
+                    }
+                }
+            }
+        }
+
+        // Other pairs are refused before anything is written.
+        let half_src = be.cast(&t(vec![1.0; 8], &[1, 2, 4]), DType::F16).unwrap();
+        let mut cache = t(vec![7.0; 12], &[1, 3, 4]);
+        let e = be.write_rows(&half_src, &mut cache, 0).unwrap_err();
+        assert_eq!(e.to_string(), "write_rows: dtype mismatch: f16 vs f32");
+        assert_eq!(cache.to_f32_vec().unwrap(), vec![7.0; 12]);
+        let mut bf = Tensor::from_host(poison(DType::BF16, 12), [1, 3, 4]).unwrap();
+        let e = be.write_rows(&half_src, &mut bf, 1).unwrap_err();
+        assert!(matches!(e, Error::DTypeMismatch { .. }), "{e}");
+        assert_eq!(half_bits(&bf), vec![0x5a5a; 12]);
+        let mut q = be.cast(&t(vec![1.0; 12], &[1, 3, 4]), DType::I8).unwrap();
+        let e = be
+            .write_rows(&t(vec![2.0; 8], &[1, 2, 4]), &mut q, 0)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "write_rows: dtype mismatch: f32 vs int8");
+        assert!(q.to_f32_vec().unwrap().iter().all(|&x| x == 1.0));
+        // The CPU's attention is exact f32: its caches stay f32.
+        for dt in [DType::F32, DType::F16, DType::BF16] {
+            assert_eq!(be.kv_cache_dtype(dt), DType::F32);
+        }
     }
 
     #[test]

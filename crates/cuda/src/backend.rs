@@ -12,6 +12,11 @@
 //! int8 (per-row scales); norm weights and biases f32, f16 or bf16 (non-f32 ones
 //! are converted on the device once per call, as the CPU backend does).
 //!
+//! KV caches: [`Backend::kv_cache_dtype`] is the attention operand dtype for
+//! f16/bf16 models (`write_rows` rounds the f32 steps into them) and f32
+//! otherwise; `ENCDEC_CUDA_KV_F32=1`, read when the backend is created, keeps
+//! f32 caches for half models too.
+//!
 //! Recording (CUDA graphs, `crate::graph`): the methods that cross to or from
 //! the host check [`Driver::host_guard`] first, so they fail with a clear
 //! error while recording instead of breaking the stream capture.
@@ -46,6 +51,8 @@ use crate::{driver_present, info_of, DeviceInfo};
 pub struct CudaBackend {
     dev: Arc<Dev>,
     knobs: Knobs,
+    /// `ENCDEC_CUDA_KV_F32=1` at creation: f32 KV caches for half models.
+    kv_f32: bool,
 }
 
 impl Clone for CudaBackend {
@@ -56,6 +63,7 @@ impl Clone for CudaBackend {
                 gemm: AtomicU8::new(self.knobs.gemm.load(Ordering::Relaxed)),
                 attention: AtomicU8::new(self.knobs.attention.load(Ordering::Relaxed)),
             },
+            kv_f32: self.kv_f32,
         }
     }
 }
@@ -126,6 +134,8 @@ impl CudaBackend {
                 max_smem_optin,
             }),
             knobs: Knobs::default(),
+            // Read once: a model sizes its caches from it at load.
+            kv_f32: std::env::var("ENCDEC_CUDA_KV_F32").as_deref() == Ok("1"),
         }
     }
 
@@ -376,12 +386,13 @@ impl CudaBackend {
             .ids
             .as_ref()
             .map(|ids| src.strided_indices().map(|i| ids[i]).collect());
-        let es = src.dtype().size_in_bytes();
+        let (sd, dd) = (src.dtype(), dst.dtype());
         let dof = dst.offset();
         let db = self.buf_mut(dst, OP)?;
         ops::copy::write_rows(
             &self.dev,
-            es,
+            sd,
+            dd,
             sp,
             db.ptr_at(dof),
             batch,
@@ -963,6 +974,15 @@ impl Backend for CudaBackend {
 
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
         self.write_rows_impl(src, dst, start, 0)
+    }
+
+    /// Half models keep half K/V caches (half the bytes each decode step's
+    /// attention reads); `ENCDEC_CUDA_KV_F32=1` keeps them f32.
+    fn kv_cache_dtype(&self, operand: DType) -> DType {
+        match operand {
+            DType::F16 | DType::BF16 if !self.kv_f32 => operand,
+            _ => DType::F32,
+        }
     }
 
     /// The kernel reads `start` from `positions` (so a recorded step replays

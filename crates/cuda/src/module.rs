@@ -130,6 +130,8 @@ impl Family {
             Family::Copy => &[
                 "write_rows_b2",
                 "write_rows_b4",
+                "write_rows_f32_to_f16",
+                "write_rows_f32_to_bf16",
                 "index_select_b1",
                 "index_select_b2",
                 "index_select_b4",

@@ -1,5 +1,6 @@
 //! kernels/copy.cu and the memory ops against the CPU backend: zeros,
-//! upload/download round trips (views included), write_rows into a KV cache,
+//! upload/download round trips (views included), write_rows into a KV cache
+//! (f32 steps rounded into f16/bf16 caches too),
 //! index_select (beam reordering, int8 rows with their scales), and the
 //! caching allocator (a repeated step allocates nothing new). All exact.
 
@@ -7,7 +8,7 @@ mod common;
 
 use common::*;
 use encdec_core::testing::random_normal;
-use encdec_core::{Backend, DType, Tensor};
+use encdec_core::{Backend, DType, HostStorage, Tensor};
 
 #[test]
 fn zeros_upload_download_round_trip() {
@@ -124,6 +125,118 @@ fn write_rows_matches_cpu() {
         .to_string();
     assert!(e.contains("index 9 is out of range"), "{e}");
     f.finish("write_rows");
+}
+
+/// The bits of a half tensor on the device.
+fn half_bits(g: &Dut, t: &Tensor) -> Vec<u16> {
+    host_half_bits(&g.download(t).unwrap())
+}
+
+fn host_half_bits(t: &Tensor) -> Vec<u16> {
+    match t.host().unwrap() {
+        HostStorage::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        HostStorage::BF16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        h => panic!("not a half tensor: {}", h.dtype()),
+    }
+}
+
+/// A host half cache whose every element is the bits 0x5a5a (rows the write
+/// must leave alone).
+fn poisoned_half(shape: &[usize], dt: DType) -> Tensor {
+    let n = shape.iter().product();
+    let h = match dt {
+        DType::F16 => HostStorage::F16(vec![half::f16::from_bits(0x5a5a); n]),
+        _ => HostStorage::BF16(vec![half::bf16::from_bits(0x5a5a); n]),
+    };
+    Tensor::from_host(h, shape).unwrap()
+}
+
+#[test]
+fn converting_write_rows_match_cpu() {
+    let g = gpu_or_skip!("converting_write_rows_match_cpu");
+    let mut f = Failures::default();
+    // Ties of f16 (1 + 2^-11, 1 + 3 * 2^-11, subnormal 3 * 2^-25) and bf16
+    // (1 + 2^-8, 1 + 3 * 2^-8), NaNs with payloads, infinities, past f16's range.
+    let special = [
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        2f32.powi(-25),
+        3.0 * 2f32.powi(-25),
+        1.0 + 2f32.powi(-8),
+        -(1.0 + 3.0 * 2f32.powi(-8)),
+        f32::NAN,
+        f32::from_bits(0xffc1_2345),
+        f32::from_bits(0x7f80_0001),
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        65519.0,
+        65520.0,
+        -1.0e6,
+        f32::MAX,
+        -0.0,
+    ];
+    for dt in [DType::F16, DType::BF16] {
+        for &(b, t, tcap, c, start) in &[
+            (1usize, 1usize, 1usize, 1usize, 0usize),
+            (3, 1, 9, 67, 4),
+            (2, 5, 7, 131, 2),
+            (4, 17, 40, 515, 23),
+            (2, 3, 11, 18, 0),
+        ] {
+            let mut v = random_normal(6, b * t * c, 4.0);
+            let k = special.len().min(v.len());
+            v[..k].copy_from_slice(&special[..k]);
+            let src = host(v, &[b, t, c]);
+            let cache = poisoned_half(&[b, tcap, c], dt);
+            let mut want = cpu().cast(&cache, dt).unwrap();
+            cpu().write_rows(&src, &mut want, start).unwrap();
+            let want = host_half_bits(&want);
+            // Rows outside start..start + t keep the poison.
+            for (i, &x) in want.iter().enumerate() {
+                let row = i / c % tcap;
+                assert!(row >= start && row < start + t || x == 0x5a5a);
+            }
+            let what = format!("{dt} b={b} t={t} tcap={tcap} c={c} start={start}");
+            let dsrc = up(&g, &src);
+            let mut got = up(&g, &cache);
+            g.write_rows(&dsrc, &mut got, start).unwrap();
+            if half_bits(&g, &got) != want {
+                f.push(format!("write_rows f32 -> {what}: not bit-identical"));
+            }
+            // The start read on the device (recorded steps).
+            let pos = up(
+                &g,
+                &Tensor::from_u32(vec![start as u32, (start + t) as u32], [2]).unwrap(),
+            );
+            let mut got = up(&g, &cache);
+            g.write_rows_at(&dsrc, &mut got, &pos).unwrap();
+            if half_bits(&g, &got) != want {
+                f.push(format!("write_rows_at f32 -> {what}: not bit-identical"));
+            }
+        }
+    }
+    f.finish("converting write_rows");
+
+    // Other pairs are refused and leave the cache as it was.
+    let half_src = up(&g, &host_as(vec![1.0; 8], &[1, 2, 4], DType::F16));
+    let mut cache = up(&g, &host(vec![7.0; 12], &[1, 3, 4]));
+    let e = g.write_rows(&half_src, &mut cache, 0).unwrap_err();
+    assert_eq!(e.to_string(), "write_rows: dtype mismatch: f16 vs f32");
+    assert_eq!(down(&g, &cache), vec![7.0; 12]);
+    let mut bf = up(&g, &poisoned_half(&[1, 3, 4], DType::BF16));
+    assert!(g.write_rows(&half_src, &mut bf, 1).is_err());
+    assert_eq!(half_bits(&g, &bf), vec![0x5a5a; 12]);
+
+    // Half models get half caches unless ENCDEC_CUDA_KV_F32=1.
+    let kv_f32 = std::env::var("ENCDEC_CUDA_KV_F32").as_deref() == Ok("1");
+    for dt in [DType::F32, DType::F16, DType::BF16] {
+        let want = if g.cuda.is_some() && !kv_f32 {
+            dt
+        } else {
+            DType::F32
+        };
+        assert_eq!(g.kv_cache_dtype(dt), want, "kv_cache_dtype({dt})");
+    }
 }
 
 #[test]

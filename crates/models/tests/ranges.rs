@@ -49,6 +49,9 @@ impl Backend for Recording {
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
         self.cpu.write_rows(src, dst, start)
     }
+    fn kv_cache_dtype(&self, operand: DType) -> DType {
+        self.cpu.kv_cache_dtype(operand)
+    }
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
         self.cpu.index_select(src, index, dst)
     }

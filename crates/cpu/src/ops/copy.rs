@@ -1,5 +1,7 @@
 //! Row copies: KV-cache writes and dim-0 gathers (beam reordering).
 
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::par;
@@ -14,12 +16,52 @@ pub fn write_rows<T: Copy + Send + Sync>(
     c: usize,
     start: usize,
 ) {
+    write_rows_with(src, dst, t, tcap, c, start, |s, d| d.copy_from_slice(s));
+}
+
+/// [`write_rows`] of f32 rows into an f16 cache, rounded as `cast` rounds
+/// (the `half` slice conversion it uses), without a temporary.
+pub fn write_rows_f32_to_f16(
+    src: &[f32],
+    dst: &mut [f16],
+    t: usize,
+    tcap: usize,
+    c: usize,
+    start: usize,
+) {
+    write_rows_with(src, dst, t, tcap, c, start, |s, d| {
+        d.convert_from_f32_slice(s)
+    });
+}
+
+/// [`write_rows`] of f32 rows into a bf16 cache, rounded as `cast` rounds.
+pub fn write_rows_f32_to_bf16(
+    src: &[f32],
+    dst: &mut [bf16],
+    t: usize,
+    tcap: usize,
+    c: usize,
+    start: usize,
+) {
+    write_rows_with(src, dst, t, tcap, c, start, |s, d| {
+        d.convert_from_f32_slice(s)
+    });
+}
+
+/// The row placement of the writes above; `put` fills one batch's rows.
+fn write_rows_with<S: Sync, D: Send>(
+    src: &[S],
+    dst: &mut [D],
+    t: usize,
+    tcap: usize,
+    c: usize,
+    start: usize,
+    put: impl Fn(&[S], &mut [D]) + Sync,
+) {
     if t * c == 0 {
         return;
     }
-    let body = |(s, d): (&[T], &mut [T])| {
-        d[start * c..(start + t) * c].copy_from_slice(s);
-    };
+    let body = |(s, d): (&[S], &mut [D])| put(s, &mut d[start * c..(start + t) * c]);
     if par::worth_parallel(src.len()) {
         src.par_chunks(t * c)
             .zip(dst.par_chunks_mut(tcap * c))

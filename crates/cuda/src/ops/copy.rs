@@ -1,6 +1,6 @@
 //! Launchers of `kernels/copy.cu`.
 
-use encdec_core::{Error, Result, Tensor};
+use encdec_core::{DType, Error, Result, Tensor};
 
 use crate::launch::{grid_for, kargs, Dev, KArg};
 use crate::module::Family;
@@ -19,12 +19,14 @@ fn by_size(op: &str, base: &'static [&'static str; 3], esize: usize) -> Result<&
     }
 }
 
-/// `dst[b, start + t, :] = src[b, t, :]`, elements of `esize` bytes (2 or 4);
+/// `dst[b, start + t, :] = src[b, t, :]` for src of dtype `sd` and dst of
+/// dtype `dd`: the same dtype (bits), or f32 into f16/bf16 (rounded as `cast`);
 /// with `start_at` (a u32 on the device, or 0) the kernel reads `start` there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_rows(
     dev: &Dev,
-    esize: usize,
+    sd: DType,
+    dd: DType,
     src: u64,
     dst: u64,
     batch: usize,
@@ -34,14 +36,25 @@ pub(crate) fn write_rows(
     start: usize,
     start_at: u64,
 ) -> Result<()> {
-    let name = match esize {
-        2 => "write_rows_b2",
-        4 => "write_rows_b4",
-        _ => {
-            return Err(Error::Invalid(format!(
-                "write_rows: no kernel for {esize}-byte elements"
-            )))
+    let name = match (sd, dd) {
+        (DType::F32, DType::F16) => "write_rows_f32_to_f16",
+        (DType::F32, DType::BF16) => "write_rows_f32_to_bf16",
+        _ if sd != dd => {
+            return Err(Error::DTypeMismatch {
+                op: "write_rows",
+                lhs: sd,
+                rhs: dd,
+            })
         }
+        _ => match sd.size_in_bytes() {
+            2 => "write_rows_b2",
+            4 => "write_rows_b4",
+            es => {
+                return Err(Error::Invalid(format!(
+                    "write_rows: no kernel for {es}-byte elements"
+                )))
+            }
+        },
     };
     let n = batch * t * c;
     if n == 0 {

@@ -159,6 +159,9 @@ impl Backend for CopyingCpu {
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
         self.0.write_rows(src, dst, start)
     }
+    fn kv_cache_dtype(&self, operand: DType) -> DType {
+        self.0.kv_cache_dtype(operand)
+    }
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
         self.0.index_select(src, index, dst)
     }
