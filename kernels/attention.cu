@@ -1,4 +1,5 @@
-// attention.cu: multi-head attention with an online (flash-style) softmax, f32.
+// attention.cu: multi-head attention with an online (flash-style) softmax, f32
+// math, K/V read as f32, f16 or bf16 (half-precision KV caches).
 // Used for the encoder, decoder prefill and any query tile (Tq > 1).
 //
 // What it computes (reference: crates/cpu/src/ops/attention.rs,
@@ -16,22 +17,26 @@
 // Online softmax: running max m, running sum l and output o are rescaled by
 // exp(m_old - m_new) per key tile; out = o / l at the end.
 //
+// With f16/bf16 K/V every element is widened exactly to f32 as it is staged, so
+// the result is the f32 kernel's on the widened K/V (the CPU op's semantics).
 // Layout: see AttnArgs in common.cuh. Heads are interleaved in the last dim, so
-// head h of a row is the D floats at h * D.
+// head h of a row is the D elements at h * D.
 // Launch shape: grid (ceil(Tq / W), H, B) with W = blockDim.x / 32 warps (the
 // launcher uses 4: 128 threads); warp w owns query row blockIdx.x * W + w.
 // The block walks the keys in tiles of 32: all threads stage K and V of the tile
-// in shared memory (K rows padded to D + 1 floats against bank conflicts), then
+// in shared memory as f32 (K rows padded to D + 1 floats against bank conflicts), then
 // each warp scores the tile with one key per lane, updates its softmax state with
 // warp shuffles, and accumulates P.V with D / 32 output dims per lane.
 // Dynamic shared memory: (32 * (D + 1) + 32 * D + W * D) * 4 bytes (34 KiB at
 // D = 128; D = 256 needs the opt-in above 48 KiB, which the launcher sets).
-// Variants attention_f32_d{32,64,128,256} hold D <= 32, 64, 128, 256 in registers.
+// Variants attention_{f32,kvf16,kvbf16}_d{32,64,128,256}: K/V dtype (q and out
+// are f32 in all), D <= 32, 64, 128, 256 held in registers.
 #include "common.cuh"
 
 #define ATTN_TILE 32
 
-template <int DCH>
+// KV: the loader of K/V's dtype (WF32, WF16, WBF16 in common.cuh).
+template <class KV, int DCH>
 __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
     extern __shared__ float smem[];
     const int D = a.head_dim, DP = D + 1;
@@ -43,8 +48,9 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
     const int i0 = blockIdx.x * nw, i = i0 + warp;
     const bool active = i < a.tq;
     const int r = a.kv_index ? (int)a.kv_index[b] : b;
-    const float* kb = a.k + (i64)r * a.k_sb + (i64)h * D;
-    const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
+    typedef typename KV::T E;
+    const E* kb = (const E*)a.k + (i64)r * a.k_sb + (i64)h * D;
+    const E* vb = (const E*)a.v + (i64)r * a.v_sb + (i64)h * D;
     const AttnPos pos = attn_pos(a);
     const int lim = attn_limit(a, pos, i);
     const int qpos = pos.q_offset + i;
@@ -67,8 +73,8 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
             const int jj = e / D, d = e - jj * D, j = j0 + jj;
             float kv = 0.0f, vv = 0.0f;
             if (j < kv_hi) {
-                kv = kb[(i64)j * a.k_st + d];
-                vv = vb[(i64)j * a.v_st + d];
+                kv = KV::load(kb, (i64)j * a.k_st + d);
+                vv = KV::load(vb, (i64)j * a.v_st + d);
             }
             ks[jj * DP + d] = kv;
             vs[jj * D + d] = vv;
@@ -109,7 +115,7 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
     if (!active) return;
     float* orow = a.out + (((i64)b * a.tq + i) * a.heads + h) * D;
     if (m == NEG_FLT_MAX && lim < pos.kv_len) {
-        attn_uniform(a, pos, vb, orow, lane, 32);
+        attn_uniform<KV>(a, pos, vb, orow, lane, 32);
         return;
     }
     const float inv = 1.0f / l;
@@ -120,7 +126,15 @@ __device__ __forceinline__ void attention_tiled(const AttnArgs& a) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) attention_f32_d32(const AttnArgs a) { attention_tiled<1>(a); }
-extern "C" __global__ void __launch_bounds__(128) attention_f32_d64(const AttnArgs a) { attention_tiled<2>(a); }
-extern "C" __global__ void __launch_bounds__(128) attention_f32_d128(const AttnArgs a) { attention_tiled<4>(a); }
-extern "C" __global__ void __launch_bounds__(128) attention_f32_d256(const AttnArgs a) { attention_tiled<8>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_f32_d32(const AttnArgs a) { attention_tiled<WF32, 1>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_f32_d64(const AttnArgs a) { attention_tiled<WF32, 2>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_f32_d128(const AttnArgs a) { attention_tiled<WF32, 4>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_f32_d256(const AttnArgs a) { attention_tiled<WF32, 8>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvf16_d32(const AttnArgs a) { attention_tiled<WF16, 1>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvf16_d64(const AttnArgs a) { attention_tiled<WF16, 2>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvf16_d128(const AttnArgs a) { attention_tiled<WF16, 4>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvf16_d256(const AttnArgs a) { attention_tiled<WF16, 8>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvbf16_d32(const AttnArgs a) { attention_tiled<WBF16, 1>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvbf16_d64(const AttnArgs a) { attention_tiled<WBF16, 2>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvbf16_d128(const AttnArgs a) { attention_tiled<WBF16, 4>(a); }
+extern "C" __global__ void __launch_bounds__(128) attention_kvbf16_d256(const AttnArgs a) { attention_tiled<WBF16, 8>(a); }

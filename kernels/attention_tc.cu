@@ -21,7 +21,8 @@
 //
 // Layout: AttnArgs (common.cuh): q [B, Tq, H*D], k/v [Bkv, Tcap, H*D] with any
 // batch/time strides (last dim contiguous, heads interleaved), out [B, Tq, H*D]
-// contiguous f32, written once.
+// contiguous f32, written once. q, k and v are f32 here (f16/bf16 K/V caches go
+// to attention.cu; the host refuses them on this path).
 //
 // Launch shape: grid (ceil(Tq / 64), H, B), 128 threads = 4 warps; warp w owns
 // the 16 query rows 64 blockIdx.x + 16 w .. + 15. The block walks the keys in
@@ -119,8 +120,9 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
     const int h = blockIdx.y, b = blockIdx.z;
     const int q0 = blockIdx.x * ATC_BQ;
     const int r = a.kv_index ? (int)a.kv_index[b] : b;
-    const float* kb = a.k + (i64)r * a.k_sb + (i64)h * D;
-    const float* vb = a.v + (i64)r * a.v_sb + (i64)h * D;
+    // f32 K/V only (the host refuses f16/bf16 K/V on this path).
+    const float* kb = (const float*)a.k + (i64)r * a.k_sb + (i64)h * D;
+    const float* vb = (const float*)a.v + (i64)r * a.v_sb + (i64)h * D;
     const float* mask_row = a.key_mask ? a.key_mask + (i64)r * a.tcap : nullptr;
     // Keys any row of the block needs (limit() grows with i).
     const AttnPos pos = attn_pos(a);

@@ -14,7 +14,8 @@
 //   - warp_sum / warp_max (butterfly shuffles: every lane gets the result)
 //   - block_sum / block_max for blockDim.x a multiple of 32 (<= 1024), f32
 //   - weight loaders `load_w<T>` for the f32/f16/bf16/int8 weight dtypes
-//   - AttnArgs and the attention helpers (bucket, limit, score, uniform row)
+//   - AttnArgs and the attention helpers (bucket, limit, score, uniform row);
+//     K/V may be f32, f16 or bf16, read through the loaders above
 //   - pack2 (two f32 -> f16x2 / bf16x2) and, for sm_80+, PTX wrappers of
 //     ldmatrix (.trans too), mma.sync m16n8k16 f16/bf16 and cp.async
 #pragma once
@@ -186,7 +187,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // Shared by attention.cu and decode_attention.cu; mirrors `AttnArgs` in
 // crates/cuda/src/ops/attention.rs (#[repr(C)], passed by value).
 // q [B, Tq, H*D], k/v [Bkv, Tcap, H*D] (heads interleaved in the last dim, which
-// is contiguous; batch/time strides in elements); out [B, Tq, H*D] contiguous;
+// is contiguous; batch/time strides in elements); q and out are f32, k and v
+// f32, f16 or bf16 (both the same; the kernel's name says which, and it casts
+// k/v to its element type); out [B, Tq, H*D] contiguous;
 // key_mask f32 [Bkv, Tcap] or null; pos_bias f32 [H, Tq, kv_len] or null;
 // kv_index u32 [B] or null (row b reads kv row b).
 // rel_table f32 [rel_buckets, H] or null: T5's relative position bias, looked up
@@ -199,8 +202,8 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // then plans the launch for kv_len = tcap. Never together with pos_bias.
 struct AttnArgs {
     const float* q;
-    const float* k;
-    const float* v;
+    const void* k;
+    const void* v;
     float* out;
     const float* key_mask;
     const float* pos_bias;
@@ -274,13 +277,15 @@ __device__ __forceinline__ float attn_score(const AttnArgs& a, float dot, const 
 
 // HF's fully masked row: every allowed score is f32::MIN, so HF's scores are all
 // f32::MIN and its softmax is uniform over all kv_len keys (also those past the
-// causal limit). Writes that mean of V for the D dims this lane owns.
-__device__ __forceinline__ void attn_uniform(const AttnArgs& a, const AttnPos& p, const float* vb, float* orow, int first_d,
-                                             int step) {
+// causal limit). Writes that mean of V for the D dims this lane owns. KV is the
+// loader of V's dtype (WF32, WF16 or WBF16; vb is not deduced: WF32 by default).
+template <class KV = WF32>
+__device__ __forceinline__ void attn_uniform(const AttnArgs& a, const AttnPos& p, const typename KV::T* vb, float* orow,
+                                             int first_d, int step) {
     const float w = 1.0f / (float)p.kv_len;
     for (int d = first_d; d < a.head_dim; d += step) {
         float acc = 0.0f;
-        for (int j = 0; j < p.kv_len; ++j) acc = fmaf(w, vb[(i64)j * a.v_st + d], acc);
+        for (int j = 0; j < p.kv_len; ++j) acc = fmaf(w, KV::load(vb, (i64)j * a.v_st + d), acc);
         orow[d] = acc;
     }
 }

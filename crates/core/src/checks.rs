@@ -429,6 +429,8 @@ pub struct AttentionShape {
 const ATTN: &str = "attention";
 
 /// q `[B, Tq, H*D]`, k and v `[Bkv, Tcap, H*D]`, `kv_len` in `1..=Tcap`.
+/// q is f32; k and v are f32, f16 or bf16, both the same (half-precision KV
+/// caches: the backends widen each element exactly to f32).
 /// Expects rank-3 inputs (see [`attention_view`]).
 pub fn attention(
     q: &Tensor,
@@ -436,6 +438,13 @@ pub fn attention(
     v: &Tensor,
     p: &AttentionParams,
 ) -> Result<AttentionShape> {
+    let (qt, kt, vt) = (q.dtype(), k.dtype(), v.dtype());
+    if qt != DType::F32 || kt != vt || !matches!(kt, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::Invalid(format!(
+            "attention: q must be f32 and k, v both f32, f16 or bf16 (the same dtype), \
+             got q {qt}, k {kt}, v {vt}"
+        )));
+    }
     let hd = p.num_heads * p.head_dim;
     let (qd, kd) = (q.dims(), k.dims());
     if hd == 0 {

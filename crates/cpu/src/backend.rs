@@ -769,6 +769,21 @@ impl Backend for CpuBackend {
         out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "attention";
+        if [k.dtype(), v.dtype()]
+            .iter()
+            .any(|t| matches!(t, DType::F16 | DType::BF16))
+        {
+            // Half-precision K/V (a half KV cache): widen both to f32 (exact) and
+            // run the f32 op, so the result is that of the widened K/V. This
+            // allocates two f32 copies per call; the CPU models keep f32 caches.
+            view3(q, OP)?;
+            for t in [k, v] {
+                checks::attention_view(OP, t, host(t, OP)?.len())?;
+            }
+            checks::attention(q, k, v, p)?; // k and v of one dtype
+            let (k32, v32) = (self.cast(k, DType::F32)?, self.cast(v, DType::F32)?);
+            return self.attention(q, &k32, &v32, p, out);
+        }
         let (qv, kv, vv) = (view3(q, OP)?, view3(k, OP)?, view3(v, OP)?);
         let shape = checks::attention(q, k, v, p)?;
         // Each optional input: its device and dtype first, then its shape.
@@ -1360,6 +1375,88 @@ mod tests {
         // A transposed (last dim strided) k is refused.
         let kt = k.transpose(1, 2).unwrap();
         assert!(be.attention(&q, &kt, &v, &ok, &mut out).is_err());
+    }
+
+    #[test]
+    fn attention_on_half_kv_is_attention_on_widened_kv() {
+        let be = CpuBackend::with_threads(2);
+        let (b, tq, tcap, h, d) = (2, 3, 9, 2, 8);
+        let q = t(random_vec(1, b * tq * h * d), &[b, tq, h * d]);
+        let k = t(random_vec(2, b * tcap * h * d), &[b, tcap, h * d]);
+        let v = t(random_vec(3, b * tcap * h * d), &[b, tcap, h * d]);
+        let mut mask = vec![0.0; b * tcap];
+        mask[1] = f32::MIN;
+        let mask = t(mask, &[b, tcap]);
+        let mask6 = t(vec![0.0; b * 6], &[b, 6]);
+        for dt in [DType::F16, DType::BF16] {
+            let (kh, vh) = (be.cast(&k, dt).unwrap(), be.cast(&v, dt).unwrap());
+            // The whole cache, and a narrowed view of it (batch stride Tcap rows).
+            let views = [
+                (kh.clone(), vh.clone(), &mask),
+                (
+                    kh.narrow(1, 1, 6).unwrap(),
+                    vh.narrow(1, 1, 6).unwrap(),
+                    &mask6,
+                ),
+            ];
+            for (kv, vv, m) in &views {
+                let n = kv.dims()[1];
+                let (kw, vw) = (
+                    be.cast(kv, DType::F32).unwrap(),
+                    be.cast(vv, DType::F32).unwrap(),
+                );
+                for causal in [false, true] {
+                    let p = AttentionParams {
+                        num_heads: h,
+                        head_dim: d,
+                        scale: 0.35,
+                        causal,
+                        q_offset: 2,
+                        kv_len: n - 1,
+                        key_mask: Some(m),
+                        position_bias: None,
+                        relative_bias: None,
+                        kv_index: None,
+                        operand_dtype: DType::F32,
+                    };
+                    let mut want = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+                    be.attention(&q, &kw, &vw, &p, &mut want).unwrap();
+                    let mut got = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+                    be.attention(&q, kv, vv, &p, &mut got).unwrap();
+                    let bits = |x: &Tensor| -> Vec<u32> {
+                        x.as_f32().unwrap().iter().map(|f| f.to_bits()).collect()
+                    };
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{dt} causal {causal} k {:?}",
+                        kv.dims()
+                    );
+                }
+            }
+            // k and v of different dtypes, or a half q, are refused by name.
+            let p = AttentionParams {
+                num_heads: h,
+                head_dim: d,
+                scale: 0.35,
+                causal: false,
+                q_offset: 0,
+                kv_len: tcap,
+                key_mask: None,
+                position_bias: None,
+                relative_bias: None,
+                kv_index: None,
+                operand_dtype: DType::F32,
+            };
+            let mut out = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+            let e = be
+                .attention(&q, &kh, &v, &p, &mut out)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("k {dt}, v f32")), "{e}");
+            let qh = be.cast(&q, dt).unwrap();
+            assert!(be.attention(&qh, &kh, &vh, &p, &mut out).is_err());
+        }
     }
 
     #[test]

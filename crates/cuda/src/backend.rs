@@ -300,9 +300,12 @@ impl CudaBackend {
         out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "attention";
-        let (qp, q_sb, q_st) = self.view3(q, OP)?;
-        let (kp, k_sb, k_st) = self.view3(k, OP)?;
-        let (vp, v_sb, v_st) = self.view3(v, OP)?;
+        // K/V may be half (KV caches): the kernels widen them; checks::attention
+        // requires k and v of one dtype.
+        const KV: &[DType] = &[DType::F32, DType::F16, DType::BF16];
+        let (qp, q_sb, q_st) = self.view3(q, OP, &[DType::F32])?;
+        let (kp, k_sb, k_st) = self.view3(k, OP, KV)?;
+        let (vp, v_sb, v_st) = self.view3(v, OP, KV)?;
         let shape = checks::attention(q, k, v, p)?;
         let (batch, tq, tcap) = (shape.batch, shape.tq, shape.tcap);
         // Each optional input: its device and dtype first, then its shape.
@@ -360,7 +363,13 @@ impl CudaBackend {
             rel_log_ratio: rel.map_or(0.0, |r| r.log_ratio()),
         };
         self.dev.bind()?;
-        ops::attention::attention(&self.dev, &args, p.operand_dtype, self.attention_path())
+        ops::attention::attention(
+            &self.dev,
+            &args,
+            p.operand_dtype,
+            k.dtype(),
+            self.attention_path(),
+        )
     }
 
     /// `write_rows` at `start`, or at the u32 the kernel reads at `start_at`
@@ -459,11 +468,12 @@ impl CudaBackend {
         })
     }
 
-    /// A rank-3 f32 view with a contiguous last dim: (address of its first
-    /// element, batch stride, time stride), checked to lie within its buffer.
-    fn view3(&self, t: &Tensor, op: &'static str) -> Result<(u64, usize, usize)> {
+    /// A rank-3 view of one of `dtypes` with a contiguous last dim: (address of
+    /// its first element, batch stride, time stride in elements), checked to lie
+    /// within its buffer.
+    fn view3(&self, t: &Tensor, op: &'static str, dtypes: &[DType]) -> Result<(u64, usize, usize)> {
         let b = self.buf(t, op)?;
-        if b.dtype != DType::F32 {
+        if !dtypes.contains(&b.dtype) {
             return Err(self.unsupported(op, b.dtype));
         }
         checks::attention_view(op, t, b.len)?;

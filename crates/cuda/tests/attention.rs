@@ -450,3 +450,192 @@ fn relative_bias_from_the_table_matches_the_materialised_bias() {
     assert!(g.attention(&q, &k, &k, &bad, &mut out).is_err());
     f.finish("relative bias");
 }
+
+/// Half-precision K/V (f16 and bf16 KV caches): the kernels widen each element
+/// to f32, so the result is the f32 attention over the widened K/V, which is
+/// what the CPU op computes on the same half tensors (TOL_REDUCE, as f32). Every
+/// case (odd kv_len, causal, key mask with a fully masked row, beams through
+/// kv_index), head dims 8/32/64/128 with 1-3 heads, no bias / position_bias /
+/// T5's relative bias by case, K/V as strided halves of a fused half tensor, on
+/// the Auto (the operand dtype allows tensor cores, which must not be taken:
+/// Auto is bit for bit Tiled for Tq > 1), Tiled and SplitKv paths.
+#[test]
+fn half_kv_matches_the_cpu_on_the_widened_kv() {
+    let g = gpu_or_skip!("half_kv_matches_the_cpu_on_the_widened_kv");
+    let mut f = Failures::default();
+    let dims = [(1usize, 8usize), (2, 32), (3, 64), (1, 128)];
+    for kv_dtype in [DType::F16, DType::BF16] {
+        for (ci, c) in CASES.iter().enumerate() {
+            for &(h, d) in &dims {
+                let hd = h * d;
+                let seed = (ci * 100 + d) as u64 + 9000;
+                let qh = host(
+                    random_normal(seed, c.batch * c.tq * hd, 1.0),
+                    &[c.batch, c.tq, hd],
+                );
+                // k, v as halves of a fused half [Bkv, Tcap, 2 HD] (strided views).
+                let kvb = host_as(
+                    random_normal(seed + 1, c.bkv * c.tcap * 2 * hd, 1.0),
+                    &[c.bkv, c.tcap, 2 * hd],
+                    kv_dtype,
+                );
+                let (kh, vh) = (
+                    kvb.narrow(2, 0, hd).unwrap(),
+                    kvb.narrow(2, hd, hd).unwrap(),
+                );
+                let (qd, kvbd) = (up(&g, &qh), up(&g, &kvb));
+                let (kd, vd) = (
+                    kvbd.narrow(2, 0, hd).unwrap(),
+                    kvbd.narrow(2, hd, hd).unwrap(),
+                );
+                let mh = c
+                    .mask
+                    .then(|| host(mask(seed + 2, c.bkv, c.tcap), &[c.bkv, c.tcap]));
+                let md = mh.as_ref().map(|m| up(&g, m));
+                let ih = c
+                    .beams
+                    .map(|b| Tensor::from_u32(b.to_vec(), [b.len()]).unwrap());
+                let id = ih.as_ref().map(|i| up(&g, i));
+                // Bias by case: none, position_bias, relative bias (bidirectional unless causal).
+                let bias = ci % 3;
+                let bh = (bias == 1).then(|| {
+                    host(
+                        random_normal(seed + 3, h * c.tq * c.kv_len, 2.0),
+                        &[h, c.tq, c.kv_len],
+                    )
+                });
+                let bd = bh.as_ref().map(|b| up(&g, b));
+                let th = (bias == 2).then(|| host(random_normal(seed + 4, 32 * h, 2.0), &[32, h]));
+                let td = th.as_ref().map(|t| up(&g, t));
+                let (rel_h, rel_d) = (
+                    th.as_ref().map(|t| t5_bias(t, !c.causal)),
+                    td.as_ref().map(|t| t5_bias(t, !c.causal)),
+                );
+                let params = |mask, pb, rel, ix, operand_dtype| AttentionParams {
+                    num_heads: h,
+                    head_dim: d,
+                    scale: if bias == 0 {
+                        1.0 / (d as f32).sqrt()
+                    } else {
+                        1.0
+                    },
+                    causal: c.causal,
+                    q_offset: c.q_offset,
+                    kv_len: c.kv_len,
+                    key_mask: mask,
+                    position_bias: pb,
+                    relative_bias: rel,
+                    kv_index: ix,
+                    operand_dtype,
+                };
+                let mut want = Tensor::zeros([c.batch, c.tq, hd], DType::F32);
+                cpu()
+                    .attention(
+                        &qh,
+                        &kh,
+                        &vh,
+                        &params(mh.as_ref(), bh.as_ref(), rel_h, ih.as_ref(), DType::F32),
+                        &mut want,
+                    )
+                    .unwrap();
+                let want = want.to_f32_vec().unwrap();
+                let mut tiled = None;
+                for path in [
+                    AttentionPath::Tiled,
+                    AttentionPath::Auto,
+                    AttentionPath::SplitKv,
+                ] {
+                    g.set_attention_path(path);
+                    let what = format!(
+                        "{kv_dtype} K/V {} ({c:?}) H={h} D={d} bias={bias} path={path:?}",
+                        c.name
+                    );
+                    let mut got = poisoned(&g, &[c.batch, c.tq, hd]);
+                    // Auto is told tensor cores would be fine for the operands.
+                    let p = params(md.as_ref(), bd.as_ref(), rel_d, id.as_ref(), kv_dtype);
+                    if let Err(e) = g.attention(&qd, &kd, &vd, &p, &mut got) {
+                        f.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                    let got = down(&g, &got);
+                    f.check(&what, &got, &want, TOL_REDUCE);
+                    match (path, &tiled) {
+                        (AttentionPath::Tiled, _) => tiled = Some(got),
+                        (AttentionPath::Auto, Some(t)) if c.tq > 1 => {
+                            f.exact(&format!("{what} vs Tiled"), &got, t)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    f.finish("half K/V attention");
+}
+
+/// Half K/V: the tensor-core path refuses them by name; mixed K/V dtypes and a
+/// half q are refused on every path.
+#[test]
+fn half_kv_refusals() {
+    let g = gpu_or_skip!("half_kv_refusals");
+    let (b, tq, tk, h, d) = (1, 4, 9, 2, 64);
+    let q = up(
+        &g,
+        &host(random_normal(1, b * tq * h * d, 1.0), &[b, tq, h * d]),
+    );
+    let kf = host(random_normal(2, b * tk * h * d, 1.0), &[b, tk, h * d]);
+    let p = AttentionParams {
+        num_heads: h,
+        head_dim: d,
+        scale: 0.125,
+        causal: false,
+        q_offset: 0,
+        kv_len: tk,
+        key_mask: None,
+        position_bias: None,
+        relative_bias: None,
+        kv_index: None,
+        operand_dtype: DType::F16,
+    };
+    let mut out = poisoned(&g, &[b, tq, h * d]);
+    for dt in [DType::F16, DType::BF16] {
+        let k = up(&g, &cpu().cast(&kf, dt).unwrap());
+        if g.cuda.is_some() {
+            g.set_attention_path(AttentionPath::TensorCore);
+            let e = g.attention(&q, &k, &k, &p, &mut out).unwrap_err();
+            assert!(
+                matches!(e, encdec_core::Error::Invalid(_))
+                    && e.to_string().contains("f32 K/V only")
+                    && e.to_string().contains(&dt.to_string()),
+                "{e}"
+            );
+        }
+        for path in [
+            AttentionPath::Auto,
+            AttentionPath::Tiled,
+            AttentionPath::SplitKv,
+        ] {
+            g.set_attention_path(path);
+            let e = g
+                .attention(&q, &k, &up(&g, &kf), &p, &mut out)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("k {dt}, v f32")), "{path:?}: {e}");
+            let qh = up(&g, &cpu().cast(&down_host(&g, &q), dt).unwrap());
+            assert!(g.attention(&qh, &k, &k, &p, &mut out).is_err(), "{path:?}");
+        }
+    }
+}
+
+fn t5_bias(table: &Tensor, bidirectional: bool) -> RelativeBiasSpec<'_> {
+    RelativeBiasSpec {
+        table,
+        num_buckets: 32,
+        max_distance: 128,
+        bidirectional,
+    }
+}
+
+fn down_host(g: &Dut, t: &Tensor) -> Tensor {
+    host(down(g, t), t.dims())
+}

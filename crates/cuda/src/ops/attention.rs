@@ -1,6 +1,8 @@
 //! Launchers of `kernels/attention.cu` (tiled, any Tq),
 //! `kernels/attention_tc.cu` (tensor cores, f16/bf16 operands, head_dim 64/128)
 //! and `kernels/decode_attention.cu` (key axis split across blocks, then combined).
+//! K/V may be f32, f16 or bf16 (half KV caches): the tiled and split kernels
+//! have a variant per K/V dtype; the tensor-core kernel reads f32 K/V only.
 
 use encdec_core::{DType, Error, Result};
 
@@ -51,14 +53,15 @@ unsafe impl KArg for AttnArgs {}
 pub enum AttentionPath {
     /// Split-KV (flash-decoding) for Tq = 1; for Tq > 1 the tensor-core kernel
     /// when the call allows f16/bf16 operands (`AttentionParams::operand_dtype`),
-    /// head_dim is 64 or 128 and the device is sm_80+; else tiled.
+    /// K/V are f32, head_dim is 64 or 128 and the device is sm_80+; else tiled.
     Auto,
     /// Always the tiled kernel.
     Tiled,
     /// Always split-KV + combine.
     SplitKv,
     /// Always the tensor-core kernel (any Tq); an error where it cannot run
-    /// (f32 operands, head_dim not 64/128, below sm_80). For tests and benches.
+    /// (f32 operands, f16/bf16 K/V, head_dim not 64/128, below sm_80). For
+    /// tests and benches.
     TensorCore,
 }
 
@@ -83,9 +86,21 @@ fn variant(d: usize) -> usize {
     }
 }
 
-/// The `attention_tc.cu` kernel for `operand` (F16/BF16) and head_dim `d`, or
-/// why there is none.
-fn tc_kernel(dev: &Dev, operand: DType, d: usize) -> std::result::Result<&'static str, String> {
+/// The `attention_tc.cu` kernel for `operand` (F16/BF16), K/V dtype `kv` and
+/// head_dim `d`, or why there is none.
+fn tc_kernel(
+    dev: &Dev,
+    operand: DType,
+    kv: DType,
+    d: usize,
+) -> std::result::Result<&'static str, String> {
+    if kv != DType::F32 {
+        // Its staging copies f32 K/V tiles with cp.async; half K/V would need
+        // another loader. The tiled kernel reads them instead (Auto).
+        return Err(format!(
+            "the tensor-core attention reads f32 K/V only, not {kv} (use Auto or Tiled)"
+        ));
+    }
     if dev.kernels.is_some() && dev.info.compute_capability.0 < 8 {
         return Err(format!(
             "the tensor-core attention needs sm_80+, {} is sm_{}{}",
@@ -109,11 +124,13 @@ fn tc_kernel(dev: &Dev, operand: DType, d: usize) -> std::result::Result<&'stati
 }
 
 /// Runs attention; `a` is fully checked by the caller. `operand` is the call's
-/// `AttentionParams::operand_dtype` (the rounding it allows).
+/// `AttentionParams::operand_dtype` (the rounding it allows); `kv` the dtype of
+/// K and V (F32, F16 or BF16, both the same: checked by the caller).
 pub(crate) fn attention(
     dev: &Dev,
     a: &AttnArgs,
     operand: DType,
+    kv: DType,
     path: AttentionPath,
 ) -> Result<()> {
     let (b, tq, h, d) = (
@@ -136,10 +153,10 @@ pub(crate) fn attention(
     let tc = match path {
         // Auto falls back where the kernel cannot run (also on a device whose
         // shared-memory opt-in is below the D = 128 kernel's 99 KiB).
-        AttentionPath::Auto if tq > 1 => tc_kernel(dev, operand, d)
+        AttentionPath::Auto if tq > 1 => tc_kernel(dev, operand, kv, d)
             .ok()
             .filter(|_| tc_smem <= dev.max_smem_optin as usize),
-        AttentionPath::TensorCore => Some(tc_kernel(dev, operand, d).map_err(|why| {
+        AttentionPath::TensorCore => Some(tc_kernel(dev, operand, kv, d).map_err(|why| {
             Error::Invalid(format!(
                 "attention (AttentionPath::TensorCore) on {}: {why}",
                 dev.info.label()
@@ -169,7 +186,7 @@ pub(crate) fn attention(
         AttentionPath::SplitKv => true,
     };
     if split && b * tq <= 65535 && h <= 65535 {
-        return split_kv(dev, a, b, tq, h, d);
+        return split_kv(dev, a, kv, b, tq, h, d);
     }
     if b > 65535 || h > 65535 {
         return Err(Error::Invalid(format!(
@@ -177,12 +194,26 @@ pub(crate) fn attention(
             dev.info.label()
         )));
     }
-    let names = [
-        "attention_f32_d32",
-        "attention_f32_d64",
-        "attention_f32_d128",
-        "attention_f32_d256",
-    ];
+    let names = match kv {
+        DType::F16 => [
+            "attention_kvf16_d32",
+            "attention_kvf16_d64",
+            "attention_kvf16_d128",
+            "attention_kvf16_d256",
+        ],
+        DType::BF16 => [
+            "attention_kvbf16_d32",
+            "attention_kvbf16_d64",
+            "attention_kvbf16_d128",
+            "attention_kvbf16_d256",
+        ],
+        _ => [
+            "attention_f32_d32",
+            "attention_f32_d64",
+            "attention_f32_d128",
+            "attention_f32_d256",
+        ],
+    };
     let smem = (32 * (d + 1) + 32 * d + WARPS * d) * 4;
     dev.launch(
         Family::Attention,
@@ -195,7 +226,15 @@ pub(crate) fn attention(
 }
 
 /// Flash-decoding: partial softmax states per key split, then a combine kernel.
-fn split_kv(dev: &Dev, a: &AttnArgs, b: usize, tq: usize, h: usize, d: usize) -> Result<()> {
+fn split_kv(
+    dev: &Dev,
+    a: &AttnArgs,
+    kv: DType,
+    b: usize,
+    tq: usize,
+    h: usize,
+    d: usize,
+) -> Result<()> {
     // Keys any query row attends to; with positions read on the device, any
     // of the cache's (a recorded step's launch must fit every replay).
     let kv_hi = if a.positions != 0 {
@@ -215,12 +254,36 @@ fn split_kv(dev: &Dev, a: &AttnArgs, b: usize, tq: usize, h: usize, d: usize) ->
     let pm = dev.alloc(slots * 4)?;
     let pl = dev.alloc(slots * 4)?;
     let po = dev.alloc(slots * d * 4)?;
-    let names = [
-        "attention_split_f32_d32",
-        "attention_split_f32_d64",
-        "attention_split_f32_d128",
-        "attention_split_f32_d256",
-    ];
+    // The combine kernel reads V too (the uniform average of a fully masked row).
+    let (names, combine) = match kv {
+        DType::F16 => (
+            [
+                "attention_split_kvf16_d32",
+                "attention_split_kvf16_d64",
+                "attention_split_kvf16_d128",
+                "attention_split_kvf16_d256",
+            ],
+            "attention_combine_kvf16",
+        ),
+        DType::BF16 => (
+            [
+                "attention_split_kvbf16_d32",
+                "attention_split_kvbf16_d64",
+                "attention_split_kvbf16_d128",
+                "attention_split_kvbf16_d256",
+            ],
+            "attention_combine_kvbf16",
+        ),
+        _ => (
+            [
+                "attention_split_f32_d32",
+                "attention_split_f32_d64",
+                "attention_split_f32_d128",
+                "attention_split_f32_d256",
+            ],
+            "attention_combine_f32",
+        ),
+    };
     let smem = (d + WARPS * d + 2 * WARPS) * 4;
     dev.launch(
         Family::DecodeAttention,
@@ -232,7 +295,7 @@ fn split_kv(dev: &Dev, a: &AttnArgs, b: usize, tq: usize, h: usize, d: usize) ->
     )?;
     dev.launch(
         Family::DecodeAttention,
-        "attention_combine_f32",
+        combine,
         (h as u32, (b * tq) as u32, 1),
         128,
         0,
