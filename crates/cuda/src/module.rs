@@ -112,6 +112,7 @@ impl Family {
                 "mul_assign_f32",
                 "scale_f32",
                 "scatter_fill_f32",
+                "repetition_penalty_f32",
                 "activation_f32",
                 "gated_activation_f32",
                 "cast_f32_f16",
@@ -448,6 +449,66 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The other way round: a kernel a file defines but the list leaves out
+    /// is never loaded, so its launch fails on a GPU ("no kernel registered")
+    /// while the emulator, which looks kernels up by name, runs it. Kernels
+    /// are `extern "C" __global__ void [__launch_bounds__(..)] name(` or a
+    /// `MACRO(name, ..)` line of a `#define MACRO(NAME, ..)` in the same file.
+    #[test]
+    fn every_kernel_a_file_defines_is_registered() {
+        for f in Family::ALL {
+            let src = f.source();
+            let mut defined: Vec<String> = Vec::new();
+            let mut macros: Vec<String> = Vec::new();
+            for line in src.lines() {
+                if let Some(rest) = line.trim_start().strip_prefix("#define ") {
+                    if let Some((name, args)) = rest.split_once('(') {
+                        if args.starts_with("NAME") {
+                            macros.push(name.to_string());
+                        }
+                    }
+                }
+            }
+            let mut rest = src;
+            while let Some(at) = rest.find("extern \"C\" __global__ void") {
+                rest = &rest[at + 27..];
+                let mut head = rest.trim_start();
+                if let Some(after) = head.strip_prefix("__launch_bounds__(") {
+                    head = after.split_once(')').map_or("", |(_, r)| r).trim_start();
+                }
+                let name: String = head
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                // the macros' own bodies name their kernel NAME
+                if !name.is_empty() && name != "NAME" {
+                    defined.push(name);
+                }
+            }
+            for line in src.lines() {
+                if let Some((m, args)) = line.split_once('(') {
+                    if macros.iter().any(|x| x == m) {
+                        let name: String = args
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        if name != "NAME" {
+                            defined.push(name);
+                        }
+                    }
+                }
+            }
+            assert!(!defined.is_empty(), "{}: no kernel found", f.file());
+            for k in &defined {
+                assert!(
+                    f.kernels().contains(&k.as_str()),
+                    "{}: `{k}` is defined but not registered in Family::kernels",
+                    f.file()
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_registered_kernel_is_defined_in_its_file() {
