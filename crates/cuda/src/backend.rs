@@ -21,7 +21,7 @@
 //! the host check [`Driver::host_guard`] first, so they fail with a clear
 //! error while recording instead of breaking the stream capture.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{sys::CUdevice_attribute, CudaContext};
@@ -51,8 +51,6 @@ use crate::{driver_present, info_of, DeviceInfo};
 pub struct CudaBackend {
     dev: Arc<Dev>,
     knobs: Knobs,
-    /// `ENCDEC_CUDA_KV_F32=1` at creation: f32 KV caches for half models.
-    kv_f32: bool,
 }
 
 impl Clone for CudaBackend {
@@ -62,8 +60,8 @@ impl Clone for CudaBackend {
             knobs: Knobs {
                 gemm: AtomicU8::new(self.knobs.gemm.load(Ordering::Relaxed)),
                 attention: AtomicU8::new(self.knobs.attention.load(Ordering::Relaxed)),
+                kv_f32: AtomicBool::new(self.knobs.kv_f32.load(Ordering::Relaxed)),
             },
-            kv_f32: self.kv_f32,
         }
     }
 }
@@ -72,6 +70,8 @@ impl Clone for CudaBackend {
 struct Knobs {
     gemm: AtomicU8,
     attention: AtomicU8,
+    /// f32 KV caches for half models (`ENCDEC_CUDA_KV_F32=1` at creation).
+    kv_f32: AtomicBool,
 }
 
 impl CudaBackend {
@@ -133,9 +133,10 @@ impl CudaBackend {
                 info,
                 max_smem_optin,
             }),
-            knobs: Knobs::default(),
-            // Read once: a model sizes its caches from it at load.
-            kv_f32: std::env::var("ENCDEC_CUDA_KV_F32").as_deref() == Ok("1"),
+            knobs: Knobs {
+                kv_f32: AtomicBool::new(std::env::var("ENCDEC_CUDA_KV_F32").as_deref() == Ok("1")),
+                ..Knobs::default()
+            },
         }
     }
 
@@ -175,6 +176,13 @@ impl CudaBackend {
     /// Chooses the `linear` kernels (tests and benches use this to cover both).
     pub fn set_gemm_path(&self, p: GemmPath) {
         self.knobs.gemm.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Whether half models get f32 KV caches ([`Backend::kv_cache_dtype`]);
+    /// a model reads it when it encodes or starts decoding. Tests compare
+    /// both; `ENCDEC_CUDA_KV_F32=1` sets it when the backend is created.
+    pub fn set_kv_f32_caches(&self, on: bool) {
+        self.knobs.kv_f32.store(on, Ordering::Relaxed);
     }
 
     /// Chooses the attention kernels (tests and benches use this to cover both).
@@ -990,7 +998,7 @@ impl Backend for CudaBackend {
     /// attention reads); `ENCDEC_CUDA_KV_F32=1` keeps them f32.
     fn kv_cache_dtype(&self, operand: DType) -> DType {
         match operand {
-            DType::F16 | DType::BF16 if !self.kv_f32 => operand,
+            DType::F16 | DType::BF16 if !self.knobs.kv_f32.load(Ordering::Relaxed) => operand,
             _ => DType::F32,
         }
     }

@@ -79,6 +79,14 @@ impl Dev {
         }
         let f = match &self.kernels {
             Some(k) => Some(k.function(family, name)?),
+            // the emulator finds kernels by name: hold it to the registry a
+            // GPU's modules are loaded from
+            None if !family.kernels().contains(&name) => {
+                return Err(Error::Cuda(format!(
+                    "kernels/{}: no kernel `{name}` is registered",
+                    family.file()
+                )))
+            }
             None => None,
         };
         if smem > 48 * 1024 {

@@ -154,9 +154,11 @@ const CASES: &[Case] = &[
         let mut c = b.zeros(&[2, 5, 4], DType::F32)?;
         b.write_rows(&u(t(vec![0.0; 24], &[2, 3, 4])), &mut c, 3)
     }),
+    // f32 into a half cache rounds; a half source into an f32 cache is refused
     ("write_rows dtype", |b, u| {
-        let mut c = b.zeros(&[2, 5, 4], DType::F16)?;
-        b.write_rows(&u(t(vec![0.0; 24], &[2, 3, 4])), &mut c, 0)
+        let mut c = b.zeros(&[2, 5, 4], DType::F32)?;
+        let src = b.cast(&u(t(vec![0.0; 24], &[2, 3, 4])), DType::F16)?;
+        b.write_rows(&src, &mut c, 0)
     }),
     ("index_select out of range", |b, u| {
         let src = b.zeros(&[2, 5, 4], DType::F32)?;

@@ -490,48 +490,40 @@ impl<'m> Generator<'m> {
                         break;
                     }
                 }
-                if only_bans && sample {
-                    // The edits and every row's top-k + 1 run with the step;
-                    // the host warps and draws from them.
-                    let queued = self.step_then(
-                        enc,
-                        &mut state,
-                        &tokens[..na],
-                        bufs,
-                        &mut edits[..na],
-                        Queued::EditsTopk,
-                    )?;
-                    decided = bufs.fetch_candidates(be, &mut edits[..na], queued)?
-                        && self.sample_on_candidates(
-                            bufs,
-                            &edits[..na],
-                            &active,
-                            &hist,
-                            &hlen,
-                            sources,
-                            &mut rngs,
-                            &mut draw,
-                            &mut choice[..na],
-                        )?;
-                    if decided {
-                        self.stats.backend_steps += 1;
+                if only_bans {
+                    // The edits and the argmax and statistics (greedy) or every
+                    // row's top-k + 1 (sampling: the host warps and draws from
+                    // them) run with the step.
+                    let ops: fn(Staged) -> Queued = if sample {
+                        Queued::EditsTopk
                     } else {
-                        be.copy_to_host(&bufs.logits, &mut logits)?;
-                        edited = bufs.edits_applied();
-                        self.stats.fallback_steps += 1;
-                    }
-                } else if only_bans {
-                    // The bans, statistics and argmax run with the step.
+                        Queued::GreedyPick
+                    };
                     let queued = self.step_then(
                         enc,
                         &mut state,
                         &tokens[..na],
                         bufs,
                         &mut edits[..na],
-                        Queued::GreedyPick,
+                        ops,
                     )?;
-                    let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na], queued)?;
-                    decided = out == GreedyOutcome::Decided;
+                    decided = if sample {
+                        bufs.fetch_candidates(be, &mut edits[..na], queued)?
+                            && self.sample_on_candidates(
+                                bufs,
+                                &edits[..na],
+                                &active,
+                                &hist,
+                                &hlen,
+                                sources,
+                                &mut rngs,
+                                &mut draw,
+                                &mut choice[..na],
+                            )?
+                    } else {
+                        let out = bufs.greedy(be, &mut edits[..na], &mut choice[..na], queued)?;
+                        out == GreedyOutcome::Decided
+                    };
                     if decided {
                         self.stats.backend_steps += 1;
                     } else {

@@ -1184,7 +1184,8 @@ impl Seq2SeqModel for BartModel {
         drop((h, attn, f));
 
         let cross = self.decoder.iter().map(|l| &l.cross_attn);
-        encoder_output(be, x, key_mask, src.lengths, cross)
+        let cache_dtype = be.kv_cache_dtype(self.attn_dtype);
+        encoder_output(be, x, key_mask, src.lengths, cross, cache_dtype)
     }
 
     fn start(
@@ -1207,6 +1208,7 @@ impl Seq2SeqModel for BartModel {
             capacity,
             self.decoder.len(),
             self.d_model,
+            self.backend.kv_cache_dtype(self.attn_dtype),
         )
     }
 

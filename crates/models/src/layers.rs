@@ -480,25 +480,32 @@ impl PaddedSources {
 
 /// The encoder output over `hidden` `[sources, src_len, d]`, with the
 /// cross-attention K/V of every decoder layer (`cross`) projected here, once per
-/// source: the beams of a source share them through `kv_index`.
+/// source, and stored as `cache_dtype` ([`Backend::kv_cache_dtype`]): the beams
+/// of a source share them through `kv_index`.
 pub fn encoder_output<'a>(
     backend: &dyn Backend,
     hidden: Tensor,
     key_mask: Tensor,
     lengths: Vec<usize>,
     cross: impl ExactSizeIterator<Item = &'a Attention>,
+    cache_dtype: DType,
 ) -> encdec_core::Result<EncoderOutput> {
     let (sources, src_len) = (hidden.dim(0), hidden.dim(1));
     let mut cross_k = Vec::with_capacity(cross.len());
     let mut cross_v = Vec::with_capacity(cross.len());
+    let project = |w: &Linear| -> encdec_core::Result<Tensor> {
+        let mut y = backend.zeros(&[sources, src_len, w.out_features()], DType::F32)?;
+        w.forward(backend, &hidden, &mut y)?;
+        // once per source, so the f32 temporary costs nothing per step
+        if cache_dtype == DType::F32 {
+            Ok(y)
+        } else {
+            backend.cast(&y, cache_dtype)
+        }
+    };
     for attn in cross {
-        let shape = [sources, src_len, attn.k.out_features()];
-        let mut ck = backend.zeros(&shape, DType::F32)?;
-        let mut cv = backend.zeros(&shape, DType::F32)?;
-        attn.k.forward(backend, &hidden, &mut ck)?;
-        attn.v.forward(backend, &hidden, &mut cv)?;
-        cross_k.push(ck);
-        cross_v.push(cv);
+        cross_k.push(project(&attn.k)?);
+        cross_v.push(project(&attn.v)?);
     }
     Ok(EncoderOutput {
         sources,
@@ -512,21 +519,23 @@ pub fn encoder_output<'a>(
 }
 
 /// A decoder state whose self-attention caches (`[rows, capacity, width]` per
-/// layer) are allocated once, here, with an empty [`StepScratch<X>`].
+/// layer, `cache_dtype`: each step's f32 K/V are rounded into them) are
+/// allocated once, here, with an empty [`StepScratch<X>`].
 pub fn new_decoder_state<X: Default + Send + Sync + 'static>(
     backend: &dyn Backend,
     source_of_row: &[u32],
     capacity: usize,
     layers: usize,
     width: usize,
+    cache_dtype: DType,
 ) -> encdec_core::Result<DecoderState> {
     let rows = source_of_row.len();
     let shape = [rows, capacity, width];
     let mut self_k = Vec::with_capacity(layers);
     let mut self_v = Vec::with_capacity(layers);
     for _ in 0..layers {
-        self_k.push(backend.zeros(&shape, DType::F32)?);
-        self_v.push(backend.zeros(&shape, DType::F32)?);
+        self_k.push(backend.zeros(&shape, cache_dtype)?);
+        self_v.push(backend.zeros(&shape, cache_dtype)?);
     }
     let kv_index = backend.upload(&Tensor::from_u32(source_of_row.to_vec(), [rows])?)?;
     Ok(DecoderState {
@@ -924,10 +933,11 @@ impl CacheReorder {
         let idx = copy_to_backend(backend, &self.select, &mut self.select_on_backend)?;
         let shape = [n, state.capacity, width];
         for l in 0..state.self_k.len() {
-            ensure_f32(backend, &mut self.spare_k[l], &shape)?;
+            let dtype = state.self_k[l].dtype();
+            ensure_like(backend, &mut self.spare_k[l], &shape, dtype)?;
             backend.index_select(&state.self_k[l], &idx, &mut self.spare_k[l])?;
             std::mem::swap(&mut state.self_k[l], &mut self.spare_k[l]);
-            ensure_f32(backend, &mut self.spare_v[l], &shape)?;
+            ensure_like(backend, &mut self.spare_v[l], &shape, dtype)?;
             backend.index_select(&state.self_v[l], &idx, &mut self.spare_v[l])?;
             std::mem::swap(&mut state.self_v[l], &mut self.spare_v[l]);
         }
@@ -1045,9 +1055,10 @@ pub fn teacher_forced_cross_attention<X: Default + Send + Sync + 'static>(
             target.len()
         )));
     }
-    let keys = be.download(&enc.cross_k[layer])?;
+    // (f16/bf16 caches widen to the f32 values the kernels read)
+    let keys = be.download(&enc.cross_k[layer])?.to_f32_vec()?;
     let mask = be.download(&enc.key_mask)?;
-    let probs = attention_probs(&queries, keys.as_f32()?, mask.as_f32()?, shape);
+    let probs = attention_probs(&queries, &keys, mask.as_f32()?, shape);
     let (t, s) = (target.len(), enc.src_len);
     Ok((layer, Tensor::from_f32(probs, [shape.heads, t, s])?))
 }

@@ -786,7 +786,8 @@ impl Seq2SeqModel for T5Model {
             self.rms(&h, next, &mut x)?;
         }
         let cross = self.decoder.iter().map(|l| &l.cross_attn);
-        encoder_output(be, x, key_mask, src.lengths, cross)
+        let cache_dtype = be.kv_cache_dtype(self.attn_dtype);
+        encoder_output(be, x, key_mask, src.lengths, cross, cache_dtype)
     }
 
     fn start(
@@ -802,6 +803,7 @@ impl Seq2SeqModel for T5Model {
             capacity,
             self.decoder.len(),
             self.inner,
+            self.backend.kv_cache_dtype(self.attn_dtype),
         )
     }
 

@@ -47,6 +47,12 @@ impl Dut {
             c.set_attention_path(p);
         }
     }
+    /// Whether half models get f32 KV caches (as `ENCDEC_CUDA_KV_F32=1`).
+    pub fn set_kv_f32_caches(&self, on: bool) {
+        if let Some(c) = &self.cuda {
+            c.set_kv_f32_caches(on);
+        }
+    }
     pub fn memory_stats(&self) -> Option<MemoryStats> {
         self.cuda.as_ref().map(|c| c.memory_stats())
     }
