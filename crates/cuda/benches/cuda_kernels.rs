@@ -458,6 +458,19 @@ fn attention(b: &mut B) {
                 || g.attention(&q, &k, &v, &p, &mut out).unwrap(),
             );
         }
+        // A half model's f16 cache (Backend::kv_cache_dtype): half the bytes.
+        let (k16, v16) = (
+            b.g.cast(&k, DType::F16).unwrap(),
+            b.g.cast(&v, DType::F16).unwrap(),
+        );
+        let g = b.g.clone();
+        g.set_attention_path(AttentionPath::SplitKv);
+        b.run(
+            "attention/cuda/decode_SplitKv_kvf16",
+            &format!("{rows}x{len}x16x64"),
+            Throughput::Bytes((2 * rows * len * hd * 2) as u64),
+            || g.attention(&q, &k16, &v16, &p, &mut out).unwrap(),
+        );
         // A recorded step's attention (positions read on the device) at half
         // the cache: the launch is planned for all `len` keys, half are used.
         let half = len / 2;
