@@ -28,6 +28,35 @@
 //                  linear_tc_<w> and the epilogue is gated_activation's: bit for
 //                  bit two linear_tc_<w> then elementwise.cu's gated_activation.
 //
+//   Split-K (both kernels' last two arguments `int k_chunk, float* partial`):
+//                  with partial == nullptr (k_chunk ignored) one block sums the
+//                  whole K and applies the epilogue above. With partial set, block
+//                  z = blockIdx.z sums k in [z k_chunk, min(K, (z + 1) k_chunk))
+//                  (k_chunk a multiple of TC_BK = 32, so a chunk starts 16 B aligned
+//                  whenever the fast paths below apply, and only the last chunk
+//                  ends inside a K step) and writes its raw f32 sums, no bias,
+//                  activation or accumulate: linear_tc_<w> to
+//                  partial[(z M + m) N + n], linear_gated_tc_<w> the gate sum to
+//                  partial[(z M + m) 2N + n] and the up sum to the same + N.
+//   splitk_reduce_f32(partial, bias, out, M, N, splits, act, accumulate)
+//                  out[m, n] = store_linear(sum_{z ascending} partial[z][m][n]
+//                  + bias[n]) (bias may be null): linear_tc's epilogue on the
+//                  summed chunks.
+//   splitk_reduce_gated_f32(partial, out, M, N, splits, act)
+//                  out[m, n] = apply_act(act, sum_z gate[z][m][n]) * sum_z up[z][m][n],
+//                  gated_activation's epilogue. Both: grid-stride over M N
+//                  outputs, block 256, grid min(ceil(M N / 256), 65535).
+//                  The launcher (crates/cuda/src/ops/gemm.rs `split_k`) splits
+//                  when the output tiles are fewer than the SMs: splits =
+//                  min(ceil(SMs / blocks), K / 256, 16) with blocks counted in
+//                  linear_tc's 64 x 128 tiles for both kernels (so linear_gated
+//                  splits as the two linears do and stays bit for bit their
+//                  result), k_chunk = ceil(K / splits) rounded up to 32. The
+//                  decision depends on M, N, K and the device only: linear_act,
+//                  linear_add and linear then activation / add_assign run the
+//                  same split and the same reduce, bit for bit as unsplit. Split
+//                  results differ from unsplit ones by the f32 summation order.
+//
 // Instructions (inline PTX, no CUDA headers: NVRTC as the backend runs it has no
 // include path, so <mma.h> and <cuda_pipeline.h> cannot be included; see
 // kernels/README.md):
@@ -49,9 +78,10 @@
 // Shared layout: rows of BK halves padded to LDS = 40 halves (80 B): 16 B
 // aligned for cp.async/ldmatrix, and the 8 row addresses of one ldmatrix phase
 // fall into 8 different 16 B bank groups (no conflicts).
-// Launch shape: grid (ceil(N / 128), ceil(M / 64)), block 256, static shared
-// memory 3 * (64 + 128) * 40 * 2 B = 45 KiB (under the 48 KiB static limit);
-// linear_gated_tc_*: grid (ceil(N / 64), ceil(M / 64)), the same block and memory.
+// Launch shape: grid (ceil(N / 128), ceil(M / 64), splits), block 256, static
+// shared memory 3 * (64 + 128) * 40 * 2 B = 45 KiB (under the 48 KiB static
+// limit); linear_gated_tc_*: grid (ceil(N / 64), ceil(M / 64), splits), the same
+// block and memory. splits = 1 (partial null) unless split-K (above).
 // Fast paths: 16 B vector copies need K % 8 == 0 (weights) / K % 4 == 0
 // (activations) and 16 B aligned base pointers; otherwise, and in edge chunks,
 // elements are loaded one by one (same results).
@@ -60,6 +90,15 @@
 // 2 * 64 * 128 * 32 = 524k flop per K step and reads 64*32*4 + 128*32*2 = 16 KiB,
 // 32 flop/B from L2/HBM; t5-large FFN (M = 1024, K = 1024, N = 4096) is 8.6 GFLOP
 // and 17 MB: ~9 us at peak math, ~5 us of HBM. Never timed: no GPU has run it.
+// Decode (M = 16 rows, batch 16 greedy or 4 beams x 4 sources), a 1024 x 1024
+// f16 projection: 2 MiB of weights, 4 MFLOP, so the weight stream is the whole
+// cost (0.6 us at 3.35 TB/s). Unsplit it is grid (8, 1) = 8 blocks: 8 of 132
+// SMs stream 256 KiB each, a few percent of HBM bandwidth. Split: min(17, 4, 16)
+// = 4 splits of 256 k, 32 blocks, each 64 KiB of weights; the partials (4 x 16
+// x 1024 x 4 B = 256 KiB, written then read back by the reduce, in L2) add 12%
+// of traffic and one launch. K = 4096 (an FFN down projection, N = 1024): 16
+// splits, 128 blocks. The FFN up projection N = 4096, K = 1024: 32 blocks, 4
+// splits (128). Never timed either.
 #include "common.cuh"
 
 #define TC_BM 64
@@ -89,14 +128,20 @@ template <bool BF16, bool GATED>
 __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,
                                           const u16* __restrict__ wu, const float* __restrict__ bias,
                                           float* __restrict__ out, int M, int N, int K, int act,
-                                          int accumulate) {
+                                          int accumulate, int k_chunk, float* __restrict__ partial) {
     __shared__ __align__(16) u16 As[TC_STAGES][TC_BM * TC_LDS];
     __shared__ __align__(16) u16 Bs[TC_STAGES][TC_BN * TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 2, wn = warp & 3;  // warp tile origin: (32 wm, 32 wn)
     const int m0 = blockIdx.y * TC_BM, n0 = blockIdx.x * (GATED ? TC_BN / 2 : TC_BN);
-    const int KT = (K + TC_BK - 1) / TC_BK;
-    // Uniform over the block: may whole 16 B chunks be copied?
+    // Split-K (partial set): this block sums k in [k0, k1), chunk blockIdx.z;
+    // k_chunk is a multiple of TC_BK, so k0 and k1 (unless k1 == K) are too.
+    const int k0 = partial ? (int)blockIdx.z * k_chunk : 0;
+    const int k1 = partial ? min(K, k0 + k_chunk) : K;
+    const int KT = (k1 - k0 + TC_BK - 1) / TC_BK;
+    // Uniform over the block: may whole 16 B chunks be copied? With K % 4 == 0
+    // (K % 8 == 0) k0 and k1 are multiples of 4 (8), so a chunk that starts
+    // below k1 ends at or below it and every chunk start stays 16 B aligned.
     const bool a_vec = (K & 3) == 0 && ((u64)x & 15) == 0;
     const bool b_vec = (K & 7) == 0 && ((u64)w & 15) == 0 && (!GATED || ((u64)wu & 15) == 0);
 
@@ -106,9 +151,9 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int c = tid + TC_THREADS * i, row = c >> 3, kc = (c & 7) * 4;
-            const int m = m0 + row, k = kt * TC_BK + kc;
+            const int m = m0 + row, k = k0 + kt * TC_BK + kc;
             const float* src = x + (i64)m * K + k;
-            if (a_vec && m < M && k < K) {
+            if (a_vec && m < M && k < k1) {
                 const float4 v = *reinterpret_cast<const float4*>(src);
                 areg[i][0] = v.x;
                 areg[i][1] = v.y;
@@ -116,7 +161,7 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
                 areg[i][3] = v.w;
             } else {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) areg[i][e] = (m < M && k + e < K) ? src[e] : 0.0f;
+                for (int e = 0; e < 4; ++e) areg[i][e] = (m < M && k + e < k1) ? src[e] : 0.0f;
             }
         }
     };
@@ -138,15 +183,15 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
             // Gated: row = 32 wn + 8 j + r (r < 8) holds output column
             // 16 wn + 8 (j & 1) + r = 16 wn + (row & 15), of wu when j >= 2.
             const int n = n0 + (GATED ? ((row >> 5) << 4) + (row & 15) : row);
-            const int k = kt * TC_BK + kc;
+            const int k = k0 + kt * TC_BK + kc;
             u16* dst = &Bs[stage][row * TC_LDS + kc];
             const u16* src = (GATED && (row & 16) ? wu : w) + (i64)n * K + k;
-            if (b_vec && n < N && k < K) {
+            if (b_vec && n < N && k < k1) {
                 cp_async_16(dst, src);
             } else {
                 u32 h[8];
 #pragma unroll
-                for (int e = 0; e < 8; ++e) h[e] = (n < N && k + e < K) ? src[e] : 0u;
+                for (int e = 0; e < 8; ++e) h[e] = (n < N && k + e < k1) ? src[e] : 0u;
                 uint4 v;
                 v.x = h[0] | (h[1] << 16);
                 v.y = h[2] | (h[3] << 16);
@@ -228,7 +273,29 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
     // Epilogue: lane (g, t) = (lane / 4, lane % 4) holds rows g, g + 8 and
     // columns 2t, 2t + 1 of each 16 x 8 tile; bias fused, f32 out.
     const int g = lane >> 2, t = lane & 3;
-    if (GATED) {
+    if (partial) {
+        // Split-K: the raw f32 sums of chunk z, no epilogue (the reduce applies
+        // it). Plane z holds [M, N] (gated: [M, 2N], gate sums then up sums).
+        const int ld = GATED ? 2 * N : N;
+        float* p = partial + (i64)blockIdx.z * M * ld;
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < (GATED ? 2 : 4); ++j) {
+                const int n = n0 + wn * (GATED ? 16 : 32) + j * 8 + 2 * t;
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+                    if (m >= M) continue;
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        if (n + e >= N) continue;
+                        p[(i64)m * ld + n + e] = acc[i][j][2 * h + e];
+                        if (GATED) p[(i64)m * ld + N + n + e] = acc[i][j + 2][2 * h + e];
+                    }
+                }
+            }
+    } else if (GATED) {
         // As elementwise.cu's gated_activation on the two sums (no bias).
 #pragma unroll
         for (int i = 0; i < 2; ++i)
@@ -268,8 +335,9 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
     }
 }
 
-#define LINEAR_TC_BODY(BF16) linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act, accumulate)
-#define LINEAR_GATED_TC_BODY(BF16) linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act, 0)
+#define LINEAR_TC_BODY(BF16) \
+    linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act, accumulate, k_chunk, partial)
+#define LINEAR_GATED_TC_BODY(BF16) linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act, 0, k_chunk, partial)
 #else
 #define LINEAR_TC_BODY(BF16) __trap()
 #define LINEAR_GATED_TC_BODY(BF16) __trap()
@@ -278,7 +346,7 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
 #define LINEAR_TC(NAME, BF16)                                                                                  \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
         NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K, int act,       \
-             int accumulate) {                                                                                \
+             int accumulate, int k_chunk, float* partial) {                                                   \
         LINEAR_TC_BODY(BF16);                                                                                 \
     }
 LINEAR_TC(linear_tc_f16, false)
@@ -286,8 +354,38 @@ LINEAR_TC(linear_tc_bf16, true)
 
 #define LINEAR_GATED_TC(NAME, BF16)                                                                            \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
-        NAME(const float* x, const u16* wg, const u16* wu, float* out, int M, int N, int K, int act) {         \
+        NAME(const float* x, const u16* wg, const u16* wu, float* out, int M, int N, int K, int act,           \
+             int k_chunk, float* partial) {                                                                   \
         LINEAR_GATED_TC_BODY(BF16);                                                                           \
     }
 LINEAR_GATED_TC(linear_gated_tc_f16, false)
 LINEAR_GATED_TC(linear_gated_tc_bf16, true)
+
+// Split-K reduces (plain f32 code, every architecture): the sums over z in
+// ascending order, then the fused epilogue of linear_tc_* / linear_gated_tc_*
+// (store_linear / apply_act: the same bits as the unsplit kernel's epilogue on
+// the same sums).
+extern "C" __global__ void splitk_reduce_f32(const float* partial, const float* bias, float* out, int M, int N,
+                                             int splits, int act, int accumulate) {
+    const i64 plane = (i64)M * N;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < plane; i += (i64)gridDim.x * blockDim.x) {
+        float v = partial[i];
+        for (int z = 1; z < splits; ++z) v += partial[z * plane + i];
+        if (bias) v += bias[i % N];
+        store_linear(out, i, v, act, accumulate);
+    }
+}
+
+extern "C" __global__ void splitk_reduce_gated_f32(const float* partial, float* out, int M, int N, int splits,
+                                                   int act) {
+    const i64 plane = (i64)M * 2 * N;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (i64)M * N; i += (i64)gridDim.x * blockDim.x) {
+        const i64 gi = (i / N) * 2 * N + i % N;
+        float gsum = partial[gi], usum = partial[gi + N];
+        for (int z = 1; z < splits; ++z) {
+            gsum += partial[z * plane + gi];
+            usum += partial[z * plane + gi + N];
+        }
+        out[i] = apply_act(act, gsum) * usum;
+    }
+}

@@ -178,6 +178,8 @@ impl Family {
                 "linear_tc_bf16",
                 "linear_gated_tc_f16",
                 "linear_gated_tc_bf16",
+                "splitk_reduce_f32",
+                "splitk_reduce_gated_f32",
             ],
             Family::GemmI8Tc => &["linear_i8_tc", "linear_gated_i8_tc"],
             Family::Attention => &[

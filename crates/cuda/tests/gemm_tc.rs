@@ -249,3 +249,273 @@ fn linear_act_equals_linear_then_activation() {
     }
     f.finish("linear_act");
 }
+
+/// Split-K (ops/gemm.rs `split_k`): when the 64 x 128 output tiles are fewer
+/// than the device's SMs, the tensor-core kernels sum K in chunks (grid z) into
+/// f32 partials and `splitk_reduce_f32` / `splitk_reduce_gated_f32` apply the
+/// epilogue. (M, K, N) and what they do on the emulator's 4 SMs:
+/// - (9, 520, 130): 2 blocks -> 2 splits, chunks 288 + 232 (16 B copies);
+/// - (16, 1040, 257): 3 blocks -> 2 splits, 544 + 496;
+/// - (9, 777, 7): 1 block -> 3 splits, 288 + 288 + 201 (odd K: element-wise);
+/// - (17, 1036, 130): 2 splits, 544 + 492 (K % 8 == 4: float4 activations,
+///   element-wise weights);
+/// - (33, 4100, 40): 1 block -> 4 splits of 1056 (last 932);
+/// - (64, 300, 7): 1 block but K / 256 = 1: not split;
+/// - (130, 520, 257): 9 blocks >= 4 SMs: not split.
+///
+/// On a GPU with 100+ SMs all of them split except (130, 520, 257) (2
+/// splits) and (64, 300, 7).
+const SPLIT_SHAPES: [(usize, usize, usize); 7] = [
+    (9, 520, 130),
+    (16, 1040, 257),
+    (9, 777, 7),
+    (17, 1036, 130),
+    (33, 4100, 40),
+    (64, 300, 7),
+    (130, 520, 257),
+];
+
+/// Every epilogue on the split (and unsplit) shapes: `linear` with and without
+/// bias, `linear_act` for each activation, `linear_add` onto a random
+/// residual; f16 and bf16; outputs poisoned. Against the CPU (the f32 op within
+/// `tol_tc`, the op on x rounded to the weight dtype within `tol_rounded`, so a
+/// lost or doubled chunk, or one k too many or too few at a chunk edge, fails)
+/// and bit for bit the device's own `linear` then `activation` / `add_assign`.
+#[test]
+fn linear_tc_split_k_matches_cpu_for_every_epilogue() {
+    use encdec_core::Activation;
+    let g = gpu_or_skip!("linear_tc_split_k_matches_cpu_for_every_epilogue");
+    g.set_gemm_path(GemmPath::Auto);
+    let mut f = Failures::default();
+    for (m, k, n) in SPLIT_SHAPES {
+        let seed = (m * 100_000 + k * 100 + n) as u64 ^ 0x5b1;
+        let xh = host(random_normal(seed, m * k, 1.0), &[m, k]);
+        let w = random_normal(seed + 1, n * k, 0.2);
+        let bh = host(random_vec(seed + 2, n), &[n]);
+        let rv = random_normal(seed + 3, m * n, 1.0);
+        let residual = host(rv.clone(), &[m, n]);
+        let (xd, bd) = (up(&g, &xh), up(&g, &bh));
+        for wdt in [DType::F16, DType::BF16] {
+            let wh = host_as(w.clone(), &[n, k], wdt);
+            let wd = up(&g, &wh);
+            let wf = cpu().cast(&wh, DType::F32).unwrap();
+            let xr = cpu()
+                .cast(&cpu().cast(&xh, wdt).unwrap(), DType::F32)
+                .unwrap();
+            for with_bias in [false, true] {
+                let (b, bdev) = (with_bias.then_some(&bh), with_bias.then_some(&bd));
+                let base = format!("split-K M={m} K={k} N={n} w={wdt} bias={with_bias}");
+                // The CPU references: on x, and on x rounded to the weight dtype.
+                let refs = |act: Option<Activation>, acc: bool| {
+                    [&xh, &xr].map(|x| {
+                        let mut want = if acc {
+                            host(rv.clone(), &[m, n])
+                        } else {
+                            Tensor::zeros([m, n], DType::F32)
+                        };
+                        match (act, acc) {
+                            (_, true) => cpu().linear_add(x, &wf, b, &mut want).unwrap(),
+                            (Some(a), _) => cpu().linear_act(x, &wf, b, a, &mut want).unwrap(),
+                            (None, _) => cpu().linear(x, &wf, b, &mut want).unwrap(),
+                        }
+                        want.to_f32_vec().unwrap()
+                    })
+                };
+                let check = |f: &mut Failures, what: &str, got: &[f32], want: [Vec<f32>; 2]| {
+                    f.check(what, got, &want[0], tol_tc(k));
+                    if g.cuda.is_some() {
+                        f.check(
+                            &format!("{what} vs x rounded to {wdt}"),
+                            got,
+                            &want[1],
+                            tol_rounded(k),
+                        );
+                    }
+                };
+                let mut lin = poisoned(&g, &[m, n]);
+                g.linear(&xd, &wd, bdev, &mut lin).unwrap();
+                let lin_h = down(&g, &lin);
+                check(&mut f, &format!("{base} linear"), &lin_h, refs(None, false));
+                for act in [
+                    Activation::Relu,
+                    Activation::Gelu,
+                    Activation::GeluTanh,
+                    Activation::Silu,
+                ] {
+                    let what = format!("{base} linear_act {act:?}");
+                    let mut fused = poisoned(&g, &[m, n]);
+                    g.linear_act(&xd, &wd, bdev, act, &mut fused).unwrap();
+                    let fused = down(&g, &fused);
+                    let mut apart = up(&g, &host(lin_h.clone(), &[m, n]));
+                    g.activation(&mut apart, act).unwrap();
+                    f.exact(
+                        &format!("{what}: fused vs apart"),
+                        &fused,
+                        &down(&g, &apart),
+                    );
+                    check(&mut f, &what, &fused, refs(Some(act), false));
+                }
+                let what = format!("{base} linear_add");
+                let mut fused = up(&g, &residual);
+                g.linear_add(&xd, &wd, bdev, &mut fused).unwrap();
+                let fused = down(&g, &fused);
+                let mut apart = up(&g, &residual);
+                g.add_assign(&mut apart, &lin).unwrap();
+                f.exact(
+                    &format!("{what}: fused vs apart"),
+                    &fused,
+                    &down(&g, &apart),
+                );
+                check(&mut f, &what, &fused, refs(None, true));
+            }
+        }
+    }
+    f.finish("linear_tc split-K");
+}
+
+/// Split-K with weight views that start mid-matrix (3 rows in): K = 520 keeps
+/// the 16 B copies (row starts 16 B aligned), K = 521 the element-wise path.
+/// 21 x 29 outputs are one block: 2 splits on the emulator.
+#[test]
+fn linear_tc_split_k_takes_narrowed_weights() {
+    let g = gpu_or_skip!("linear_tc_split_k_takes_narrowed_weights");
+    g.set_gemm_path(GemmPath::Auto);
+    let mut f = Failures::default();
+    for k in [520, 521] {
+        let (m, n) = (21, 29);
+        let xh = host(random_normal(41 + k as u64, m * k, 1.0), &[m, k]);
+        let bh = host(random_vec(43, n), &[n]);
+        for wdt in [DType::F16, DType::BF16] {
+            let wh = host_as(random_normal(42 + k as u64, 40 * k, 0.2), &[40, k], wdt);
+            let wnf = cpu()
+                .cast(&wh.narrow(0, 3, n).unwrap(), DType::F32)
+                .unwrap();
+            let xr = cpu()
+                .cast(&cpu().cast(&xh, wdt).unwrap(), DType::F32)
+                .unwrap();
+            let mut want = Tensor::zeros([m, n], DType::F32);
+            cpu().linear(&xh, &wnf, Some(&bh), &mut want).unwrap();
+            let mut want_r = Tensor::zeros([m, n], DType::F32);
+            cpu().linear(&xr, &wnf, Some(&bh), &mut want_r).unwrap();
+            let wd = up(&g, &wh).narrow(0, 3, n).unwrap();
+            let mut got = poisoned(&g, &[m, n]);
+            let what = format!("split-K narrowed w={wdt} K={k}");
+            if let Err(e) = g.linear(&up(&g, &xh), &wd, Some(&up(&g, &bh)), &mut got) {
+                f.push(format!("{what}: {e}"));
+                continue;
+            }
+            let got = down(&g, &got);
+            f.check(&what, &got, &want.to_f32_vec().unwrap(), tol_tc(k));
+            if g.cuda.is_some() {
+                f.check(
+                    &format!("{what} vs x rounded"),
+                    &got,
+                    &want_r.to_f32_vec().unwrap(),
+                    tol_rounded(k),
+                );
+            }
+        }
+    }
+    f.finish("linear_tc split-K views");
+}
+
+/// `linear_gated` on split shapes (the split decision is `linear`'s, counted
+/// with its 64 x 128 tile): bit for bit two `linear`s then `gated_activation`
+/// for every activation (each sum split and reduced in the same order), and
+/// close to the CPU's `linear_gated` on x rounded to the weight dtype.
+#[test]
+fn linear_gated_tc_split_k_equals_unfused_and_matches_cpu() {
+    use encdec_core::Activation;
+    let g = gpu_or_skip!("linear_gated_tc_split_k_equals_unfused_and_matches_cpu");
+    g.set_gemm_path(GemmPath::Auto);
+    let mut f = Failures::default();
+    // (9, 1040, 100): 1 block of linear's tile (4 splits), 2 of the gated
+    // tile (which would give 2): the sums are linear's only if the gated call
+    // splits by linear's tile.
+    for (m, k, n) in [
+        (9, 520, 130),
+        (9, 777, 7),
+        (17, 1036, 130),
+        (64, 300, 7),
+        (9, 1040, 100),
+    ] {
+        let seed = (m * 100_000 + k * 100 + n) as u64 ^ 0x6a7;
+        let xh = host(random_normal(seed, m * k, 1.0), &[m, k]);
+        let xd = up(&g, &xh);
+        let wg = random_normal(seed + 1, n * k, 0.2);
+        let wu = random_normal(seed + 2, n * k, 0.2);
+        for wdt in [DType::F16, DType::BF16] {
+            let (wgh, wuh) = (
+                host_as(wg.clone(), &[n, k], wdt),
+                host_as(wu.clone(), &[n, k], wdt),
+            );
+            let (wgd, wud) = (up(&g, &wgh), up(&g, &wuh));
+            let (wgf, wuf) = (
+                cpu().cast(&wgh, DType::F32).unwrap(),
+                cpu().cast(&wuh, DType::F32).unwrap(),
+            );
+            let xr = cpu()
+                .cast(&cpu().cast(&xh, wdt).unwrap(), DType::F32)
+                .unwrap();
+            let mut gate = poisoned(&g, &[m, n]);
+            let mut upp = poisoned(&g, &[m, n]);
+            g.linear(&xd, &wgd, None, &mut gate).unwrap();
+            g.linear(&xd, &wud, None, &mut upp).unwrap();
+            for act in [
+                Activation::Relu,
+                Activation::Gelu,
+                Activation::GeluTanh,
+                Activation::Silu,
+                Activation::Identity,
+            ] {
+                let what = format!("split-K gated M={m} K={k} N={n} w={wdt} {act:?}");
+                let mut fused = poisoned(&g, &[m, n]);
+                if let Err(e) = g.linear_gated(&xd, &wgd, &wud, act, &mut fused) {
+                    f.push(format!("{what}: {e}"));
+                    continue;
+                }
+                let got = down(&g, &fused);
+                let mut apart = poisoned(&g, &[m, n]);
+                g.gated_activation(&gate, &upp, act, &mut apart).unwrap();
+                f.exact(
+                    &format!("{what}: fused vs unfused"),
+                    &got,
+                    &down(&g, &apart),
+                );
+                let mut want = Tensor::zeros([m, n], DType::F32);
+                cpu().linear_gated(&xh, &wgf, &wuf, act, &mut want).unwrap();
+                let loose = Tol {
+                    rel_l2: 2e-2,
+                    abs: 0.02 * (k as f64).sqrt(),
+                    rel: 4e-2,
+                };
+                f.check(
+                    &format!("{what}: vs cpu"),
+                    &got,
+                    want.as_f32().unwrap(),
+                    loose,
+                );
+                if g.cuda.is_some() {
+                    let mut want_r = Tensor::zeros([m, n], DType::F32);
+                    cpu()
+                        .linear_gated(&xr, &wgf, &wuf, act, &mut want_r)
+                        .unwrap();
+                    // A product of two sums: twice linear's relative error.
+                    let t = tol_rounded(k);
+                    let t = Tol {
+                        rel_l2: 2.0 * t.rel_l2,
+                        abs: 10.0 * t.abs,
+                        rel: 2.0 * t.rel,
+                    };
+                    f.check(
+                        &format!("{what}: vs cpu on x rounded"),
+                        &got,
+                        want_r.as_f32().unwrap(),
+                        t,
+                    );
+                }
+            }
+        }
+    }
+    f.finish("linear_gated_tc split-K");
+}

@@ -8,10 +8,14 @@
 //! FP32-FMA tiled kernel for f32 weights and below sm_80. `linear_gated` (a
 //! gated FFN's two up projections and `act(gate) * up`) takes the same path
 //! choice, each with a gated kernel of its own (one launch, no temporaries).
+//! On the f16/bf16 tensor-core path both split K ([`split_k`]) when the output
+//! tiles are fewer than the SMs (decode steps): the kernel writes per-chunk f32
+//! sums to a pooled scratch block and `splitk_reduce_f32` /
+//! `splitk_reduce_gated_f32` add them and apply the epilogue (two launches).
 
 use encdec_core::{Activation, DType, Error, Result};
 
-use crate::launch::{kargs, Dev};
+use crate::launch::{grid_for, kargs, Dev};
 use crate::module::Family;
 
 const F: Family = Family::Gemm;
@@ -55,6 +59,11 @@ pub(crate) const GEMV_MAX_M: usize = 8;
 const TC_BM: usize = 64;
 const TC_BN: usize = 128;
 const TC_THREADS: u32 = 256;
+/// K step of `linear_tc_*` (`TC_BK`): split-K chunks are multiples of it.
+const TC_BK: usize = 32;
+/// Split-K: chunks of at least this many k, at most this many splits.
+const SPLITK_MIN_CHUNK: usize = 256;
+const SPLITK_MAX: usize = 16;
 /// Block tile of `linear_i8_tc` (`I8TC_BM` x `I8TC_BN`), 256 threads.
 const I8TC_BM: usize = 64;
 const I8TC_BN: usize = 128;
@@ -66,6 +75,32 @@ fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Split-K for `linear_tc_*` / `linear_gated_tc_*`: `(splits, k_chunk)` when
+/// the output tiles alone leave SMs idle (a decode step: M of 9..64 rows, a
+/// 1024 x 1024 projection is 8 blocks on 132 SMs). Blocks are counted with the
+/// linear kernel's 64 x 128 tile for both kernels, so `linear_gated` splits
+/// exactly like the two `linear`s it equals bit for bit. splits =
+/// min(ceil(SMs / blocks) (1-2 blocks per SM), K / 256, 16), then k_chunk =
+/// ceil(K / splits) rounded up to TC_BK and splits = ceil(K / k_chunk) (no
+/// empty chunk); None below 2. Depends only on M, N, K and the device.
+fn split_k(dev: &Dev, m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
+    let blocks = n.div_ceil(TC_BN) * m.div_ceil(TC_BM);
+    let sms = dev.info.multiprocessors;
+    if blocks >= sms {
+        return None;
+    }
+    let splits = sms
+        .div_ceil(blocks)
+        .min(k / SPLITK_MIN_CHUNK)
+        .min(SPLITK_MAX);
+    if splits < 2 {
+        return None;
+    }
+    let k_chunk = k.div_ceil(splits).next_multiple_of(TC_BK);
+    let splits = k.div_ceil(k_chunk);
+    (splits >= 2).then_some((splits, k_chunk))
 }
 
 /// What a linear kernel does with its result (every path fuses it into the
@@ -113,14 +148,39 @@ pub(crate) fn linear(
             _ => None,
         };
         if let Some((wp, name)) = tc {
-            let grid = (n.div_ceil(TC_BN) as u32, m.div_ceil(TC_BM) as u32, 1);
-            return dev.launch(
+            let (gx, gy) = (n.div_ceil(TC_BN) as u32, m.div_ceil(TC_BM) as u32);
+            let Some((splits, k_chunk)) = split_k(dev, m, n, k) else {
+                let (kc, nop) = (0i32, 0u64);
+                return dev.launch(
+                    Family::GemmTc,
+                    name,
+                    (gx, gy, 1),
+                    TC_THREADS,
+                    0,
+                    &mut kargs![x, wp, bias, out, mi, ni, ki, act_code, accumulate, kc, nop],
+                );
+            };
+            // Split-K: f32 partial sums [splits, M, N] in a pooled scratch block
+            // (back to the pool after both launches are queued, as in W8A8),
+            // then the reduce with the epilogue.
+            let ws = dev.alloc(splits * m * n * 4)?;
+            let (pp, kc, sz) = (ws.ptr, k_chunk as i32, splits as i32);
+            let (ident, none) = (super::elementwise::act_code(Activation::Identity), 0i32);
+            dev.launch(
                 Family::GemmTc,
                 name,
-                grid,
+                (gx, gy, splits as u32),
                 TC_THREADS,
                 0,
-                &mut kargs![x, wp, bias, out, mi, ni, ki, act_code, accumulate],
+                &mut kargs![x, wp, bias, out, mi, ni, ki, ident, none, kc, pp],
+            )?;
+            return dev.launch(
+                Family::GemmTc,
+                "splitk_reduce_f32",
+                (grid_for(m * n, 256), 1, 1),
+                256,
+                0,
+                &mut kargs![pp, bias, out, mi, ni, sz, act_code, accumulate],
             );
         }
         if let WeightPtr::I8 { data, scales } = w {
@@ -205,14 +265,39 @@ pub(crate) fn linear_gated(
             _ => None,
         };
         if let Some((gp, up, name)) = tc {
-            let grid = (n.div_ceil(tc_bn) as u32, m.div_ceil(TC_BM) as u32, 1);
-            return dev.launch(
+            let (gx, gy) = (n.div_ceil(tc_bn) as u32, m.div_ceil(TC_BM) as u32);
+            // The split decision of `linear` (its tile), so the sums stay those
+            // of two `linear`s.
+            let Some((splits, k_chunk)) = split_k(dev, m, n, k) else {
+                let (kc, nop) = (0i32, 0u64);
+                return dev.launch(
+                    Family::GemmTc,
+                    name,
+                    (gx, gy, 1),
+                    TC_THREADS,
+                    0,
+                    &mut kargs![x, gp, up, out, mi, ni, ki, act_code, kc, nop],
+                );
+            };
+            // Split-K: gate and up sums [splits, M, 2N] (per row N gate sums,
+            // then N up sums), then the reduce with gated_activation's epilogue.
+            let ws = dev.alloc(splits * m * 2 * n * 4)?;
+            let (pp, kc, sz) = (ws.ptr, k_chunk as i32, splits as i32);
+            dev.launch(
                 Family::GemmTc,
                 name,
-                grid,
+                (gx, gy, splits as u32),
                 TC_THREADS,
                 0,
-                &mut kargs![x, gp, up, out, mi, ni, ki, act_code],
+                &mut kargs![x, gp, up, out, mi, ni, ki, act_code, kc, pp],
+            )?;
+            return dev.launch(
+                Family::GemmTc,
+                "splitk_reduce_gated_f32",
+                (grid_for(m * n, 256), 1, 1),
+                256,
+                0,
+                &mut kargs![pp, out, mi, ni, sz, act_code],
             );
         }
         if let (
