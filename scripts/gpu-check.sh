@@ -12,7 +12,8 @@
 #      in f32 and bf16, as one table of tokens/s, step p50, encoder time, peak
 #      device memory;
 #   3b. the decode step with and without CUDA graphs (ENCDEC_CUDA_GRAPHS=0),
-#      bart-large-cnn W1 in f16, alternating runs
+#      bart-large-cnn W1 in f16, alternating runs; and W2/W3 in f16 with and
+#      without split-K of the tensor-core linears (ENCDEC_CUDA_SPLITK=0)
 #   4. `encdec profile` of a bart-large-cnn shape on W1 with a Chrome trace (op
 #      times from CUDA events).
 #
@@ -257,6 +258,40 @@ for w in r["results"]:
 PY
     else
       echo "| $gname | $gdt | - | $graphs | failed: $(tail -n 1 "$logs/graphs-$graphs-$round.err") | | |" >>"$report"; fail=1
+    fi
+  done
+done
+echo >>"$report"
+# Split-K (kernels/gemm_tc.cu) against none, alternating: the decode steps of
+# 16 rows (W2: batch 16; W3: 4 beams x 4 sources) run the tensor-core linears,
+# whose output tiles alone leave most SMs idle (docs/performance.md).
+{
+  echo "## Decode steps of 16 rows: split-K on vs off (\`encdec bench\`, alternating runs)"
+  echo
+  echo "| model | dtype | workload | split-K | tokens/s | step p50 ms |"
+  echo "|---|---|---|---|---|---|"
+} >>"$report"
+if [ $quick -eq 1 ]; then
+  sargs=(--model tests/fixtures/bart --batch 16 --src-len 8 --new-tokens 4 --runs 1 --warmup 0)
+  sname=bart-fixture; sdt=f16
+else
+  sargs=(--arch bart-large-cnn --random-weights --workload W2,W3 --runs 3 --warmup 1)
+  sname=bart-large-cnn; sdt=f16
+fi
+for round in $(seq "$grounds"); do
+  for splitk in 1 0; do
+    json="$logs/splitk-$splitk-$round.json"
+    if ENCDEC_CUDA_SPLITK=$splitk "$encdec" bench "${sargs[@]}" --device cuda --dtype "$sdt" --format json \
+        >"$json" 2>"$logs/splitk-$splitk-$round.err"; then
+      python3 - "$json" "$sname" "$sdt" "$splitk" >>"$report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for w in r["results"]:
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | {w['workload']} | {'on' if sys.argv[4] == '1' else 'off'} | "
+          f"{w.get('tokens_per_s', 0):.1f} | {w.get('step_p50_ms') or 0:.3f} |")
+PY
+    else
+      echo "| $sname | $sdt | - | $splitk | failed: $(tail -n 1 "$logs/splitk-$splitk-$round.err") | |" >>"$report"; fail=1
     fi
   done
 done

@@ -85,7 +85,13 @@ fn dims_i32(op: &str, dims: &[usize]) -> Result<()> {
 /// min(ceil(SMs / blocks) (1-2 blocks per SM), K / 256, 16), then k_chunk =
 /// ceil(K / splits) rounded up to TC_BK and splits = ceil(K / k_chunk) (no
 /// empty chunk); None below 2. Depends only on M, N, K and the device.
+/// `ENCDEC_CUDA_SPLITK=0` turns split-K off (read once), so that a GPU session
+/// can time decode steps with and without it (scripts/gpu-check.sh).
 fn split_k(dev: &Dev, m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var("ENCDEC_CUDA_SPLITK").as_deref() != Ok("0")) {
+        return None;
+    }
     let blocks = n.div_ceil(TC_BN) * m.div_ceil(TC_BM);
     let sms = dev.info.multiprocessors;
     if blocks >= sms {
