@@ -226,29 +226,23 @@ echo >>"$report"
 fi
 
 if want graphs; then
-echo "== CUDA graphs"
-# 3b. The decode step recorded once and replayed (CUDA graphs, the default)
-# against op by op (ENCDEC_CUDA_GRAPHS=0), alternating, on the FP16 shape of
-# the decode-step goal (docs/performance.md "GPU goals").
-{
-  echo "## Decode step: recorded (CUDA graph) vs op by op (\`encdec bench\`, alternating runs)"
-  echo
-  echo "| model | dtype | workload | graphs | tokens/s | step p50 ms | steps recorded / replayed |"
-  echo "|---|---|---|---|---|---|---|"
-} >>"$report"
-if [ $quick -eq 1 ]; then
-  gargs=(--model tests/fixtures/bart --batch 1 --src-len 8 --new-tokens 8 --runs 1 --warmup 0)
-  gname=bart-fixture; gdt=f32; grounds=1
-else
-  gargs=(--arch bart-large-cnn --random-weights --workload W1 --runs 3 --warmup 1)
-  gname=bart-large-cnn; gdt=f16; grounds=2
-fi
-for round in $(seq "$grounds"); do
-  for graphs in 1 0; do
-    json="$logs/graphs-$graphs-$round.json"
-    if ENCDEC_CUDA_GRAPHS=$graphs "$encdec" bench "${gargs[@]}" --device cuda --dtype "$gdt" --format json \
-        >"$json" 2>"$logs/graphs-$graphs-$round.err"; then
-      python3 - "$json" "$gname" "$gdt" "$graphs" >>"$report" <<'PY'
+echo "== CUDA graphs, split-K"
+# on_off VAR TAG TITLE NAME DTYPE ROUNDS ARGS...: `encdec bench ARGS` with VAR=1
+# and VAR=0, alternating, ROUNDS times, one table row per workload and run.
+on_off() {
+  local var=$1 tag=$2 title=$3 name=$4 dt=$5 rounds=$6; shift 6
+  {
+    echo "## $title (\`encdec bench\`, alternating runs)"
+    echo
+    echo "| model | dtype | workload | $tag | tokens/s | step p50 ms | steps recorded / replayed |"
+    echo "|---|---|---|---|---|---|---|"
+  } >>"$report"
+  for round in $(seq "$rounds"); do
+    for on in 1 0; do
+      local out="$logs/$tag-$on-$round"
+      if env "$var=$on" "$encdec" bench "$@" --device cuda --dtype "$dt" --format json \
+          >"$out.json" 2>"$out.err"; then
+        python3 - "$out.json" "$name" "$dt" "$on" >>"$report" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 for w in r["results"]:
@@ -256,46 +250,30 @@ for w in r["results"]:
           f"{w.get('tokens_per_s', 0):.1f} | {w.get('step_p50_ms') or 0:.3f} | "
           f"{w.get('recorded_steps', '-')} / {w.get('replayed_steps', '-')} |")
 PY
-    else
-      echo "| $gname | $gdt | - | $graphs | failed: $(tail -n 1 "$logs/graphs-$graphs-$round.err") | | |" >>"$report"; fail=1
-    fi
+      else
+        echo "| $name | $dt | - | $on | failed: $(tail -n 1 "$out.err") | | |" >>"$report"; fail=1
+      fi
+    done
   done
-done
-echo >>"$report"
-# Split-K (kernels/gemm_tc.cu) against none, alternating: the decode steps of
-# 16 rows (W2: batch 16; W3: 4 beams x 4 sources) run the tensor-core linears,
-# whose output tiles alone leave most SMs idle (docs/performance.md).
-{
-  echo "## Decode steps of 16 rows: split-K on vs off (\`encdec bench\`, alternating runs)"
-  echo
-  echo "| model | dtype | workload | split-K | tokens/s | step p50 ms |"
-  echo "|---|---|---|---|---|---|"
-} >>"$report"
+  echo >>"$report"
+}
+# 3b. The decode step recorded once and replayed (CUDA graphs, the default)
+# against op by op (ENCDEC_CUDA_GRAPHS=0), on the FP16 shape of the
+# decode-step goal (docs/performance.md "GPU goals"); then split-K
+# (kernels/gemm_tc.cu) against none (ENCDEC_CUDA_SPLITK=0) on decode steps of
+# 16 rows (W2: batch 16; W3: 4 beams x 4 sources), which run the tensor-core
+# linears whose output tiles alone leave most SMs idle (docs/performance.md).
 if [ $quick -eq 1 ]; then
-  sargs=(--model tests/fixtures/bart --batch 16 --src-len 8 --new-tokens 4 --runs 1 --warmup 0)
-  sname=bart-fixture; sdt=f16
+  on_off ENCDEC_CUDA_GRAPHS graphs "Decode step: recorded (CUDA graph) vs op by op" bart-fixture f32 1 \
+    --model tests/fixtures/bart --batch 1 --src-len 8 --new-tokens 8 --runs 1 --warmup 0
+  on_off ENCDEC_CUDA_SPLITK split-K "Decode steps of 16 rows: split-K on vs off" bart-fixture f16 1 \
+    --model tests/fixtures/bart --batch 16 --src-len 8 --new-tokens 4 --runs 1 --warmup 0
 else
-  sargs=(--arch bart-large-cnn --random-weights --workload W2,W3 --runs 3 --warmup 1)
-  sname=bart-large-cnn; sdt=f16
+  on_off ENCDEC_CUDA_GRAPHS graphs "Decode step: recorded (CUDA graph) vs op by op" bart-large-cnn f16 2 \
+    --arch bart-large-cnn --random-weights --workload W1 --runs 3 --warmup 1
+  on_off ENCDEC_CUDA_SPLITK split-K "Decode steps of 16 rows: split-K on vs off" bart-large-cnn f16 2 \
+    --arch bart-large-cnn --random-weights --workload W2,W3 --runs 3 --warmup 1
 fi
-for round in $(seq "$grounds"); do
-  for splitk in 1 0; do
-    json="$logs/splitk-$splitk-$round.json"
-    if ENCDEC_CUDA_SPLITK=$splitk "$encdec" bench "${sargs[@]}" --device cuda --dtype "$sdt" --format json \
-        >"$json" 2>"$logs/splitk-$splitk-$round.err"; then
-      python3 - "$json" "$sname" "$sdt" "$splitk" >>"$report" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-for w in r["results"]:
-    print(f"| {sys.argv[2]} | {sys.argv[3]} | {w['workload']} | {'on' if sys.argv[4] == '1' else 'off'} | "
-          f"{w.get('tokens_per_s', 0):.1f} | {w.get('step_p50_ms') or 0:.3f} |")
-PY
-    else
-      echo "| $sname | $sdt | - | $splitk | failed: $(tail -n 1 "$logs/splitk-$splitk-$round.err") | |" >>"$report"; fail=1
-    fi
-  done
-done
-echo >>"$report"
 fi
 
 if want profile; then

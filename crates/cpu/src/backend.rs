@@ -462,7 +462,7 @@ impl Backend for CpuBackend {
                 copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
             }
             // A half KV cache takes f32 steps (checks::write_rows allows these).
-            (HostStorage::F32(a), HostStorage::F16(b)) => copy::write_rows_f32_to_f16(
+            (HostStorage::F32(a), HostStorage::F16(b)) => copy::write_rows_f32_to_half(
                 &a[so..so + n],
                 &mut b[dof..dof + dn],
                 t,
@@ -470,7 +470,7 @@ impl Backend for CpuBackend {
                 c,
                 start,
             ),
-            (HostStorage::F32(a), HostStorage::BF16(b)) => copy::write_rows_f32_to_bf16(
+            (HostStorage::F32(a), HostStorage::BF16(b)) => copy::write_rows_f32_to_half(
                 &a[so..so + n],
                 &mut b[dof..dof + dn],
                 t,

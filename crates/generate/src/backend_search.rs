@@ -385,10 +385,7 @@ impl BackendBuffers {
                 // with log-prob -ln(#forced)
                 let mut n = 0usize;
                 let mut tok = None;
-                for (j, &t) in e.forced.iter().enumerate() {
-                    if t as usize >= v || e.forced[..j].contains(&t) || e.banned.contains(&t) {
-                        continue;
-                    }
+                for t in live_forced(e, v) {
                     n += 1;
                     tok = Some(tok.map_or(t, |o: u32| o.min(t)));
                 }
@@ -450,14 +447,7 @@ impl BackendBuffers {
         ids.clear();
         vals.clear();
         if e.is_forced {
-            for (q, &t) in e.forced.iter().enumerate() {
-                if (t as usize) < v
-                    && !e.forced[..q].contains(&t)
-                    && e.banned.binary_search(&t).is_err()
-                {
-                    ids.push(t);
-                }
-            }
+            ids.extend(live_forced(e, v));
             ids.sort_unstable();
             vals.resize(ids.len(), 0.0);
             return Ok(if ids.is_empty() {
@@ -516,13 +506,8 @@ impl BackendBuffers {
             let flat = (j * v) as u32;
             if e.is_forced {
                 // forced ids are 0 (log-prob space, as HF), all others -inf
-                for (q, &t) in e.forced.iter().enumerate() {
-                    if (t as usize) < v
-                        && !e.forced[..q].contains(&t)
-                        && e.banned.binary_search(&t).is_err()
-                    {
-                        pool.push((0.0 + base, flat + t));
-                    }
+                for t in live_forced(e, v) {
+                    pool.push((0.0 + base, flat + t));
                 }
                 continue;
             }
@@ -570,6 +555,18 @@ impl BackendBuffers {
         }
         Ok(true)
     }
+}
+
+/// The ids a forced row leaves at 0 (all others are -inf): its forced ids in
+/// the vocabulary, each once, that no later ban took back.
+fn live_forced(e: &RowEdits, v: usize) -> impl Iterator<Item = u32> + '_ {
+    e.forced
+        .iter()
+        .enumerate()
+        .filter(move |&(q, &t)| {
+            (t as usize) < v && !e.forced[..q].contains(&t) && !e.banned.contains(&t)
+        })
+        .map(|(_, &t)| t)
 }
 
 /// A row's candidates for sampling ([`BackendBuffers::sample_candidates`]).

@@ -779,9 +779,7 @@ impl LogitsProcessorList {
     }
 
     /// [`process`](Self::process) on a row whose [`edits`](Self::edits)
-    /// were applied already (on the backend): only the idempotent
-    /// processors run again.
-    /// The processors a row needs after search on the backend applied its
+    /// were applied already: the processors a row needs after search on the backend applied its
     /// edits there and then fell back to the full row: the idempotent edits
     /// (bans, forcing) again, which changes nothing, and the sampling warpers,
     /// which the backend never runs; not the repetition penalty.
@@ -823,12 +821,17 @@ impl LogitsProcessorList {
     /// Whether every processor only penalises, bans or forces (as far as a
     /// row with an empty history shows).
     pub fn only_edits(&mut self) -> bool {
+        self.edits_on_empty_history(false)
+    }
+
+    /// [`edits_where`](Self::edits_where) for a row with an empty history.
+    fn edits_on_empty_history(&mut self, skip_warpers: bool) -> bool {
         let mut e = RowEdits::default();
         let ctx = RowContext {
             history: &[0],
             source: &[],
         };
-        self.edits(&ctx, &mut e)
+        self.edits_where(&ctx, &mut e, skip_warpers)
     }
 
     /// Some(k) when sampling can be decided from each row's k + 1 best
@@ -853,16 +856,7 @@ impl LogitsProcessorList {
                 (Some(_), _) => return None,
             }
         }
-        let mut e = RowEdits::default();
-        let ctx = RowContext {
-            history: &[0],
-            source: &[],
-        };
-        if self.edits_before_warpers(&ctx, &mut e) {
-            top_k
-        } else {
-            None
-        }
+        top_k.filter(|_| self.edits_on_empty_history(true))
     }
 
     /// Runs the sampling warpers on a compact row of candidates (the edits

@@ -1,7 +1,6 @@
 //! Row copies: KV-cache writes and dim-0 gathers (beam reordering).
 
 use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::par;
@@ -19,30 +18,18 @@ pub fn write_rows<T: Copy + Send + Sync>(
     write_rows_with(src, dst, t, tcap, c, start, |s, d| d.copy_from_slice(s));
 }
 
-/// [`write_rows`] of f32 rows into an f16 cache, rounded as `cast` rounds
-/// (the `half` slice conversion it uses), without a temporary.
-pub fn write_rows_f32_to_f16(
+/// [`write_rows`] of f32 rows into an f16 or bf16 cache, rounded as `cast`
+/// rounds (the `half` slice conversion it uses), without a temporary.
+pub fn write_rows_f32_to_half<H: Send>(
     src: &[f32],
-    dst: &mut [f16],
+    dst: &mut [H],
     t: usize,
     tcap: usize,
     c: usize,
     start: usize,
-) {
-    write_rows_with(src, dst, t, tcap, c, start, |s, d| {
-        d.convert_from_f32_slice(s)
-    });
-}
-
-/// [`write_rows`] of f32 rows into a bf16 cache, rounded as `cast` rounds.
-pub fn write_rows_f32_to_bf16(
-    src: &[f32],
-    dst: &mut [bf16],
-    t: usize,
-    tcap: usize,
-    c: usize,
-    start: usize,
-) {
+) where
+    [H]: HalfFloatSliceExt,
+{
     write_rows_with(src, dst, t, tcap, c, start, |s, d| {
         d.convert_from_f32_slice(s)
     });
