@@ -389,12 +389,34 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = operand;
         DType::F32
     }
+    /// The dtype a model should store the encoder's intermediate activations
+    /// in (the normalised sublayer input of a pre-LN block, q/k/v, the
+    /// attention output, the FFN's inner activations), given its attention
+    /// operand dtype as for [`kv_cache_dtype`](Self::kv_cache_dtype). The
+    /// residual stream stays f32. A backend answers F16/BF16 only where its
+    /// consumers of those tensors (tensor-core GEMMs and attention) round them
+    /// to that type anyway, so that storing them rounded halves their bytes
+    /// without changing those consumers' results. The default keeps f32.
+    fn activation_dtype(&self, operand: DType) -> DType {
+        let _ = operand;
+        DType::F32
+    }
     /// `dst[i] = src[index[i]]` along dim 0 (beam reordering). `index` is u32.
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()>;
 
     // ---- dense --------------------------------------------------------------
     /// `out[m, n] = sum_k x[m, k] * w[n, k] + bias[n]` with w in HF's `[out, in]` layout.
     /// x may have any leading dims (flattened to M rows).
+    ///
+    /// Half activations ([`activation_dtype`](Self::activation_dtype)): `x` may
+    /// be f32, f16 or bf16 and `out` f32, f16 or bf16, for any weight dtype (the
+    /// same holds for [`linear_act`](Self::linear_act) and
+    /// [`linear_gated`](Self::linear_gated); [`linear_add`](Self::linear_add)
+    /// takes a half `x` but its `out`, the residual stream, is f32). A half `x`
+    /// is read as its exact f32 widening, so the result is the f32 op's on
+    /// `cast(x, F32)`; a half `out` receives that f32 result (bias and
+    /// activation included) rounded to nearest even as [`cast`](Self::cast)
+    /// rounds. Other dtypes are an error.
     fn linear(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &mut Tensor)
         -> Result<()>;
     /// `out = act(linear(x, w, bias))`: an FFN's up projection. A backend may
@@ -532,6 +554,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn embedding(&self, ids: &Tensor, table: &Tensor, scale: f32, out: &mut Tensor) -> Result<()>;
 
     // ---- attention ----------------------------------------------------------
+    /// Scaled dot-product attention ([`AttentionParams`]). `q` is f32, f16 or
+    /// bf16; `k` and `v` are f32, f16 or bf16, both the same; `out` is f32, f16
+    /// or bf16. Half inputs are read as their exact f32 widening (the result is
+    /// the op's on the widened tensors) and a half `out` receives the f32 result
+    /// rounded to nearest even, as [`cast`](Self::cast) rounds.
     fn attention(
         &self,
         q: &Tensor,

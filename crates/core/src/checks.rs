@@ -208,6 +208,23 @@ fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// f32, f16 or bf16: the dtypes an activation (a linear's x or out, an
+/// attention operand) may have.
+pub fn is_float(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// A linear's `x` (`what` = "x") or `out` is f32, f16 or bf16.
+pub fn linear_activation(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+    if !is_float(t.dtype()) {
+        return Err(Error::Invalid(format!(
+            "{op}: {what} must be f32, f16 or bf16, got {}",
+            t.dtype()
+        )));
+    }
+    Ok(())
+}
+
 /// `w` is `[N, K]` for x `[.., K]`. Returns `[M, N, K]`, M the rows of x.
 pub fn linear_weight(x: &Tensor, w: &Tensor) -> Result<[usize; 3]> {
     let (m, k) = (x.rows(), x.cols());
@@ -429,8 +446,9 @@ pub struct AttentionShape {
 const ATTN: &str = "attention";
 
 /// q `[B, Tq, H*D]`, k and v `[Bkv, Tcap, H*D]`, `kv_len` in `1..=Tcap`.
-/// q is f32; k and v are f32, f16 or bf16, both the same (half-precision KV
-/// caches: the backends widen each element exactly to f32).
+/// q is f32, f16 or bf16; k and v are f32, f16 or bf16, both the same
+/// (half-precision KV caches and activations: the backends widen each element
+/// exactly to f32).
 /// Expects rank-3 inputs (see [`attention_view`]).
 pub fn attention(
     q: &Tensor,
@@ -439,10 +457,10 @@ pub fn attention(
     p: &AttentionParams,
 ) -> Result<AttentionShape> {
     let (qt, kt, vt) = (q.dtype(), k.dtype(), v.dtype());
-    if qt != DType::F32 || kt != vt || !matches!(kt, DType::F32 | DType::F16 | DType::BF16) {
+    if !is_float(qt) || kt != vt || !is_float(kt) {
         return Err(Error::Invalid(format!(
-            "attention: q must be f32 and k, v both f32, f16 or bf16 (the same dtype), \
-             got q {qt}, k {kt}, v {vt}"
+            "attention: q must be f32, f16 or bf16 and k, v both f32, f16 or bf16 \
+             (the same dtype), got q {qt}, k {kt}, v {vt}"
         )));
     }
     let hd = p.num_heads * p.head_dim;
@@ -548,10 +566,16 @@ impl AttentionShape {
         }
     }
 
-    /// The output has q's shape.
+    /// The output has q's shape and is f32, f16 or bf16.
     pub fn check_out(&self, out: &Tensor) -> Result<()> {
         if out.dims() != self.q.dims() {
             return Err(shape_mismatch(ATTN, out.dims(), self.q.dims()));
+        }
+        if !is_float(out.dtype()) {
+            return Err(Error::Invalid(format!(
+                "attention: out must be f32, f16 or bf16, got {}",
+                out.dtype()
+            )));
         }
         Ok(())
     }
