@@ -161,6 +161,19 @@ pub fn relative_position_bucket(
 /// An unused slot of [`Backend::repetition_penalty`]'s index.
 pub const PENALTY_INDEX_UNUSED: u32 = u32::MAX;
 
+/// `out` (f16 or bf16, `y`'s element count, contiguous) = `y` (f32 `[M, N]`)
+/// rounded to nearest even: [`Backend::write_rows`]'s conversion, so the
+/// default half-out linears round as the backends' own kernels do.
+fn round_into<B: Backend + ?Sized>(backend: &B, y: &Tensor, out: &mut Tensor) -> Result<()> {
+    crate::checks::linear_activation("linear", "out", out)?;
+    let dims = out.dims().to_vec();
+    let (m, n) = (y.dim(0), y.dim(1));
+    out.reshape_in_place([1, m, n])?;
+    let r = backend.write_rows(&y.reshape([1, m, n])?, out, 0);
+    out.reshape_in_place(dims)?;
+    r
+}
+
 pub fn host_copy(src: &Tensor, dst: &mut Tensor, op: &'static str) -> Result<()> {
     crate::checks::same_shape_and_dtype(op, src, dst)?;
     dst.require_contiguous(op)?;
@@ -430,8 +443,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         act: Activation,
         out: &mut Tensor,
     ) -> Result<()> {
-        self.linear(x, w, bias, out)?;
-        self.activation(out, act)
+        if out.dtype() == DType::F32 {
+            self.linear(x, w, bias, out)?;
+            return self.activation(out, act);
+        }
+        let [m, n, _] = crate::checks::linear_weight(x, w)?;
+        crate::checks::linear_out(x, n, out)?;
+        let mut y = self.zeros(&[m, n], DType::F32)?;
+        self.linear(x, w, bias, &mut y)?;
+        self.activation(&mut y, act)?;
+        round_into(self, &y, out)
     }
     /// `out = act(linear(x, w_gate)) * linear(x, w_up)`: a gated FFN's up
     /// projections (T5 v1.1 / Flan-T5 / mT5 `wi_0`, `wi_1`). No biases (T5's
@@ -455,7 +476,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.linear(x, w_gate, None, &mut gate)?;
         self.linear(x, w_up, None, &mut up)?;
         // out may have any leading dims: gated_activation compares counts and rows.
-        self.gated_activation(&gate, &up, act, out)
+        if out.dtype() == DType::F32 {
+            return self.gated_activation(&gate, &up, act, out);
+        }
+        let mut y = self.zeros(&[m, n], DType::F32)?;
+        self.gated_activation(&gate, &up, act, &mut y)?;
+        round_into(self, &y, out)
     }
     /// `out += linear(x, w, bias)`: a sublayer's output projection added to the
     /// residual stream `out` (the GEMM's residual epilogue). A backend may fuse

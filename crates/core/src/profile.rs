@@ -992,6 +992,9 @@ impl Backend for ProfiledBackend {
     fn kv_cache_dtype(&self, operand: DType) -> DType {
         self.inner.kv_cache_dtype(operand)
     }
+    fn activation_dtype(&self, operand: DType) -> DType {
+        self.inner.activation_dtype(operand)
+    }
     fn write_rows(&self, src: &Tensor, dst: &mut Tensor, start: usize) -> Result<()> {
         let t = self.begin("write_rows");
         let r = self.inner.write_rows(src, dst, start);
@@ -1443,6 +1446,9 @@ mod tests {
         fn kv_cache_dtype(&self, operand: DType) -> DType {
             operand
         }
+        fn activation_dtype(&self, operand: DType) -> DType {
+            operand
+        }
         fn index_select(&self, _: &Tensor, _: &Tensor, _: &mut Tensor) -> Result<()> {
             Ok(())
         }
@@ -1630,10 +1636,11 @@ mod tests {
     }
 
     #[test]
-    fn kv_cache_dtype_is_the_inner_backends() {
+    fn kv_cache_and_activation_dtypes_are_the_inner_backends() {
         let p = ProfiledBackend::new(Arc::new(Null), None);
         for dt in [DType::F32, DType::F16, DType::BF16] {
             assert_eq!(p.kv_cache_dtype(dt), dt);
+            assert_eq!(p.activation_dtype(dt), dt);
         }
     }
 

@@ -17,6 +17,13 @@
 //! otherwise; `ENCDEC_CUDA_KV_F32=1`, read when the backend is created, keeps
 //! f32 caches for half models too.
 //!
+//! Half activations: [`Backend::activation_dtype`] is likewise the operand
+//! dtype of f16/bf16 models: their encoders store q/k/v, the attention output
+//! and the FFN's inner activations in it. The tensor-core GEMM and attention
+//! round exactly those tensors to that dtype when they read them, so their
+//! results do not change and the bytes halve; `ENCDEC_CUDA_ACT_F32=1` (read
+//! at creation) keeps f32 activations.
+//!
 //! Recording (CUDA graphs, `crate::graph`): the methods that cross to or from
 //! the host check [`Driver::host_guard`] first, so they fail with a clear
 //! error while recording instead of breaking the stream capture.
@@ -61,6 +68,7 @@ impl Clone for CudaBackend {
                 gemm: AtomicU8::new(self.knobs.gemm.load(Ordering::Relaxed)),
                 attention: AtomicU8::new(self.knobs.attention.load(Ordering::Relaxed)),
                 kv_f32: AtomicBool::new(self.knobs.kv_f32.load(Ordering::Relaxed)),
+                act_f32: AtomicBool::new(self.knobs.act_f32.load(Ordering::Relaxed)),
             },
         }
     }
@@ -72,6 +80,8 @@ struct Knobs {
     attention: AtomicU8,
     /// f32 KV caches for half models (`ENCDEC_CUDA_KV_F32=1` at creation).
     kv_f32: AtomicBool,
+    /// f32 activations for half models (`ENCDEC_CUDA_ACT_F32=1` at creation).
+    act_f32: AtomicBool,
 }
 
 impl CudaBackend {
@@ -135,6 +145,9 @@ impl CudaBackend {
             }),
             knobs: Knobs {
                 kv_f32: AtomicBool::new(std::env::var("ENCDEC_CUDA_KV_F32").as_deref() == Ok("1")),
+                act_f32: AtomicBool::new(
+                    std::env::var("ENCDEC_CUDA_ACT_F32").as_deref() == Ok("1"),
+                ),
                 ..Knobs::default()
             },
         }
@@ -183,6 +196,13 @@ impl CudaBackend {
     /// both; `ENCDEC_CUDA_KV_F32=1` sets it when the backend is created.
     pub fn set_kv_f32_caches(&self, on: bool) {
         self.knobs.kv_f32.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether half models keep f32 activations ([`Backend::activation_dtype`]);
+    /// a model reads it when it encodes. Tests compare both;
+    /// `ENCDEC_CUDA_ACT_F32=1` sets it when the backend is created.
+    pub fn set_f32_activations(&self, on: bool) {
+        self.knobs.act_f32.store(on, Ordering::Relaxed);
     }
 
     /// Chooses the attention kernels (tests and benches use this to cover both).
@@ -999,6 +1019,16 @@ impl Backend for CudaBackend {
     fn kv_cache_dtype(&self, operand: DType) -> DType {
         match operand {
             DType::F16 | DType::BF16 if !self.knobs.kv_f32.load(Ordering::Relaxed) => operand,
+            _ => DType::F32,
+        }
+    }
+
+    /// Half models store the encoder's intermediate activations in their
+    /// operand dtype (the tensor-core kernels round them to it anyway);
+    /// `ENCDEC_CUDA_ACT_F32=1` keeps them f32.
+    fn activation_dtype(&self, operand: DType) -> DType {
+        match operand {
+            DType::F16 | DType::BF16 if !self.knobs.act_f32.load(Ordering::Relaxed) => operand,
             _ => DType::F32,
         }
     }

@@ -1145,8 +1145,11 @@ impl Seq2SeqModel for BartModel {
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
         let (mut h, mut x, mut p) = (z(&[b, s, d])?, z(&[b, s, d])?, z(&[b, s, d])?);
-        let mut attn = AttentionBuffers::zeros(be, &[b, s, d])?;
-        let mut f = z(&[b, s, ff])?;
+        // q/k/v, attention output and FFN inner activations: half on a backend
+        // whose kernels round them to half anyway.
+        let act = be.activation_dtype(self.attn_dtype);
+        let mut attn = AttentionBuffers::zeros(be, &[b, s, d], act)?;
+        let mut f = be.zeros(&[b, s, ff], act)?;
 
         let first = self
             .encoder

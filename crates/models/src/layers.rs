@@ -286,9 +286,14 @@ pub struct AttentionBuffers {
 }
 
 impl AttentionBuffers {
-    /// Buffers of `shape` on `backend` (the encoder, sized once per call).
-    pub fn zeros(backend: &dyn Backend, shape: &[usize]) -> encdec_core::Result<Self> {
-        let z = || backend.zeros(shape, DType::F32);
+    /// Buffers of `shape` and `dtype` on `backend` (the encoder, sized once
+    /// per call, in [`Backend::activation_dtype`]).
+    pub fn zeros(
+        backend: &dyn Backend,
+        shape: &[usize],
+        dtype: DType,
+    ) -> encdec_core::Result<Self> {
+        let z = || backend.zeros(shape, dtype);
         Ok(AttentionBuffers {
             q: z()?,
             k: z()?,
@@ -493,15 +498,11 @@ pub fn encoder_output<'a>(
     let (sources, src_len) = (hidden.dim(0), hidden.dim(1));
     let mut cross_k = Vec::with_capacity(cross.len());
     let mut cross_v = Vec::with_capacity(cross.len());
+    // A half out receives the f32 projection rounded (as a cast would).
     let project = |w: &Linear| -> encdec_core::Result<Tensor> {
-        let mut y = backend.zeros(&[sources, src_len, w.out_features()], DType::F32)?;
+        let mut y = backend.zeros(&[sources, src_len, w.out_features()], cache_dtype)?;
         w.forward(backend, &hidden, &mut y)?;
-        // once per source, so the f32 temporary costs nothing per step
-        if cache_dtype == DType::F32 {
-            Ok(y)
-        } else {
-            backend.cast(&y, cache_dtype)
-        }
+        Ok(y)
     };
     for attn in cross {
         cross_k.push(project(&attn.k)?);

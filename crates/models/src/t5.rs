@@ -757,8 +757,11 @@ impl Seq2SeqModel for T5Model {
 
         let z = |shape: &[usize]| be.zeros(shape, DType::F32);
         let (mut h, mut x) = (z(&[b, s, d])?, z(&[b, s, d])?);
-        let mut attn = AttentionBuffers::zeros(be, &[b, s, inner])?;
-        let mut f1 = z(&[b, s, ff])?;
+        // q/k/v, attention output and FFN inner activations: half on a backend
+        // whose kernels round them to half anyway.
+        let act = be.activation_dtype(self.attn_dtype);
+        let mut attn = AttentionBuffers::zeros(be, &[b, s, inner], act)?;
+        let mut f1 = be.zeros(&[b, s, ff], act)?;
 
         be.embedding(&ids, &self.embed, 1.0, &mut h)?;
         let first_norm = self

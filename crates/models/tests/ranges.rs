@@ -3,7 +3,9 @@
 //! ranges and balanced: checked with a backend that records the ranges and
 //! forwards every op to the CPU backend. The same backend records each
 //! attention call's `operand_dtype` (the rounding a model allows: f16/bf16
-//! weights -> F16/BF16, f32/int8 -> F32).
+//! weights -> F16/BF16, f32/int8 -> F32), and, acting as a backend with half
+//! KV caches and activations (as CUDA's), the dtypes each linear and attention
+//! reads and writes.
 
 mod common;
 
@@ -19,6 +21,28 @@ struct Recording {
     log: Mutex<Vec<String>>,
     /// `AttentionParams::operand_dtype` of every attention call.
     operands: Mutex<Vec<DType>>,
+    /// Answer the operand dtype for `kv_cache_dtype` and `activation_dtype`
+    /// (as the CUDA backend does for half models) instead of the CPU's f32.
+    half: bool,
+    /// `(op, input dtype, out dtype)` of every linear and attention call (x or q).
+    dtypes: Mutex<Vec<(&'static str, DType, DType)>>,
+}
+
+impl Recording {
+    fn new(half: bool) -> Arc<Self> {
+        Arc::new(Recording {
+            cpu: encdec_cpu::CpuBackend::with_threads(1),
+            log: Mutex::new(Vec::new()),
+            operands: Mutex::new(Vec::new()),
+            half,
+            dtypes: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record(&self, op: &'static str, input: &Tensor, out: &Tensor) {
+        let mut d = self.dtypes.lock().unwrap();
+        d.push((op, input.dtype(), out.dtype()));
+    }
 }
 
 impl Backend for Recording {
@@ -50,12 +74,24 @@ impl Backend for Recording {
         self.cpu.write_rows(src, dst, start)
     }
     fn kv_cache_dtype(&self, operand: DType) -> DType {
-        self.cpu.kv_cache_dtype(operand)
+        if self.half {
+            operand
+        } else {
+            self.cpu.kv_cache_dtype(operand)
+        }
+    }
+    fn activation_dtype(&self, operand: DType) -> DType {
+        if self.half {
+            operand
+        } else {
+            self.cpu.activation_dtype(operand)
+        }
     }
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
         self.cpu.index_select(src, index, dst)
     }
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
+        self.record("linear", x, out);
         self.cpu.linear(x, w, b, out)
     }
     fn linear_add(
@@ -65,6 +101,7 @@ impl Backend for Recording {
         b: Option<&Tensor>,
         out: &mut Tensor,
     ) -> Result<()> {
+        self.record("linear_add", x, out);
         self.cpu.linear_add(x, w, b, out)
     }
     fn linear_gated(
@@ -75,6 +112,7 @@ impl Backend for Recording {
         act: Activation,
         out: &mut Tensor,
     ) -> Result<()> {
+        self.record("linear_gated", x, out);
         self.cpu.linear_gated(x, w_gate, w_up, act, out)
     }
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
@@ -136,6 +174,7 @@ impl Backend for Recording {
         out: &mut Tensor,
     ) -> Result<()> {
         self.operands.lock().unwrap().push(params.operand_dtype);
+        self.record("attention", q, out);
         self.cpu.attention(q, k, v, params, out)
     }
     fn softmax(&self, x: &mut Tensor) -> Result<()> {
@@ -171,11 +210,7 @@ fn tree(log: &[String]) -> Vec<(usize, String)> {
 #[test]
 fn layers_open_balanced_ranges_inside_encode_and_decode_steps() {
     for name in ["t5", "bart"] {
-        let rec = Arc::new(Recording {
-            cpu: encdec_cpu::CpuBackend::with_threads(1),
-            log: Mutex::new(Vec::new()),
-            operands: Mutex::new(Vec::new()),
-        });
+        let rec = Recording::new(false);
         let (cfg, ckpt) = common::open_fixture(name);
         let (model, _) = build_model(&cfg, &ckpt, rec.clone(), DType::F32).expect(name);
         let spec = model.spec();
@@ -227,11 +262,7 @@ fn attention_operand_dtype_follows_the_weight_dtype() {
             (DType::BF16, DType::BF16),
             (DType::I8, DType::F32),
         ] {
-            let rec = Arc::new(Recording {
-                cpu: encdec_cpu::CpuBackend::with_threads(1),
-                log: Mutex::new(Vec::new()),
-                operands: Mutex::new(Vec::new()),
-            });
+            let rec = Recording::new(false);
             let (cfg, ckpt) = common::open_fixture(name);
             let (model, _) = build_model(&cfg, &ckpt, rec.clone(), weights).expect(name);
             let spec = model.spec();
@@ -254,4 +285,88 @@ fn attention_operand_dtype_follows_the_weight_dtype() {
             );
         }
     }
+}
+
+/// With half activations and KV caches (as the CUDA backend answers for half
+/// models), the encoder's q/k/v projections, attention and FFN up projection
+/// write the operand dtype, its attention and output/down projections read it,
+/// and the cross K/V are projected straight into the cache dtype; the residual
+/// stream, the encoder output and every decode-step activation stay f32. The
+/// encoder output and first-step logits stay within the half tolerance of the
+/// same half model with f32 activations (the CPU backend reads a half input as
+/// its exact widening, so the difference is the rounding of those tensors).
+#[test]
+fn half_activations_in_the_encoder_only() {
+    let f32_ = DType::F32;
+    for name in ["t5", "t5-v1_1", "bart", "mbart"] {
+        for weights in [DType::F16, DType::BF16] {
+            let (cfg, ckpt) = common::open_fixture(name);
+            let plain = Recording::new(false);
+            let (reference, _) = build_model(&cfg, &ckpt, plain.clone(), weights).expect(name);
+            let half = Recording::new(true);
+            let (model, _) = build_model(&cfg, &ckpt, half.clone(), weights).expect(name);
+            let src = vec![5u32, 6, 7, 9, 11, 2];
+            let what = format!("{name} {weights:?}");
+
+            let enc = model.encode(std::slice::from_ref(&src)).expect("encode");
+            let seen = std::mem::take(&mut *half.dtypes.lock().unwrap());
+            let count = |op: &str, i: DType, o: DType| {
+                seen.iter()
+                    .filter(|&&(s, a, b)| s == op && a == i && b == o)
+                    .count()
+            };
+            let layers = cfg_layers_of(&seen);
+            assert!(
+                count("attention", weights, weights) >= 1,
+                "{what}: {seen:?}"
+            );
+            // q, k, v of each encoder layer and the cross K and V of each decoder layer
+            assert!(
+                count("linear", f32_, weights) >= 3 * layers + 2,
+                "{what}: {seen:?}"
+            );
+            // each layer's output projection and FFN down projection
+            assert!(
+                count("linear_add", weights, f32_) >= 2 * layers,
+                "{what}: {seen:?}"
+            );
+            assert!(enc
+                .cross_k
+                .iter()
+                .chain(&enc.cross_v)
+                .all(|t| t.dtype() == weights));
+            assert_eq!(enc.hidden.dtype(), f32_, "{what}: the encoder output");
+
+            let start = model.spec().decoder_start_token_id;
+            let mut state = model.start(&enc, &[0], 1).expect("start");
+            let mut logits = Tensor::zeros([1, model.spec().vocab_size], f32_);
+            model
+                .step(&enc, &mut state, &[start], &mut logits)
+                .expect("step");
+            let step = std::mem::take(&mut *half.dtypes.lock().unwrap());
+            assert!(!step.is_empty());
+            assert!(
+                step.iter().all(|&(_, i, o)| i == f32_ && o == f32_),
+                "{what}: decode-step calls {step:?}"
+            );
+
+            let want_enc = common::encode_one(reference.as_ref(), &src).expect("encode");
+            let want = common::logits_after(reference.as_ref(), &src, &[start]).expect("step");
+            let got_enc = common::host_f32(model.as_ref(), &enc.hidden);
+            let got = logits.to_f32_vec().expect("logits");
+            let e = common::deviation(&got_enc, &want_enc);
+            let l = common::deviation(&got, &want);
+            println!("{what}: encoder {e:?}; first-step logits {l:?}");
+            let bound = if weights == DType::F16 { 2e-3 } else { 1e-2 };
+            assert!(
+                e.rel_l2 <= bound && l.rel_l2 <= bound,
+                "{what}: encoder {e:?}, logits {l:?} past rel L2 {bound}"
+            );
+        }
+    }
+}
+
+/// Encoder layers in a recording of one encode: attention calls.
+fn cfg_layers_of(seen: &[(&'static str, DType, DType)]) -> usize {
+    seen.iter().filter(|(op, _, _)| *op == "attention").count()
 }

@@ -168,6 +168,9 @@ impl Backend for CopyingCpu {
     fn kv_cache_dtype(&self, operand: DType) -> DType {
         self.0.kv_cache_dtype(operand)
     }
+    fn activation_dtype(&self, operand: DType) -> DType {
+        self.0.activation_dtype(operand)
+    }
     fn index_select(&self, src: &Tensor, index: &Tensor, dst: &mut Tensor) -> Result<()> {
         self.0.index_select(src, index, dst)
     }
