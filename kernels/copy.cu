@@ -2,9 +2,11 @@
 //
 // What it computes (reference: crates/cpu/src/ops/copy.rs, Tensor::contiguous)
 //   write_rows_b{2,4}      dst[b, start + t, c] = src[b, t, c]
-//                          src [B, T, C] contiguous, dst [B, Tcap, C] contiguous
-//                          (a decoder step written into a KV cache); start is
-//                          start_at[0] when start_at is not null
+//                          src [B, T, C] with C contiguous and element strides
+//                          src_bs, src_ts of B and T (a fused QKV projection's
+//                          K or V part: src_ts = 3C), dst [B, Tcap, C]
+//                          contiguous (a decoder step written into a KV cache);
+//                          start is start_at[0] when start_at is not null
 //   write_rows_f32_to_{f16,bf16}
 //                          the same rows, src f32, dst f16/bf16 (u16 bits), each
 //                          rounded to nearest even as `cast` (and the `half`
@@ -31,15 +33,15 @@
 // would land past tcap are not written (the host checks `start` otherwise).
 // Conv maps a source element to the stored one (bits, or a rounding).
 template <class S, class D, class Conv>
-__device__ void write_rows(const S* src, D* dst, i64 batch, i64 t, i64 tcap, i64 c, i64 start,
-                           const u32* start_at, Conv conv) {
+__device__ void write_rows(const S* src, D* dst, i64 batch, i64 t, i64 tcap, i64 c, i64 src_bs,
+                           i64 src_ts, i64 start, const u32* start_at, Conv conv) {
     if (start_at) start = (i64)start_at[0];
     const i64 n = batch * t * c;
     GRID_STRIDE(i, n) {
         const i64 ci = i % c;
         const i64 ti = (i / c) % t;
         const i64 bi = i / (c * t);
-        if (start + ti < tcap) dst[(bi * tcap + start + ti) * c + ci] = conv(src[i]);
+        if (start + ti < tcap) dst[(bi * tcap + start + ti) * c + ci] = conv(src[bi * src_bs + ti * src_ts + ci]);
     }
 }
 
@@ -55,20 +57,22 @@ struct ToBF16 {
 };
 
 extern "C" __global__ void write_rows_b2(const u16* src, u16* dst, i64 batch, i64 t, i64 tcap, i64 c,
-                                         i64 start, const u32* start_at) {
-    write_rows(src, dst, batch, t, tcap, c, start, start_at, Bits());
+                                         i64 src_bs, i64 src_ts, i64 start, const u32* start_at) {
+    write_rows(src, dst, batch, t, tcap, c, src_bs, src_ts, start, start_at, Bits());
 }
 extern "C" __global__ void write_rows_b4(const u32* src, u32* dst, i64 batch, i64 t, i64 tcap, i64 c,
-                                         i64 start, const u32* start_at) {
-    write_rows(src, dst, batch, t, tcap, c, start, start_at, Bits());
+                                         i64 src_bs, i64 src_ts, i64 start, const u32* start_at) {
+    write_rows(src, dst, batch, t, tcap, c, src_bs, src_ts, start, start_at, Bits());
 }
 extern "C" __global__ void write_rows_f32_to_f16(const float* src, u16* dst, i64 batch, i64 t, i64 tcap,
-                                                 i64 c, i64 start, const u32* start_at) {
-    write_rows(src, dst, batch, t, tcap, c, start, start_at, ToF16());
+                                                 i64 c, i64 src_bs, i64 src_ts, i64 start,
+                                                 const u32* start_at) {
+    write_rows(src, dst, batch, t, tcap, c, src_bs, src_ts, start, start_at, ToF16());
 }
 extern "C" __global__ void write_rows_f32_to_bf16(const float* src, u16* dst, i64 batch, i64 t,
-                                                  i64 tcap, i64 c, i64 start, const u32* start_at) {
-    write_rows(src, dst, batch, t, tcap, c, start, start_at, ToBF16());
+                                                  i64 tcap, i64 c, i64 src_bs, i64 src_ts,
+                                                  i64 start, const u32* start_at) {
+    write_rows(src, dst, batch, t, tcap, c, src_bs, src_ts, start, start_at, ToBF16());
 }
 
 template <class T>

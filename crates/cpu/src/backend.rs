@@ -443,37 +443,69 @@ impl Backend for CpuBackend {
             return Err(unsupported(OP, DType::I8));
         }
         dst.require_contiguous(OP)?;
-        let src = src.contiguous()?;
-        let (so, n) = (src.offset(), src.elem_count());
+        // Rows with a contiguous last dim are read in place (a fused QKV
+        // projection's K and V views); other views are copied first.
+        let src = if src.strides()[2] == 1 {
+            src.clone()
+        } else {
+            src.contiguous()?
+        };
+        let rows = copy::SrcRows {
+            batch: src.dim(0),
+            t,
+            batch_stride: src.strides()[0],
+            t_stride: src.strides()[1],
+        };
+        let (so, n) = (src.offset(), rows.span(c));
         let (dof, dn) = (dst.offset(), dst.elem_count());
         let sh = host(&src, OP)?;
         let dh = dst.host_mut(OP)?;
-        self.run(n, || match (sh, dh) {
-            (HostStorage::F32(a), HostStorage::F32(b)) => {
-                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
-            }
-            (HostStorage::F16(a), HostStorage::F16(b)) => {
-                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
-            }
-            (HostStorage::BF16(a), HostStorage::BF16(b)) => {
-                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
-            }
-            (HostStorage::U32(a), HostStorage::U32(b)) => {
-                copy::write_rows(&a[so..so + n], &mut b[dof..dof + dn], t, tcap, c, start)
-            }
-            // A half KV cache takes f32 steps (checks::write_rows allows these).
-            (HostStorage::F32(a), HostStorage::F16(b)) => copy::write_rows_f32_to_half(
+        self.run(src.elem_count(), || match (sh, dh) {
+            (HostStorage::F32(a), HostStorage::F32(b)) => copy::write_rows_strided(
                 &a[so..so + n],
+                rows,
                 &mut b[dof..dof + dn],
-                t,
                 tcap,
                 c,
                 start,
             ),
-            (HostStorage::F32(a), HostStorage::BF16(b)) => copy::write_rows_f32_to_half(
+            (HostStorage::F16(a), HostStorage::F16(b)) => copy::write_rows_strided(
                 &a[so..so + n],
+                rows,
                 &mut b[dof..dof + dn],
-                t,
+                tcap,
+                c,
+                start,
+            ),
+            (HostStorage::BF16(a), HostStorage::BF16(b)) => copy::write_rows_strided(
+                &a[so..so + n],
+                rows,
+                &mut b[dof..dof + dn],
+                tcap,
+                c,
+                start,
+            ),
+            (HostStorage::U32(a), HostStorage::U32(b)) => copy::write_rows_strided(
+                &a[so..so + n],
+                rows,
+                &mut b[dof..dof + dn],
+                tcap,
+                c,
+                start,
+            ),
+            // A half KV cache takes f32 steps (checks::write_rows allows these).
+            (HostStorage::F32(a), HostStorage::F16(b)) => copy::write_rows_f32_to_half_strided(
+                &a[so..so + n],
+                rows,
+                &mut b[dof..dof + dn],
+                tcap,
+                c,
+                start,
+            ),
+            (HostStorage::F32(a), HostStorage::BF16(b)) => copy::write_rows_f32_to_half_strided(
+                &a[so..so + n],
+                rows,
+                &mut b[dof..dof + dn],
                 tcap,
                 c,
                 start,

@@ -418,7 +418,15 @@ impl CudaBackend {
         }
         dst.require_contiguous(OP)?;
         self.dev.bind()?;
-        let (sp, _tmp) = self.contiguous_ptr(src, sb, OP)?;
+        // Rows with a contiguous last dim are read in place (a fused QKV
+        // projection's K and V views); other views are gathered first.
+        let (sp, src_strides, _tmp) = if src.strides()[2] == 1 {
+            let st = src.strides();
+            (sb.ptr_at(src.offset()), [st[0], st[1]], None)
+        } else {
+            let (p, tmp) = self.contiguous_ptr(src, sb, OP)?;
+            (p, [t * c, c], tmp)
+        };
         let src_ids: Option<Vec<u32>> = sb
             .ids
             .as_ref()
@@ -436,6 +444,7 @@ impl CudaBackend {
             t,
             tcap,
             c,
+            src_strides,
             // The kernel reads the start at `start_at` when it runs.
             if start_at != 0 { 0 } else { start },
             start_at,

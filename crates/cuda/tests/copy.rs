@@ -104,6 +104,30 @@ fn write_rows_matches_cpu() {
                 &down(&g, &got2),
                 &want2.to_f32_vec().unwrap(),
             );
+            // Rows read in place: the middle third of [b, t, 3c] (a fused QKV
+            // projection's K), against the same rows made contiguous.
+            let wide = host_as(random_normal(6, b * t * 3 * c, 1.0), &[b, t, 3 * c], dt);
+            let part = wide.narrow(2, c, c).unwrap().contiguous().unwrap();
+            let mut want3 = cpu().cast(&cache, dt).unwrap();
+            cpu().write_rows(&part, &mut want3, start).unwrap();
+            let mut cpu3 = cpu().cast(&cache, dt).unwrap();
+            cpu()
+                .write_rows(&wide.narrow(2, c, c).unwrap(), &mut cpu3, start)
+                .unwrap();
+            let want3 = want3.to_f32_vec().unwrap();
+            f.exact(
+                &format!("cpu write_rows in place {dt} b={b} t={t} c={c}"),
+                &cpu3.to_f32_vec().unwrap(),
+                &want3,
+            );
+            let mut got3 = up(&g, &cache);
+            g.write_rows(&up(&g, &wide).narrow(2, c, c).unwrap(), &mut got3, start)
+                .unwrap();
+            f.exact(
+                &format!("write_rows in place {dt} b={b} t={t} c={c}"),
+                &down(&g, &got3),
+                &want3,
+            );
         }
     }
     // Ids into a u32 cache keep their host copy in step (used by later checks).
@@ -212,6 +236,20 @@ fn converting_write_rows_match_cpu() {
             g.write_rows_at(&dsrc, &mut got, &pos).unwrap();
             if half_bits(&g, &got) != want {
                 f.push(format!("write_rows_at f32 -> {what}: not bit-identical"));
+            }
+            // The same rows read in place from the last third of [b, t, 3c].
+            let mut wide = random_normal(7, b * t * 3 * c, 4.0);
+            for (r, row) in src.to_f32_vec().unwrap().chunks(c).enumerate() {
+                wide[r * 3 * c + 2 * c..(r + 1) * 3 * c].copy_from_slice(row);
+            }
+            let wide = up(&g, &host(wide, &[b, t, 3 * c]));
+            let mut got = up(&g, &cache);
+            g.write_rows_at(&wide.narrow(2, 2 * c, c).unwrap(), &mut got, &pos)
+                .unwrap();
+            if half_bits(&g, &got) != want {
+                f.push(format!(
+                    "write_rows_at in place f32 -> {what}: not bit-identical"
+                ));
             }
         }
     }

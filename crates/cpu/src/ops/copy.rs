@@ -5,6 +5,38 @@ use rayon::prelude::*;
 
 use super::par;
 
+/// Where the rows of a `[B, T, C]` source lie in its slice: element strides
+/// of the batch and time dims (C contiguous). A fused QKV projection's K or V
+/// part is such a view (time stride 3C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrcRows {
+    pub batch: usize,
+    pub t: usize,
+    pub batch_stride: usize,
+    pub t_stride: usize,
+}
+
+impl SrcRows {
+    /// A contiguous `[len / (t c), t, c]` source.
+    pub fn contiguous(len: usize, t: usize, c: usize) -> Self {
+        SrcRows {
+            batch: len.checked_div(t * c).unwrap_or(0),
+            t,
+            batch_stride: t * c,
+            t_stride: c,
+        }
+    }
+
+    /// Elements of the source slice from its first row to the end of its last.
+    pub fn span(&self, c: usize) -> usize {
+        if self.batch * self.t * c == 0 {
+            0
+        } else {
+            (self.batch - 1) * self.batch_stride + (self.t - 1) * self.t_stride + c
+        }
+    }
+}
+
 /// `dst[b, start + t, :] = src[b, t, :]` for src `[B, T, C]`, dst `[B, Tcap, C]`.
 /// The caller checked `start + T <= Tcap` and the lengths.
 pub fn write_rows<T: Copy + Send + Sync>(
@@ -15,7 +47,20 @@ pub fn write_rows<T: Copy + Send + Sync>(
     c: usize,
     start: usize,
 ) {
-    write_rows_with(src, dst, t, tcap, c, start, |s, d| d.copy_from_slice(s));
+    let rows = SrcRows::contiguous(src.len(), t, c);
+    write_rows_strided(src, rows, dst, tcap, c, start);
+}
+
+/// [`write_rows`] from a source whose rows lie as `rows` says.
+pub fn write_rows_strided<T: Copy + Send + Sync>(
+    src: &[T],
+    rows: SrcRows,
+    dst: &mut [T],
+    tcap: usize,
+    c: usize,
+    start: usize,
+) {
+    write_rows_with(src, rows, dst, tcap, c, start, |s, d| d.copy_from_slice(s));
 }
 
 /// [`write_rows`] of f32 rows into an f16 or bf16 cache, rounded as `cast`
@@ -30,32 +75,69 @@ pub fn write_rows_f32_to_half<H: Send>(
 ) where
     [H]: HalfFloatSliceExt,
 {
-    write_rows_with(src, dst, t, tcap, c, start, |s, d| {
+    let rows = SrcRows::contiguous(src.len(), t, c);
+    write_rows_f32_to_half_strided(src, rows, dst, tcap, c, start);
+}
+
+/// [`write_rows_f32_to_half`] from a source whose rows lie as `rows` says.
+pub fn write_rows_f32_to_half_strided<H: Send>(
+    src: &[f32],
+    rows: SrcRows,
+    dst: &mut [H],
+    tcap: usize,
+    c: usize,
+    start: usize,
+) where
+    [H]: HalfFloatSliceExt,
+{
+    write_rows_with(src, rows, dst, tcap, c, start, |s, d| {
         d.convert_from_f32_slice(s)
     });
 }
 
-/// The row placement of the writes above; `put` fills one batch's rows.
+/// The row placement of the writes above; `put` fills rows of one batch
+/// (all T at once when they are contiguous in the source).
 fn write_rows_with<S: Sync, D: Send>(
     src: &[S],
+    rows: SrcRows,
     dst: &mut [D],
-    t: usize,
     tcap: usize,
     c: usize,
     start: usize,
     put: impl Fn(&[S], &mut [D]) + Sync,
 ) {
-    if t * c == 0 {
+    let SrcRows {
+        batch,
+        t,
+        batch_stride,
+        t_stride,
+    } = rows;
+    if batch * t * c == 0 {
         return;
     }
-    let body = |(s, d): (&[S], &mut [D])| put(s, &mut d[start * c..(start + t) * c]);
-    if par::worth_parallel(src.len()) {
-        src.par_chunks(t * c)
-            .zip(dst.par_chunks_mut(tcap * c))
+    let body = |(bi, d): (usize, &mut [D])| {
+        let s0 = bi * batch_stride;
+        if t_stride == c {
+            put(&src[s0..s0 + t * c], &mut d[start * c..(start + t) * c]);
+        } else {
+            for ti in 0..t {
+                let s = s0 + ti * t_stride;
+                put(
+                    &src[s..s + c],
+                    &mut d[(start + ti) * c..(start + ti + 1) * c],
+                );
+            }
+        }
+    };
+    if par::worth_parallel(batch * t * c) {
+        dst.par_chunks_mut(tcap * c)
+            .take(batch)
+            .enumerate()
             .for_each(body);
     } else {
-        src.chunks(t * c)
-            .zip(dst.chunks_mut(tcap * c))
+        dst.chunks_mut(tcap * c)
+            .take(batch)
+            .enumerate()
             .for_each(body);
     }
 }
@@ -110,6 +192,21 @@ mod tests {
             let mut got = vec![9u32; b * tcap * c];
             write_rows(&src, &mut got, t, tcap, c, start);
             assert_eq!(got, want);
+            // The same rows as the middle third of [B, T, 3C] rows (a fused
+            // QKV projection's K part).
+            let mut wide = vec![7u32; b * t * 3 * c];
+            for (r, row) in src.chunks(c).enumerate() {
+                wide[r * 3 * c + c..r * 3 * c + 2 * c].copy_from_slice(row);
+            }
+            let rows = SrcRows {
+                batch: b,
+                t,
+                batch_stride: t * 3 * c,
+                t_stride: 3 * c,
+            };
+            let mut got = vec![9u32; b * tcap * c];
+            write_rows_strided(&wide[c..c + rows.span(c)], rows, &mut got, tcap, c, start);
+            assert_eq!(got, want, "strided source");
         }
         let big: Vec<f32> = (0..300_000).map(|x| x as f32).collect();
         let mut dst = vec![0.0f32; 3 * 100_000];

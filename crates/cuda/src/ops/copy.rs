@@ -19,8 +19,9 @@ fn by_size(op: &str, base: &'static [&'static str; 3], esize: usize) -> Result<&
     }
 }
 
-/// `dst[b, start + t, :] = src[b, t, :]` for src of dtype `sd` and dst of
-/// dtype `dd`: the same dtype (bits), or f32 into f16/bf16 (rounded as `cast`);
+/// `dst[b, start + t, :] = src[b, t, :]` for src of dtype `sd` (rows of `c`
+/// contiguous elements, batch and time element strides `src_strides`) and dst
+/// of dtype `dd`: the same dtype (bits), or f32 into f16/bf16 (rounded as `cast`);
 /// with `start_at` (a u32 on the device, or 0) the kernel reads `start` there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_rows(
@@ -33,6 +34,7 @@ pub(crate) fn write_rows(
     t: usize,
     tcap: usize,
     c: usize,
+    src_strides: [usize; 2],
     start: usize,
     start_at: u64,
 ) -> Result<()> {
@@ -73,6 +75,8 @@ pub(crate) fn write_rows(
             t as i64,
             tcap as i64,
             c as i64,
+            src_strides[0] as i64,
+            src_strides[1] as i64,
             start as i64,
             start_at
         ],
