@@ -70,7 +70,8 @@ use crate::layers::{
     check_weight_dtype, copy_to_backend, decode_step, embedding_dtype, empty_f32, encoder_output,
     ensure_f32, host_u32, invalid, lm_head_weight, load_f32, load_weight, new_decoder_state,
     run_step, select_rows, teacher_forced_cross_attention, Attention, AttentionBuffers,
-    AttentionShape, LayerRanges, Linear, PaddedSources, Residual, StepScratch, Stream,
+    AttentionShape, LayerRanges, Linear, PaddedSources, Residual, SelfAttention, StepScratch,
+    Stream,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -594,9 +595,21 @@ impl Norm {
 }
 
 /// `q_proj`/`k_proj`/`v_proj`/`out_proj`, all `[d, d]` with biases.
+const ATTENTION_NAMES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "out_proj"];
+
+/// A cross-attention block (k and v project the encoder output once per source).
 fn load_attention(vb: &VarBuilder, d: usize, dtype: DType, be: &dyn Backend) -> Result<Attention> {
-    let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
-    Attention::load(vb, names, d, d, true, dtype, be)
+    Attention::load(vb, ATTENTION_NAMES, d, d, true, dtype, be)
+}
+
+/// A self-attention block, q/k/v fused.
+fn load_self_attention(
+    vb: &VarBuilder,
+    d: usize,
+    dtype: DType,
+    be: &dyn Backend,
+) -> Result<SelfAttention> {
+    SelfAttention::load(vb, ATTENTION_NAMES, d, d, true, dtype, be)
 }
 
 /// `fc2(act(fc1 x))`.
@@ -630,7 +643,7 @@ impl FeedForward {
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
-    self_attn: Attention,
+    self_attn: SelfAttention,
     self_norm: Norm,
     ffn: FeedForward,
     ffn_norm: Norm,
@@ -638,7 +651,7 @@ struct EncoderLayer {
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
-    self_attn: Attention,
+    self_attn: SelfAttention,
     self_norm: Norm,
     cross_attn: Attention,
     cross_norm: Norm,
@@ -892,7 +905,7 @@ impl BartModel {
         for i in 0..cfg.encoder_layers {
             let l = vb.pp("model.encoder.layers").pp(i);
             encoder.push(EncoderLayer {
-                self_attn: load_attention(&l.pp("self_attn"), d, dtype, be)?,
+                self_attn: load_self_attention(&l.pp("self_attn"), d, dtype, be)?,
                 self_norm: Norm::load(&l, "self_attn_layer_norm", d, be)?,
                 ffn: FeedForward::load(&l, d, cfg.encoder_ffn_dim, dtype, be)?,
                 ffn_norm: Norm::load(&l, "final_layer_norm", d, be)?,
@@ -902,7 +915,7 @@ impl BartModel {
         for i in 0..cfg.decoder_layers {
             let l = vb.pp("model.decoder.layers").pp(i);
             decoder.push(DecoderLayer {
-                self_attn: load_attention(&l.pp("self_attn"), d, dtype, be)?,
+                self_attn: load_self_attention(&l.pp("self_attn"), d, dtype, be)?,
                 self_norm: Norm::load(&l, "self_attn_layer_norm", d, be)?,
                 cross_attn: load_attention(&l.pp("encoder_attn"), d, dtype, be)?,
                 cross_norm: Norm::load(&l, "encoder_attn_layer_norm", d, be)?,
@@ -1148,7 +1161,7 @@ impl Seq2SeqModel for BartModel {
         // q/k/v, attention output and FFN inner activations: half on a backend
         // whose kernels round them to half anyway.
         let act = be.activation_dtype(self.attn_dtype);
-        let mut attn = AttentionBuffers::zeros(be, &[b, s, d], act)?;
+        let mut attn = AttentionBuffers::self_attention(be, &[b, s], d, act)?;
         let mut f = be.zeros(&[b, s, ff], act)?;
 
         let first = self

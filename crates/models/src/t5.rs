@@ -52,7 +52,7 @@ use crate::layers::{
     check_weight_dtype, decode_step, embedding_dtype, empty_f32, encoder_output, ensure_f32,
     lm_head_weight, load_f32, load_weight, new_decoder_state, run_step, select_rows,
     teacher_forced_cross_attention, Attention, AttentionBuffers, AttentionShape, LayerRanges,
-    Linear, PaddedSources, Residual, StepScratch, Stream,
+    Linear, PaddedSources, Residual, SelfAttention, StepScratch, Stream,
 };
 use crate::safetensors::Checkpoint;
 use crate::var_builder::VarBuilder;
@@ -479,6 +479,9 @@ impl RelativeBias {
 }
 
 /// An attention block's `q`/`k`/`v`/`o` (no biases in T5).
+const ATTENTION_NAMES: [&str; 4] = ["q", "k", "v", "o"];
+
+/// A cross-attention block (k and v project the encoder output once per source).
 fn load_attention(
     vb: &VarBuilder,
     d: usize,
@@ -486,7 +489,18 @@ fn load_attention(
     dtype: DType,
     be: &dyn Backend,
 ) -> Result<Attention> {
-    Attention::load(vb, ["q", "k", "v", "o"], d, inner, false, dtype, be)
+    Attention::load(vb, ATTENTION_NAMES, d, inner, false, dtype, be)
+}
+
+/// A self-attention block, q/k/v fused.
+fn load_self_attention(
+    vb: &VarBuilder,
+    d: usize,
+    inner: usize,
+    dtype: DType,
+    be: &dyn Backend,
+) -> Result<SelfAttention> {
+    SelfAttention::load(vb, ATTENTION_NAMES, d, inner, false, dtype, be)
 }
 
 /// `DenseReluDense`: `wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)`.
@@ -545,7 +559,7 @@ impl FeedForward {
 #[derive(Debug, Clone)]
 struct EncoderLayer {
     attn_norm: Tensor,
-    attn: Attention,
+    attn: SelfAttention,
     ffn_norm: Tensor,
     ffn: FeedForward,
 }
@@ -553,7 +567,7 @@ struct EncoderLayer {
 #[derive(Debug, Clone)]
 struct DecoderLayer {
     self_norm: Tensor,
-    self_attn: Attention,
+    self_attn: SelfAttention,
     cross_norm: Tensor,
     cross_attn: Attention,
     ffn_norm: Tensor,
@@ -629,7 +643,7 @@ impl T5Model {
             let b = evb.pp("block").pp(i).pp("layer");
             encoder.push(EncoderLayer {
                 attn_norm: load_f32(&b, "0.layer_norm.weight", &[d], be)?,
-                attn: load_attention(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
+                attn: load_self_attention(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
                 ffn_norm: load_f32(&b, "1.layer_norm.weight", &[d], be)?,
                 ffn: FeedForward::load(&b.pp("1.DenseReluDense"), cfg, &arch, dtype, be)?,
             });
@@ -643,7 +657,7 @@ impl T5Model {
             let b = dvb.pp("block").pp(i).pp("layer");
             decoder.push(DecoderLayer {
                 self_norm: load_f32(&b, "0.layer_norm.weight", &[d], be)?,
-                self_attn: load_attention(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
+                self_attn: load_self_attention(&b.pp("0.SelfAttention"), d, inner, dtype, be)?,
                 cross_norm: load_f32(&b, "1.layer_norm.weight", &[d], be)?,
                 cross_attn: load_attention(&b.pp("1.EncDecAttention"), d, inner, dtype, be)?,
                 ffn_norm: load_f32(&b, "2.layer_norm.weight", &[d], be)?,
@@ -760,7 +774,7 @@ impl Seq2SeqModel for T5Model {
         // q/k/v, attention output and FFN inner activations: half on a backend
         // whose kernels round them to half anyway.
         let act = be.activation_dtype(self.attn_dtype);
-        let mut attn = AttentionBuffers::zeros(be, &[b, s, inner], act)?;
+        let mut attn = AttentionBuffers::self_attention(be, &[b, s], inner, act)?;
         let mut f1 = be.zeros(&[b, s, ff], act)?;
 
         be.embedding(&ids, &self.embed, 1.0, &mut h)?;

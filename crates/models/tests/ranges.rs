@@ -288,7 +288,7 @@ fn attention_operand_dtype_follows_the_weight_dtype() {
 }
 
 /// With half activations and KV caches (as the CUDA backend answers for half
-/// models), the encoder's q/k/v projections, attention and FFN up projection
+/// models), the encoder's fused q/k/v projection, attention and FFN up projection
 /// write the operand dtype, its attention and output/down projections read it,
 /// and the cross K/V are projected straight into the cache dtype; the residual
 /// stream, the encoder output and every decode-step activation stay f32. The
@@ -320,9 +320,9 @@ fn half_activations_in_the_encoder_only() {
                 count("attention", weights, weights) >= 1,
                 "{what}: {seen:?}"
             );
-            // q, k, v of each encoder layer and the cross K and V of each decoder layer
+            // the fused q/k/v of each encoder layer, the cross K and V of each decoder layer
             assert!(
-                count("linear", f32_, weights) >= 3 * layers + 2,
+                count("linear", f32_, weights) >= layers + 2,
                 "{what}: {seen:?}"
             );
             // each layer's output projection and FFN down projection
