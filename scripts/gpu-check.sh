@@ -234,8 +234,8 @@ on_off() {
   {
     echo "## $title (\`encdec bench\`, alternating runs)"
     echo
-    echo "| model | dtype | workload | $tag | tokens/s | step p50 ms | steps recorded / replayed |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| model | dtype | workload | $tag | tokens/s | encoder ms | step p50 ms | steps recorded / replayed |"
+    echo "|---|---|---|---|---|---|---|---|"
   } >>"$report"
   for round in $(seq "$rounds"); do
     for on in 1 0; do
@@ -247,11 +247,11 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 for w in r["results"]:
     print(f"| {sys.argv[2]} | {sys.argv[3]} | {w['workload']} | {'on' if sys.argv[4] == '1' else 'off'} | "
-          f"{w.get('tokens_per_s', 0):.1f} | {w.get('step_p50_ms') or 0:.3f} | "
+          f"{w.get('tokens_per_s', 0):.1f} | {1e3 * (w.get('encoder_s') or 0):.3f} | {w.get('step_p50_ms') or 0:.3f} | "
           f"{w.get('recorded_steps', '-')} / {w.get('replayed_steps', '-')} |")
 PY
       else
-        echo "| $name | $dt | - | $on | failed: $(tail -n 1 "$out.err") | | |" >>"$report"; fail=1
+        echo "| $name | $dt | - | $on | failed: $(tail -n 1 "$out.err") | | | |" >>"$report"; fail=1
       fi
     done
   done
@@ -268,11 +268,18 @@ if [ $quick -eq 1 ]; then
     --model tests/fixtures/bart --batch 1 --src-len 8 --new-tokens 8 --runs 1 --warmup 0
   on_off ENCDEC_CUDA_SPLITK split-K "Decode steps of 16 rows: split-K on vs off" bart-fixture f16 1 \
     --model tests/fixtures/bart --batch 16 --src-len 8 --new-tokens 4 --runs 1 --warmup 0
+  on_off ENCDEC_CUDA_ACT_F32 f32-activations "Encoder activations: f32 (on) vs f16 (off)" bart-fixture f16 1 \
+    --model tests/fixtures/bart --batch 2 --src-len 40 --new-tokens 2 --runs 1 --warmup 0
 else
   on_off ENCDEC_CUDA_GRAPHS graphs "Decode step: recorded (CUDA graph) vs op by op" bart-large-cnn f16 2 \
     --arch bart-large-cnn --random-weights --workload W1 --runs 3 --warmup 1
   on_off ENCDEC_CUDA_SPLITK split-K "Decode steps of 16 rows: split-K on vs off" bart-large-cnn f16 2 \
     --arch bart-large-cnn --random-weights --workload W2,W3 --runs 3 --warmup 1
+  # The encoder's q/k/v, attention output and FFN activations in f16 (the
+  # default for f16 models) against f32 (ENCDEC_CUDA_ACT_F32=1): same results
+  # on the tensor-core paths, half the activation bytes; W4 is a 512-token source.
+  on_off ENCDEC_CUDA_ACT_F32 f32-activations "Encoder activations: f32 (on) vs f16 (off)" bart-large-cnn f16 2 \
+    --arch bart-large-cnn --random-weights --workload W4 --runs 3 --warmup 1
 fi
 fi
 
