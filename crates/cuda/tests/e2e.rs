@@ -17,7 +17,11 @@
 //! so the t5 and bart fixture configs are also widened to head_dim 64 with
 //! random weights: with f16/bf16 weights their encoder attention takes the
 //! tensor-core kernel on `AttentionPath::Auto` (`operand_dtype` set by the
-//! model), and the logits stay within `TOL_LOGITS_TC` of the CPU's.
+//! model), and the logits stay within `TOL_LOGITS_TC` of the CPU's. There every
+//! encoder linear (70 rows) and attention runs on tensor cores, which round
+//! their inputs to the weight dtype: the encoder's half activations (the
+//! default, `Backend::activation_dtype`) give the same logits, bit for bit, as
+//! f32 ones.
 //!
 //! Fixtures are found at `$ENCDEC_FIXTURES`, else `tests/fixtures` of this
 //! workspace, else `./tests/fixtures` (a test binary run from a copy of the repo).
@@ -364,6 +368,20 @@ fn half_precision_models_with_head_dim_64_use_tensor_core_attention() {
         eprintln!(
             "{name}: rel L2 of the logits, Auto (tensor cores) vs f32 attention: {moved:.1e}"
         );
+        // The encoder's q/k/v, attention output and FFN activations stored in
+        // the weight dtype (the default, used by `tc` above) or in f32: the
+        // tensor-core GEMMs and attention round them to it anyway.
+        g.set_f32_activations(true);
+        let f32_activations = first_step_logits(&*mg, &ids);
+        g.set_f32_activations(false);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if bits(&f32_activations) != bits(&tc) {
+            f.push(format!(
+                "{name} ({dtype} weights): logits with f32 encoder activations differ from \
+                 half ones by rel L2 {:.1e}; want the same bits",
+                rel_l2(&tc, &f32_activations)
+            ));
+        }
         if g.cuda.is_some() && name == "t5" && moved < 1e-5 {
             f.push(format!(
                 "{name}: Auto's logits within rel L2 {moved:.1e} of the f32 attention's: \

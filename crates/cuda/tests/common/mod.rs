@@ -53,6 +53,12 @@ impl Dut {
             c.set_kv_f32_caches(on);
         }
     }
+    /// Whether half models keep f32 activations (as `ENCDEC_CUDA_ACT_F32=1`).
+    pub fn set_f32_activations(&self, on: bool) {
+        if let Some(c) = &self.cuda {
+            c.set_f32_activations(on);
+        }
+    }
     pub fn memory_stats(&self) -> Option<MemoryStats> {
         self.cuda.as_ref().map(|c| c.memory_stats())
     }
