@@ -508,7 +508,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
 
     // ---- normalisation ------------------------------------------------------
-    /// `out = norm(x)` row-wise over the last dim.
+    /// `out = norm(x)` row-wise over the last dim. `x` is f32; `out` is f32,
+    /// or f16/bf16 (a pre-LN sublayer's input as a half activation,
+    /// [`activation_dtype`](Self::activation_dtype)): the f32 result rounded
+    /// to nearest even as [`cast`](Self::cast) rounds. Likewise for
+    /// [`add_norm`](Self::add_norm)'s `out` (its residual stays f32).
     fn norm(
         &self,
         kind: NormKind,

@@ -157,6 +157,33 @@ fn f32_out<'a>(t: &'a mut Tensor, op: &'static str) -> Result<&'a mut [f32]> {
     }
 }
 
+thread_local! {
+    /// A half-out norm's f32 result before rounding (reused per thread).
+    static NORM_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's [`NORM_SCRATCH`].
+fn with_norm_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut scratch = NORM_SCRATCH.with(|c| c.take());
+    scratch.resize(len, 0.0);
+    let r = f(&mut scratch[..len]);
+    NORM_SCRATCH.with(|c| c.set(scratch));
+    r
+}
+
+/// `out` (f16 or bf16, contiguous, `src.len()` elements) = `src` rounded to
+/// nearest even, as `cast` rounds.
+fn round_out(src: &[f32], out: &mut Tensor, op: &'static str) -> Result<()> {
+    out.require_contiguous(op)?;
+    let (o, n) = (out.offset(), out.elem_count());
+    match out.host_mut(op)? {
+        HostStorage::F16(v) => v[o..o + n].convert_from_f32_slice(src),
+        HostStorage::BF16(v) => v[o..o + n].convert_from_f32_slice(src),
+        h => return Err(unsupported(op, h.dtype())),
+    }
+    Ok(())
+}
+
 /// The u32 elements of a contiguous, uniquely owned host tensor, writable.
 fn u32_out<'a>(t: &'a mut Tensor, op: &'static str) -> Result<&'a mut [u32]> {
     host(t, op)?;
@@ -659,6 +686,17 @@ impl Backend for CpuBackend {
         let c = x.cols();
         let (w, b) = norm_params(OP, kind, weight, bias, c)?;
         same_count(OP, out, x)?;
+        if out.dtype() != DType::F32 {
+            // A half out: the f32 result in a reused buffer, then rounded.
+            checks::linear_activation(OP, "out", out)?;
+            return with_norm_scratch(xs.len(), |o| {
+                let isa = isa::active();
+                self.run(xs.len(), || {
+                    norm::norm(isa, kind, xs, &w, b.as_deref(), eps, o)
+                });
+                round_out(o, out, OP)
+            });
+        }
         let o = f32_out(out, OP)?;
         let isa = isa::active();
         self.run(xs.len(), || {
@@ -683,6 +721,17 @@ impl Backend for CpuBackend {
         let (w, b) = norm_params(OP, kind, weight, bias, c)?;
         same_count(OP, residual, x)?;
         same_count(OP, out, x)?;
+        if out.dtype() != DType::F32 {
+            checks::linear_activation(OP, "out", out)?;
+            let r = f32_out(residual, OP)?;
+            return with_norm_scratch(xs.len(), |o| {
+                let isa = isa::active();
+                self.run(xs.len(), || {
+                    norm::add_norm(isa, kind, xs, r, &w, b.as_deref(), eps, o)
+                });
+                round_out(o, out, OP)
+            });
+        }
         let r = f32_out(residual, OP)?;
         let o = f32_out(out, OP)?;
         let isa = isa::active();
@@ -977,6 +1026,63 @@ mod tests {
         assert!(CpuBackend::with_threads(1)
             .describe()
             .ends_with("1 thread)"));
+    }
+
+    /// A half `out` of norm / add_norm receives the f32 result rounded as
+    /// `cast` rounds; the residual stays the same f32 sum.
+    #[test]
+    fn norms_into_a_half_out_round_the_f32_result() {
+        let be = CpuBackend::with_threads(2);
+        for (rows, cols) in [(1, 7), (3, 130), (17, 1024)] {
+            let mut xv = random_normal(rows as u64, rows * cols, 3.0);
+            // ties and values past f16's range
+            xv[0] = 70000.0;
+            let x = t(xv, &[rows, cols]);
+            let r0 = t(random_normal(9, rows * cols, 1.0), &[rows, cols]);
+            let w = t(random_vec(2, cols), &[cols]);
+            let b = t(random_vec(3, cols), &[cols]);
+            for kind in [NormKind::LayerNorm, NormKind::RmsNorm] {
+                let bias = (kind == NormKind::LayerNorm).then_some(&b);
+                let mut want = t(vec![0.0; rows * cols], &[rows, cols]);
+                be.norm(kind, &x, &w, bias, 1e-6, &mut want).unwrap();
+                let (mut r_want, mut want_add) = (
+                    be.cast(&r0, DType::F32).unwrap(),
+                    t(vec![0.0; rows * cols], &[rows, cols]),
+                );
+                be.add_norm(kind, &x, &mut r_want, &w, bias, 1e-6, &mut want_add)
+                    .unwrap();
+                for dt in [DType::F16, DType::BF16] {
+                    let what = format!("{kind:?} {rows}x{cols} {dt}");
+                    let mut got = Tensor::zeros([rows, cols], dt);
+                    be.norm(kind, &x, &w, bias, 1e-6, &mut got).unwrap();
+                    let want_h = be.cast(&want, dt).unwrap();
+                    assert_eq!(bits(&got), bits(&want_h), "norm {what}");
+                    let (mut r, mut got) = (
+                        be.cast(&r0, DType::F32).unwrap(),
+                        Tensor::zeros([rows, cols], dt),
+                    );
+                    be.add_norm(kind, &x, &mut r, &w, bias, 1e-6, &mut got)
+                        .unwrap();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&be.cast(&want_add, dt).unwrap()),
+                        "add_norm {what}"
+                    );
+                    assert_eq!(r.to_f32_vec().unwrap(), r_want.to_f32_vec().unwrap());
+                }
+                let mut bad = Tensor::zeros([rows, cols], DType::U32);
+                assert!(be.norm(kind, &x, &w, bias, 1e-6, &mut bad).is_err());
+            }
+        }
+    }
+
+    /// The bits of an f16 / bf16 host tensor.
+    fn bits(t: &Tensor) -> Vec<u16> {
+        match t.host().unwrap() {
+            HostStorage::F16(v) => v.iter().map(|x| x.to_bits()).collect(),
+            HostStorage::BF16(v) => v.iter().map(|x| x.to_bits()).collect(),
+            h => panic!("not half: {}", h.dtype()),
+        }
     }
 
     #[test]

@@ -292,6 +292,19 @@ impl CudaBackend {
         Ok(p)
     }
 
+    /// Address and dtype of a contiguous, uniquely owned f32, f16 or bf16
+    /// tensor (an output that may hold half activations).
+    fn float_out(&self, t: &mut Tensor, op: &'static str) -> Result<(u64, DType)> {
+        let b = self.buf(t, op)?;
+        t.require_contiguous(op)?;
+        if !checks::is_float(b.dtype) {
+            return Err(self.unsupported(op, b.dtype));
+        }
+        let (p, dt) = (b.ptr_at(t.offset()), b.dtype);
+        t.storage_mut(op)?;
+        Ok((p, dt))
+    }
+
     /// Address and host copy of a contiguous u32 tensor. Range checks use
     /// the host copy when an op is recorded; replays do not check again
     /// (`crate::graph`: the caller validates what it uploads).
@@ -1187,8 +1200,8 @@ impl Backend for CudaBackend {
         self.dev.bind()?;
         let (w, b, _tmp) = self.norm_params(OP, kind, weight, bias, c)?;
         same_count(OP, out, x)?;
-        let o = self.f32_out(out, OP)?;
-        ops::norm::norm(&self.dev, kind, xp, None, w, b, o, x.rows(), c, eps)
+        let (o, odt) = self.float_out(out, OP)?;
+        ops::norm::norm(&self.dev, kind, xp, None, w, b, o, odt, x.rows(), c, eps)
     }
 
     fn add_norm(
@@ -1209,8 +1222,8 @@ impl Backend for CudaBackend {
         same_count(OP, residual, x)?;
         same_count(OP, out, x)?;
         let r = self.f32_out(residual, OP)?;
-        let o = self.f32_out(out, OP)?;
-        ops::norm::norm(&self.dev, kind, xp, Some(r), w, b, o, x.rows(), c, eps)
+        let (o, odt) = self.float_out(out, OP)?;
+        ops::norm::norm(&self.dev, kind, xp, Some(r), w, b, o, odt, x.rows(), c, eps)
     }
 
     // ---- pointwise ------------------------------------------------------

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use encdec_core::testing::{random_normal, random_vec};
-use encdec_core::{Backend, DType, NormKind};
+use encdec_core::{Backend, DType, HostStorage, NormKind, Tensor};
 
 const ROWS: [usize; 4] = [1, 3, 17, 64];
 const COLS: [usize; 7] = [1, 7, 64, 130, 512, 1024, 4096];
@@ -128,4 +128,73 @@ fn rms_norm_with_a_bias_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("RMS norm takes no bias"), "{e}");
+}
+
+/// A half `out` (the pre-LN sublayer input of a half model's encoder) gets the
+/// kernel's own f32 result rounded: bit for bit the f32-out kernel then the
+/// device cast, for norm and add_norm (whose residual is the f32 sum either
+/// way); every element is written (the out starts as NaN bits).
+#[test]
+fn half_out_norms_round_the_f32_result() {
+    let g = gpu_or_skip!("half_out_norms_round_the_f32_result");
+    let mut f = Failures::default();
+    for (rows, cols) in [(1, 7), (3, 130), (17, 1024), (2, 4096)] {
+        let mut xv = random_normal((rows + cols) as u64, rows * cols, 3.0);
+        xv[0] = 70000.0; // past f16's range once normalised with a large weight
+        let xd = up(&g, &host(xv, &[rows, cols]));
+        let r0 = host(random_normal(8, rows * cols, 1.0), &[rows, cols]);
+        let mut wv = random_vec(2, cols);
+        wv[0] = 3.0e4;
+        let wd = up(&g, &host(wv, &[cols]));
+        let bd = up(&g, &host(random_vec(3, cols), &[cols]));
+        for kind in [NormKind::LayerNorm, NormKind::RmsNorm] {
+            let bias = (kind == NormKind::LayerNorm).then_some(&bd);
+            let mut want = poisoned(&g, &[rows, cols]);
+            g.norm(kind, &xd, &wd, bias, 1e-6, &mut want).unwrap();
+            let mut r_want = up(&g, &r0);
+            let mut want_add = poisoned(&g, &[rows, cols]);
+            g.add_norm(kind, &xd, &mut r_want, &wd, bias, 1e-6, &mut want_add)
+                .unwrap();
+            for dt in [DType::F16, DType::BF16] {
+                let what = format!("{kind:?} rows={rows} cols={cols} out {dt}");
+                let mut got = up(&g, &nan_half(&[rows, cols], dt));
+                g.norm(kind, &xd, &wd, bias, 1e-6, &mut got).unwrap();
+                if bits(&g, &got) != bits(&g, &g.cast(&want, dt).unwrap()) {
+                    f.push(format!("norm {what}: not the f32 result rounded"));
+                }
+                let mut r = up(&g, &r0);
+                let mut got = up(&g, &nan_half(&[rows, cols], dt));
+                g.add_norm(kind, &xd, &mut r, &wd, bias, 1e-6, &mut got)
+                    .unwrap();
+                if bits(&g, &got) != bits(&g, &g.cast(&want_add, dt).unwrap()) {
+                    f.push(format!("add_norm {what}: not the f32 result rounded"));
+                }
+                f.exact(
+                    &format!("add_norm {what} residual"),
+                    &down(&g, &r),
+                    &down(&g, &r_want),
+                );
+            }
+        }
+    }
+    f.finish("half-out norms");
+}
+
+/// A host f16/bf16 tensor of NaN bits (0x7fff).
+fn nan_half(shape: &[usize], dt: DType) -> Tensor {
+    let n = shape.iter().product();
+    let h = match dt {
+        DType::F16 => HostStorage::F16(vec![half::f16::from_bits(0x7fff); n]),
+        _ => HostStorage::BF16(vec![half::bf16::from_bits(0x7fff); n]),
+    };
+    Tensor::from_host(h, shape).unwrap()
+}
+
+/// The bits of a half tensor on the device.
+fn bits(g: &Dut, t: &Tensor) -> Vec<u16> {
+    match g.download(t).unwrap().host().unwrap() {
+        HostStorage::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        HostStorage::BF16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        h => panic!("not a half tensor: {}", h.dtype()),
+    }
 }

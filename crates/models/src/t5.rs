@@ -769,25 +769,23 @@ impl Seq2SeqModel for T5Model {
         let ids = be.upload(&Tensor::from_u32(src.ids, [b * s])?)?;
         let key_mask = be.upload(&Tensor::from_f32(src.key_mask, [b, s])?)?;
 
-        let z = |shape: &[usize]| be.zeros(shape, DType::F32);
-        let (mut h, mut x) = (z(&[b, s, d])?, z(&[b, s, d])?);
-        // q/k/v, attention output and FFN inner activations: half on a backend
-        // whose kernels round them to half anyway.
+        // The residual stream h and the encoder output are f32; each sublayer's
+        // normalised input x, q/k/v, the attention output and the FFN inner
+        // activations are half on a backend whose kernels round them to half
+        // anyway (Backend::activation_dtype).
         let act = be.activation_dtype(self.attn_dtype);
+        let mut h = be.zeros(&[b, s, d], DType::F32)?;
+        let mut x = be.zeros(&[b, s, d], act)?;
         let mut attn = AttentionBuffers::self_attention(be, &[b, s], inner, act)?;
         let mut f1 = be.zeros(&[b, s, ff], act)?;
 
         be.embedding(&ids, &self.embed, 1.0, &mut h)?;
-        let first_norm = self
-            .encoder
-            .first()
-            .map_or(&self.encoder_norm, |l| &l.attn_norm);
-        self.rms(&h, first_norm, &mut x)?;
         let mut params = self.params(0, s, /*causal=*/ false);
         params.key_mask = Some(&key_mask);
         params.relative_bias = Some(self.encoder_bias.spec());
         for (i, l) in self.encoder.iter().enumerate() {
             let _range = self.layer_ranges.encoder(be, i);
+            self.rms(&h, &l.attn_norm, &mut x)?;
             let mut io = Residual::of(Stream::Hidden, &mut h, &mut x);
             l.attn.forward(be, &mut io, &params, &mut attn)?;
             self.rms(&h, &l.ffn_norm, &mut x)?;
@@ -796,15 +794,13 @@ impl Seq2SeqModel for T5Model {
                 &mut Residual::of(Stream::Hidden, &mut h, &mut x),
                 &mut f1,
             )?;
-            let next = self
-                .encoder
-                .get(i + 1)
-                .map_or(&self.encoder_norm, |n| &n.attn_norm);
-            self.rms(&h, next, &mut x)?;
         }
+        drop((x, attn, f1));
+        let mut hidden = be.zeros(&[b, s, d], DType::F32)?;
+        self.rms(&h, &self.encoder_norm, &mut hidden)?;
         let cross = self.decoder.iter().map(|l| &l.cross_attn);
         let cache_dtype = be.kv_cache_dtype(self.attn_dtype);
-        encoder_output(be, x, key_mask, src.lengths, cross, cache_dtype)
+        encoder_output(be, hidden, key_mask, src.lengths, cross, cache_dtype)
     }
 
     fn start(
