@@ -371,8 +371,14 @@ fn half_x_and_out_off_tensor_cores_equal_the_widened_x_then_cast() {
             if path == GemmPath::Auto && m > 8 && matches!(wdt, DType::F16 | DType::BF16) {
                 continue;
             }
-            let w = up(&g, &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt));
-            let wu = up(&g, &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt));
+            let w = up(
+                &g,
+                &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt),
+            );
+            let wu = up(
+                &g,
+                &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt),
+            );
             let c = half_io::Case {
                 m,
                 k,
@@ -404,11 +410,23 @@ fn linear_activation_dtype_errors() {
     let act = encdec_core::Activation::Gelu;
     let errs = [
         ("linear u32 x", g.linear(&ids, &w, None, &mut out).err()),
-        ("linear_act u32 x", g.linear_act(&ids, &w, None, act, &mut out).err()),
-        ("linear_gated u32 x", g.linear_gated(&ids, &w, &w, act, &mut out).err()),
-        ("linear_add u32 x", g.linear_add(&ids, &w, None, &mut out).err()),
+        (
+            "linear_act u32 x",
+            g.linear_act(&ids, &w, None, act, &mut out).err(),
+        ),
+        (
+            "linear_gated u32 x",
+            g.linear_gated(&ids, &w, &w, act, &mut out).err(),
+        ),
+        (
+            "linear_add u32 x",
+            g.linear_add(&ids, &w, None, &mut out).err(),
+        ),
         ("linear u32 out", g.linear(&x, &w, None, &mut out_u32).err()),
-        ("linear_gated u32 out", g.linear_gated(&x, &w, &w, act, &mut out_u32).err()),
+        (
+            "linear_gated u32 out",
+            g.linear_gated(&x, &w, &w, act, &mut out_u32).err(),
+        ),
     ];
     for (what, e) in errs {
         let e = e.unwrap_or_else(|| panic!("{what}: not an error"));
@@ -417,6 +435,9 @@ fn linear_activation_dtype_errors() {
     for odt in [DType::F16, DType::BF16] {
         let mut half_out = half_io::poisoned_as(&g, &[m, n], odt);
         let e = g.linear_add(&x, &w, None, &mut half_out);
-        assert!(e.is_err(), "linear_add into a {odt} residual must be an error");
+        assert!(
+            e.is_err(),
+            "linear_add into a {odt} residual must be an error"
+        );
     }
 }

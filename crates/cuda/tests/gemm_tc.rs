@@ -552,8 +552,14 @@ fn half_x_and_out_on_tensor_cores_equal_the_widened_x_then_cast() {
         let (x, residual) = half_io::data(seed, m, k, n);
         let bias = half_io::bias(&g, seed + 2, n);
         for wdt in [DType::F16, DType::BF16] {
-            let w = up(&g, &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt));
-            let wu = up(&g, &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt));
+            let w = up(
+                &g,
+                &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt),
+            );
+            let wu = up(
+                &g,
+                &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt),
+            );
             let c = half_io::Case {
                 m,
                 k,

@@ -59,7 +59,7 @@ impl Case<'_> {
         let mut v = vec![0.5f32; o];
         v.extend_from_slice(self.x);
         let t = up(g, &host_as(v, &[o + m * k], dtype));
-        t.narrow(0, o, m * k).unwrap().reshape(&[m, k]).unwrap()
+        t.narrow(0, o, m * k).unwrap().reshape([m, k]).unwrap()
     }
 
     fn run(&self, g: &Dut, op: Op, x: &Tensor, out: &mut Tensor) -> encdec_core::Result<()> {
@@ -74,7 +74,10 @@ impl Case<'_> {
     /// An output of `dtype`: NaN, or the residual for [`Op::Add`].
     fn out(&self, g: &Dut, op: Op, dtype: DType) -> Tensor {
         match op {
-            Op::Add => up(g, &host_as(self.residual.to_vec(), &[self.m, self.n], dtype)),
+            Op::Add => up(
+                g,
+                &host_as(self.residual.to_vec(), &[self.m, self.n], dtype),
+            ),
             _ => poisoned_as(g, &[self.m, self.n], dtype),
         }
     }
