@@ -18,6 +18,8 @@
 //     K/V may be f32, f16 or bf16, read through the loaders above
 //   - pack2 (two f32 -> f16x2 / bf16x2) and, for sm_80+, PTX wrappers of
 //     ldmatrix (.trans too), mma.sync m16n8k16 f16/bf16 and cp.async
+//   - apply_act (activation codes) and the linear epilogues' stores
+//     store_out / store_linear (out f32, f16 or bf16: OUT_* codes)
 #pragma once
 
 typedef unsigned char u8;
@@ -388,8 +390,16 @@ __device__ __forceinline__ float apply_act(int act, float x) {
 #define OUT_F16 1
 #define OUT_BF16 2
 
-// out[i] = v in out's dtype.
-__device__ __forceinline__ void store_out(void* out, i64 i, float v, int out_dt) {
+// out[i] = v in out's dtype. Not inlined: inlined, the optimiser threads the
+// fully unrolled epilogues' stores on out_dt into one copy of the whole
+// epilogue (apply_act's erff/tanhf/expf included) per dtype, which made
+// gemm.cu's PTX 2.6x (4.2 -> 11 MB) and NVRTC 3x slower; a call per stored
+// element costs little next to the GEMM.
+#ifdef ENCDEC_CUDA_EMU
+inline void store_out(void* out, i64 i, float v, int out_dt) {
+#else
+__device__ __noinline__ void store_out(void* out, i64 i, float v, int out_dt) {
+#endif
     if (out_dt == OUT_F16)
         static_cast<u16*>(out)[i] = f32_to_f16(v);
     else if (out_dt == OUT_BF16)

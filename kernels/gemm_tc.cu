@@ -105,8 +105,10 @@
 //
 // Napkin math (H100 SXM: ~990 dense f16/bf16 TFLOP/s, 3.35 TB/s): a block does
 // 2 * 64 * 128 * 32 = 524k flop per K step and reads 64*32*4 + 128*32*2 = 16 KiB,
-// 32 flop/B from L2/HBM; t5-large FFN (M = 1024, K = 1024, N = 4096) is 8.6 GFLOP
-// and 17 MB: ~9 us at peak math, ~5 us of HBM. Never timed: no GPU has run it.
+// 32 flop/B from L2/HBM (the _hx kernels: 64*32*2 + 128*32*2 = 12 KiB, 43
+// flop/B); t5-large FFN (M = 1024, K = 1024, N = 4096) is 8.6 GFLOP and 17 MB:
+// ~9 us at peak math, ~5 us of HBM (an f16 x and out halve their bytes).
+// Never timed: no GPU has run it.
 // Decode (M = 16 rows, batch 16 greedy or 4 beams x 4 sources), a 1024 x 1024
 // f16 projection: 2 MiB of weights, 4 MFLOP, so the weight stream is the whole
 // cost (0.6 us at 3.35 TB/s). Unsplit it is grid (8, 1) = 8 blocks: 8 of 132
