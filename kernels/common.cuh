@@ -18,6 +18,8 @@
 //     K/V may be f32, f16 or bf16, read through the loaders above
 //   - pack2 (two f32 -> f16x2 / bf16x2) and, for sm_80+, PTX wrappers of
 //     ldmatrix (.trans too), mma.sync m16n8k16 f16/bf16 and cp.async
+//   - apply_act (activation codes) and the linear epilogues' stores
+//     store_out / store_linear (out f32, f16 or bf16: OUT_* codes)
 #pragma once
 
 typedef unsigned char u8;
@@ -381,10 +383,41 @@ __device__ __forceinline__ float apply_act(int act, float x) {
     }
 }
 
-// The linear kernels' last step: out[i] = act(v), or with accumulate
-// (Backend::linear_add, the residual epilogue) out[i] += act(v), which is
-// elementwise.cu's add_assign on the same value: the same bits as the unfused ops.
-__device__ __forceinline__ void store_linear(float* out, i64 i, float v, int act, int accumulate) {
+// Output dtypes of the linear kernels (`out_dt`; crates/cuda/src/ops/gemm.rs
+// `out_code`): a half out receives the f32 result rounded to nearest even by
+// the helpers above, the bits of an f32 out then elementwise.cu's cast.
+#define OUT_F32 0
+#define OUT_F16 1
+#define OUT_BF16 2
+
+// out[i] = v in out's dtype. Not inlined: inlined, the optimiser threads the
+// fully unrolled epilogues' stores on out_dt into one copy of the whole
+// epilogue (apply_act's erff/tanhf/expf included) per dtype, which made
+// gemm.cu's PTX 2.6x (4.2 -> 11 MB) and NVRTC 3x slower; a call per stored
+// element costs little next to the GEMM.
+#ifdef ENCDEC_CUDA_EMU
+inline void store_out(void* out, i64 i, float v, int out_dt) {
+#else
+__device__ __noinline__ void store_out(void* out, i64 i, float v, int out_dt) {
+#endif
+    if (out_dt == OUT_F16)
+        static_cast<u16*>(out)[i] = f32_to_f16(v);
+    else if (out_dt == OUT_BF16)
+        static_cast<u16*>(out)[i] = f32_to_bf16(v);
+    else
+        static_cast<float*>(out)[i] = v;
+}
+
+// The linear kernels' last step: out[i] = act(v) (in out's dtype), or with
+// accumulate (Backend::linear_add, the residual epilogue; out is then f32)
+// out[i] += act(v), which is elementwise.cu's add_assign on the same value:
+// the same bits as the unfused ops.
+__device__ __forceinline__ void store_linear(void* out, i64 i, float v, int act, int accumulate, int out_dt) {
     v = apply_act(act, v);
-    out[i] = accumulate ? out[i] + v : v;
+    if (accumulate) {
+        float* o = static_cast<float*>(out);
+        o[i] = o[i] + v;
+    } else {
+        store_out(out, i, v, out_dt);
+    }
 }

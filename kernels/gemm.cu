@@ -5,7 +5,9 @@
 //                x f32 [M, K]; w [N, K] (HF's [out, in]) as f32, f16, bf16 or int8;
 //                s[n] = the int8 row scale (null for float weights: s = 1);
 //                bias f32 [N] or null; act: apply_act's code (common.cuh),
-//                ACT_IDENTITY for none. With `accumulate` (Backend::linear_add, the
+//                ACT_IDENTITY for none; out [M, N] f32, f16 or bf16 (`out_dt`,
+//                common.cuh's OUT_*: a half out receives the f32 result rounded to
+//                nearest even, store_out, the bits of an f32 out then cast). With `accumulate` (Backend::linear_add, the
 //                residual epilogue) out[m, n] += that value: out holds the residual
 //                on entry (store_linear). Either is bit for bit the unfused ops
 //                (linear, then activation / add_assign). Tiled shared-memory GEMM,
@@ -15,13 +17,16 @@
 //   linear_gated_<w>, gemv_gated_<w>  (Backend::linear_gated, a gated FFN's up projections)
 //                out[m, n] = act(g[m, n]) * u[m, n], g = (sum_k x[m, k] * wg[n, k]) * sg[n],
 //                u likewise with wu, su; wg, wu [N, K] of one type, sg/su their int8
-//                row scales or null; no bias; act: apply_act's code (common.cuh).
+//                row scales or null; no bias; act: apply_act's code (common.cuh);
+//                out f32, f16 or bf16 (`out_dt`, as above).
 //                Each sum is computed as linear_<w> / gemv_<w> compute it, and the
 //                epilogue as elementwise.cu's gated_activation: bit for bit the two
 //                linears then gated_activation, without the two [M, N] temporaries.
 //   batched_matmul_f32  out[b, m, n] = sum_k a[b, m, k] * B[b, k, n]
 //                a contiguous [batch, M, K]; B any strides (sb, sk, sn) in elements;
 //                out contiguous [batch, M, N].
+// x is f32 in every kernel here: the launcher widens a half x into pooled
+// scratch first (crates/cuda/src/ops/gemm.rs).
 // Int8 weights are dequantised in registers (weight-only int8): the int8 value
 // is widened to f32, multiplied with x, and the row scale applied once per
 // output. (The CPU backend's VNNI path also quantises x; this does not.)
@@ -153,9 +158,9 @@ struct GatedB {
 // Epilogue of linear_<w> and batched_matmul_f32: tile column c + 16 j is output
 // n0 + c + 16 j; out[m, n] (=/+=) act(acc * s[n] + bias[n]).
 struct LinearEp {
-    float* out;
+    void* out;
     const float *scales, *bias;
-    int N, n0, act, accumulate;
+    int N, n0, act, accumulate, out_dt;
     __device__ __forceinline__ void operator()(int m, int c, const float (&acc)[4]) const {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
@@ -164,7 +169,7 @@ struct LinearEp {
             float v = acc[j];
             if (scales) v *= scales[n];
             if (bias) v += bias[n];
-            store_linear(out, (i64)m * N + n, v, act, accumulate);
+            store_linear(out, (i64)m * N + n, v, act, accumulate, out_dt);
         }
     }
 };
@@ -172,9 +177,9 @@ struct LinearEp {
 // Epilogue of linear_gated_<w>: tile columns c and c + 16 (j < 2) hold gate
 // sums of outputs n0 + c + 16 j, columns c + 32 and c + 48 (j + 2) their up sums.
 struct GatedEp {
-    float* out;
+    void* out;
     const float *sg, *su;
-    int N, n0, act;
+    int N, n0, act, out_dt;
     __device__ __forceinline__ void operator()(int m, int c, const float (&acc)[4]) const {
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
@@ -183,18 +188,18 @@ struct GatedEp {
             float g = acc[j], u = acc[j + 2];
             if (sg) g *= sg[n];
             if (su) u *= su[n];
-            out[(i64)m * N + n] = apply_act(act, g) * u;
+            store_out(out, (i64)m * N + n, apply_act(act, g) * u, out_dt);
         }
     }
 };
 
 #define LINEAR(NAME, W)                                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                           \
-        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M,   \
-             int N, int K, int act, int accumulate) {                                                    \
+        NAME(const float* x, const W::T* w, const float* scales, const float* bias, void* out, int M,    \
+             int N, int K, int act, int accumulate, int out_dt) {                                        \
         const int n0 = blockIdx.x * BN;                                                                  \
         gemm_tile(x, K, M, K, LinearB<W>{w, K, N, n0},                                                   \
-                  LinearEp{out, scales, bias, N, n0, act, accumulate});                                  \
+                  LinearEp{out, scales, bias, N, n0, act, accumulate, out_dt});                          \
     }
 LINEAR(linear_f32, WF32)
 LINEAR(linear_f16, WF16)
@@ -204,10 +209,10 @@ LINEAR(linear_i8, WI8)
 #define LINEAR_GATED(NAME, W)                                                                              \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                             \
         NAME(const float* __restrict__ x, const W::T* __restrict__ wg, const float* __restrict__ sg,     \
-             const W::T* __restrict__ wu, const float* __restrict__ su, float* __restrict__ out, int M, int N, \
-             int K, int act) {                                                               \
+             const W::T* __restrict__ wu, const float* __restrict__ su, void* __restrict__ out, int M, int N, \
+             int K, int act, int out_dt) {                                                                 \
         const int n0 = blockIdx.x * (BN / 2);                                                              \
-        gemm_tile(x, K, M, K, GatedB<W>{wg, wu, K, N, n0}, GatedEp{out, sg, su, N, n0, act});              \
+        gemm_tile(x, K, M, K, GatedB<W>{wg, wu, K, N, n0}, GatedEp{out, sg, su, N, n0, act, out_dt});      \
     }
 LINEAR_GATED(linear_gated_f32, WF32)
 LINEAR_GATED(linear_gated_f16, WF16)
@@ -219,7 +224,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     const i64 batch = blockIdx.z;
     const int n0 = blockIdx.x * BN;
     gemm_tile(a + batch * (i64)M * K, K, M, K, StridedB{b + batch * sb, sk, sn, N, n0},
-              LinearEp{out + batch * (i64)M * N, nullptr, nullptr, N, n0, ACT_IDENTITY, 0});
+              LinearEp{out + batch * (i64)M * N, nullptr, nullptr, N, n0, ACT_IDENTITY, 0, OUT_F32});
 }
 
 // ---- GEMV: the shared warp body ------------------------------------------------
@@ -314,36 +319,36 @@ __device__ __forceinline__ void gemv_warp(const float* x, const typename W::T* c
 
 // Epilogue of gemv_<w>: out[m, n] (=/+=) act(v * s[n] + bias[n]).
 struct GemvEp {
-    float* out;
+    void* out;
     const float *scales, *bias;
-    int N, act, accumulate;
+    int N, act, accumulate, out_dt;
     __device__ __forceinline__ void operator()(int m, int n, int lane, const float (&v)[1]) const {
         float y = v[0];
         if (scales) y *= scales[n];
         if (bias) y += bias[n];
-        if (lane == 0) store_linear(out, (i64)m * N + n, y, act, accumulate);
+        if (lane == 0) store_linear(out, (i64)m * N + n, y, act, accumulate, out_dt);
     }
 };
 
 // Epilogue of gemv_gated_<w>: v = (gate sum, up sum); out[m, n] = act(g * sg[n]) * (u * su[n]).
 struct GemvGatedEp {
-    float* out;
+    void* out;
     const float *sg, *su;
-    int N, act;
+    int N, act, out_dt;
     __device__ __forceinline__ void operator()(int m, int n, int lane, const float (&v)[2]) const {
         float g = v[0], u = v[1];
         if (sg) g *= sg[n];
         if (su) u *= su[n];
-        if (lane == 0) out[(i64)m * N + n] = apply_act(act, g) * u;
+        if (lane == 0) store_out(out, (i64)m * N + n, apply_act(act, g) * u, out_dt);
     }
 };
 
 #define GEMV(NAME, W)                                                                                    \
     extern "C" __global__ void __launch_bounds__(256)                                                    \
-        NAME(const float* x, const W::T* w, const float* scales, const float* bias, float* out, int M,   \
-             int N, int K, int act, int accumulate) {                                                    \
+        NAME(const float* x, const W::T* w, const float* scales, const float* bias, void* out, int M,    \
+             int N, int K, int act, int accumulate, int out_dt) {                                        \
         const W::T* const ws[1] = {w};                                                                   \
-        gemv_warp<W, 1>(x, ws, M, N, K, GemvEp{out, scales, bias, N, act, accumulate});                  \
+        gemv_warp<W, 1>(x, ws, M, N, K, GemvEp{out, scales, bias, N, act, accumulate, out_dt});          \
     }
 GEMV(gemv_f32, WF32)
 GEMV(gemv_f16, WF16)
@@ -353,10 +358,10 @@ GEMV(gemv_i8, WI8)
 #define GEMV_GATED(NAME, W)                                                                                \
     extern "C" __global__ void __launch_bounds__(256)                                                      \
         NAME(const float* __restrict__ x, const W::T* __restrict__ wg, const float* __restrict__ sg,     \
-             const W::T* __restrict__ wu, const float* __restrict__ su, float* __restrict__ out, int M, int N, \
-             int K, int act) {                                                               \
+             const W::T* __restrict__ wu, const float* __restrict__ su, void* __restrict__ out, int M, int N, \
+             int K, int act, int out_dt) {                                                                 \
         const W::T* const ws[2] = {wg, wu};                                                                \
-        gemv_warp<W, 2>(x, ws, M, N, K, GemvGatedEp{out, sg, su, N, act});                                 \
+        gemv_warp<W, 2>(x, ws, M, N, K, GemvGatedEp{out, sg, su, N, act, out_dt});                         \
     }
 GEMV_GATED(gemv_gated_f32, WF32)
 GEMV_GATED(gemv_gated_f16, WF16)

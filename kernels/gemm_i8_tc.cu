@@ -4,13 +4,17 @@
 // crates/cuda/tests/gemm_i8_tc.rs for the exact quantised one)
 //   linear_i8_tc   out[m, n] = (sum_k qx[m, k] * w[n, k]) * sx[m] * sw[n] + bias[n]
 //                  qx i8 [M, K] row-major and sx f32 [M]: the activations quantised
-//                  per row (token) by `quantize_i8_f32` of kernels/elementwise.cu,
-//                  which the launcher runs first into a scratch buffer:
+//                  per row (token) by `quantize_i8_<x>` of kernels/elementwise.cu
+//                  (x f32, f16 or bf16, widened exactly: a half x gives the qx and
+//                  sx of its f32 widening), which the launcher runs first into a
+//                  scratch buffer:
 //                  sx[m] = max_k |x[m, k]| / 127 (f32), qx = rint(x / sx) (round half
 //                  to even) clamped to [-127, 127], qx = 0 for a zero/NaN sx;
 //                  w i8 [N, K] row-major (HF's [out, in]) with f32 per-row scales
 //                  sw [N]: the backend's int8 weight layout (`WeightPtr::I8`);
-//                  bias f32 [N] or null; out f32 [M, N] row-major.
+//                  bias f32 [N] or null; out [M, N] row-major, f32, f16 or bf16
+//                  (`out_dt`: common.cuh's OUT_*; a half out receives the f32
+//                  result rounded to nearest even, store_out).
 //                  Products int8 x int8, sums in s32 (exact up to |sum| < 2^31, i.e.
 //                  K < 133k at full scale); the s32 sum is converted to f32 (exact
 //                  below 2^24: K <= 1040 at full scale) and scaled in the fused
@@ -33,7 +37,8 @@
 //                  output tile (its 128 weight rows: per warp column 16 gate rows
 //                  then the same 16 up rows), so each sum and scaling is
 //                  linear_i8_tc's and the epilogue gated_activation's: bit for bit
-//                  two linear_i8_tc on one quantised x then gated_activation.
+//                  two linear_i8_tc on one quantised x then gated_activation
+//                  (out in `out_dt` as above).
 //
 // Instructions (inline PTX, no CUDA headers: see kernels/README.md):
 //   mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32  warp-wide 16x8x32 int8 product,
@@ -131,8 +136,8 @@ template <bool GATED>
 __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, const float* __restrict__ sx,
                                                   const i8* __restrict__ w, const float* __restrict__ sw,
                                                   const i8* __restrict__ wu, const float* __restrict__ su,
-                                                  const float* __restrict__ bias, float* __restrict__ out, int M,
-                                                  int N, int K, int act, int accumulate) {
+                                                  const float* __restrict__ bias, void* __restrict__ out, int M,
+                                                  int N, int K, int act, int accumulate, int out_dt) {
     __shared__ __align__(16) i8 As[I8TC_STAGES][I8TC_BM * I8TC_LDS];
     __shared__ __align__(16) i8 Bs[I8TC_STAGES][I8TC_BN * I8TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -237,7 +242,7 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
                         if (n + e >= N) continue;
                         const float gv = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
                         const float uv = (float)acc[i][j + 2][2 * h + e] * sm * su[n + e];
-                        out[(i64)m * N + n + e] = apply_act(act, gv) * uv;
+                        store_out(out, (i64)m * N + n + e, apply_act(act, gv) * uv, out_dt);
                     }
                 }
             }
@@ -257,28 +262,30 @@ __device__ __forceinline__ void linear_i8_tc_body(const i8* __restrict__ qx, con
                         if (n + e >= N) continue;
                         float v = (float)acc[i][j][2 * h + e] * sm * sw[n + e];
                         if (bias) v += bias[n + e];
-                        store_linear(out, (i64)m * N + n + e, v, act, accumulate);
+                        store_linear(out, (i64)m * N + n + e, v, act, accumulate, out_dt);
                     }
                 }
             }
     }
 }
 
-#define LINEAR_I8_TC_BODY linear_i8_tc_body<false>(qx, sx, w, sw, nullptr, nullptr, bias, out, M, N, K, act, accumulate)
-#define LINEAR_GATED_I8_TC_BODY linear_i8_tc_body<true>(qx, sx, wg, sg, wu, su, nullptr, out, M, N, K, act, 0)
+#define LINEAR_I8_TC_BODY \
+    linear_i8_tc_body<false>(qx, sx, w, sw, nullptr, nullptr, bias, out, M, N, K, act, accumulate, out_dt)
+#define LINEAR_GATED_I8_TC_BODY \
+    linear_i8_tc_body<true>(qx, sx, wg, sg, wu, su, nullptr, out, M, N, K, act, 0, out_dt)
 #else
 #define LINEAR_I8_TC_BODY __trap()
 #define LINEAR_GATED_I8_TC_BODY __trap()
 #endif  // I8TC_ARCH_OK
 
 extern "C" __global__ void __launch_bounds__(I8TC_THREADS, 2)
-    linear_i8_tc(const i8* qx, const float* sx, const i8* w, const float* sw, const float* bias, float* out, int M,
-                 int N, int K, int act, int accumulate) {
+    linear_i8_tc(const i8* qx, const float* sx, const i8* w, const float* sw, const float* bias, void* out, int M,
+                 int N, int K, int act, int accumulate, int out_dt) {
     LINEAR_I8_TC_BODY;
 }
 
 extern "C" __global__ void __launch_bounds__(I8TC_THREADS, 2)
     linear_gated_i8_tc(const i8* qx, const float* sx, const i8* wg, const float* sg, const i8* wu, const float* su,
-                       float* out, int M, int N, int K, int act) {
+                       void* out, int M, int N, int K, int act, int out_dt) {
     LINEAR_GATED_I8_TC_BODY;
 }

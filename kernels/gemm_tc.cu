@@ -3,7 +3,11 @@
 // What it computes (reference: crates/cpu/src/ops/gemm.rs)
 //   linear_tc_<w>  out[m, n] = act(sum_k h(x[m, k]) * w[n, k] + bias[n])
 //                  x f32 [M, K] row-major; w [N, K] row-major (HF's [out, in]) as
-//                  f16 or bf16 bits; bias f32 [N] or null; out f32 [M, N] row-major.
+//                  f16 or bf16 bits; bias f32 [N] or null; out [M, N] row-major,
+//                  f32, f16 or bf16 (`out_dt`, common.cuh's OUT_*: a half out
+//                  receives the f32 value of the epilogue below rounded to nearest
+//                  even, store_out: the bits of an f32 out then elementwise.cu's
+//                  cast; every kernel and reduce here takes `out_dt`).
 //                  h() rounds the activation to the weight's type (f16 or bf16,
 //                  round to nearest even) when it is staged into shared memory;
 //                  products and sums are f32 (tensor-core accumulation). So the
@@ -17,7 +21,15 @@
 //                  linear then elementwise.cu's activation, one write of out less.
 //                  With `accumulate` (Backend::linear_add, the residual epilogue)
 //                  out[m, n] += that value instead: out holds the residual stream on
-//                  entry (common.cuh's store_linear), the bits of linear + add_assign.
+//                  entry (common.cuh's store_linear), the bits of linear + add_assign;
+//                  out is then f32.
+//   linear_tc_<w>_hx  the same with x [M, K] in the weight's half type (f16 x for
+//                  linear_tc_f16_hx, bf16 x for linear_tc_bf16_hx; a model's half
+//                  activations, Backend::activation_dtype). h() of x's exact f32
+//                  widening is x itself, so the result is bit for bit linear_tc_<w>
+//                  on the widened x; the kernel reads half the bytes and copies the
+//                  tiles to shared memory as they are (cp.async, no conversion).
+//                  (x of the other half type: the launcher widens it first.)
 //
 //   linear_gated_tc_<w>  out[m, n] = act(g[m, n]) * u[m, n] (Backend::linear_gated,
 //                  a gated FFN's up projections): g and u are linear_tc_<w>'s sums
@@ -27,6 +39,8 @@
 //                  same 16 up rows, so every sum is accumulated exactly as in
 //                  linear_tc_<w> and the epilogue is gated_activation's: bit for
 //                  bit two linear_tc_<w> then elementwise.cu's gated_activation.
+//   linear_gated_tc_<w>_hx  the same with x in the weight's half type, as
+//                  linear_tc_<w>_hx (bit for bit linear_gated_tc_<w> on widened x).
 //
 //   Split-K (both kernels' last two arguments `int k_chunk, float* partial`):
 //                  with partial == nullptr (k_chunk ignored) one block sums the
@@ -37,12 +51,13 @@
 //                  ends inside a K step) and writes its raw f32 sums, no bias,
 //                  activation or accumulate: linear_tc_<w> to
 //                  partial[(z M + m) N + n], linear_gated_tc_<w> the gate sum to
-//                  partial[(z M + m) 2N + n] and the up sum to the same + N.
-//   splitk_reduce_f32(partial, bias, out, M, N, splits, act, accumulate)
+//                  partial[(z M + m) 2N + n] and the up sum to the same + N
+//                  (out and out_dt unused).
+//   splitk_reduce_f32(partial, bias, out, M, N, splits, act, accumulate, out_dt)
 //                  out[m, n] = store_linear(sum_{z ascending} partial[z][m][n]
 //                  + bias[n]) (bias may be null): linear_tc's epilogue on the
 //                  summed chunks.
-//   splitk_reduce_gated_f32(partial, out, M, N, splits, act)
+//   splitk_reduce_gated_f32(partial, out, M, N, splits, act, out_dt)
 //                  out[m, n] = apply_act(act, sum_z gate[z][m][n]) * sum_z up[z][m][n],
 //                  gated_activation's epilogue. Both: grid-stride over M N
 //                  outputs, block 256, grid min(ceil(M N / 256), 65535).
@@ -62,7 +77,8 @@
 // kernels/README.md):
 //   mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}  warp-wide 16x8x16 product,
 //   ldmatrix.sync.aligned.m8n8.x4.shared.b16          fragments from shared memory,
-//   cp.async.cg.shared.global (16 B) + commit_group / wait_group  weight tiles.
+//   cp.async.cg.shared.global (16 B) + commit_group / wait_group  weight tiles
+//                                                     (and half activation tiles).
 // The emulator (crates/cuda/emu/cuda_emu.h) implements the same five operations
 // with the PTX ISA's fragment layouts, so the index arithmetic below is tested.
 //
@@ -71,9 +87,10 @@
 // 16 x 8 (32 f32 accumulators per thread). Per BK step a warp issues 2 x 2
 // ldmatrix.x4 and 2 x (2 x 4) mma.
 // Pipeline: STAGES = 3 shared-memory stages. Weight tiles go global -> shared
-// with cp.async (no registers); activation tiles are loaded as float4 into
+// with cp.async (no registers); f32 activation tiles are loaded as float4 into
 // registers before the mma work of the current stage and rounded + stored to
-// shared memory after it, so both loads overlap the math. One __syncthreads per
+// shared memory after it, so both loads overlap the math; half activation
+// tiles (_hx) go with cp.async in the weight tiles' commit group. One __syncthreads per
 // K step: after it, the stage consumed in the previous step is free.
 // Shared layout: rows of BK halves padded to LDS = 40 halves (80 B): 16 B
 // aligned for cp.async/ldmatrix, and the 8 row addresses of one ldmatrix phase
@@ -82,14 +99,16 @@
 // shared memory 3 * (64 + 128) * 40 * 2 B = 45 KiB (under the 48 KiB static
 // limit); linear_gated_tc_*: grid (ceil(N / 64), ceil(M / 64), splits), the same
 // block and memory. splits = 1 (partial null) unless split-K (above).
-// Fast paths: 16 B vector copies need K % 8 == 0 (weights) / K % 4 == 0
-// (activations) and 16 B aligned base pointers; otherwise, and in edge chunks,
-// elements are loaded one by one (same results).
+// Fast paths: 16 B vector copies need K % 8 == 0 (weights, half activations) /
+// K % 4 == 0 (f32 activations) and 16 B aligned base pointers; otherwise, and in
+// edge chunks, elements are loaded one by one (same results).
 //
 // Napkin math (H100 SXM: ~990 dense f16/bf16 TFLOP/s, 3.35 TB/s): a block does
 // 2 * 64 * 128 * 32 = 524k flop per K step and reads 64*32*4 + 128*32*2 = 16 KiB,
-// 32 flop/B from L2/HBM; t5-large FFN (M = 1024, K = 1024, N = 4096) is 8.6 GFLOP
-// and 17 MB: ~9 us at peak math, ~5 us of HBM. Never timed: no GPU has run it.
+// 32 flop/B from L2/HBM (the _hx kernels: 64*32*2 + 128*32*2 = 12 KiB, 43
+// flop/B); t5-large FFN (M = 1024, K = 1024, N = 4096) is 8.6 GFLOP and 17 MB:
+// ~9 us at peak math, ~5 us of HBM (an f16 x and out halve their bytes).
+// Never timed: no GPU has run it.
 // Decode (M = 16 rows, batch 16 greedy or 4 beams x 4 sources), a 1024 x 1024
 // f16 projection: 2 MiB of weights, 4 MFLOP, so the weight stream is the whole
 // cost (0.6 us at 3.35 TB/s). Unsplit it is grid (8, 1) = 8 blocks: 8 of 132
@@ -124,11 +143,15 @@
 // 128 B rows are, per warp column wn, 16 gate rows (tiles j = 0, 1) then the
 // same 16 up rows (j = 2, 3), so a thread holds gate and up of one output in
 // acc[i][j] and acc[i][j + 2]. Otherwise wu is unused.
-template <bool BF16, bool GATED>
-__device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16* __restrict__ w,
+// XT: float (x f32, rounded to the weight type when staged) or u16 (x already
+// in the weight's half type: copied to shared memory as is, which is what the
+// rounding of its exact f32 widening gives, so the same bits).
+template <bool BF16, bool GATED, class XT>
+__device__ __forceinline__ void linear_tc(const XT* __restrict__ x, const u16* __restrict__ w,
                                           const u16* __restrict__ wu, const float* __restrict__ bias,
-                                          float* __restrict__ out, int M, int N, int K, int act,
-                                          int accumulate, int k_chunk, float* __restrict__ partial) {
+                                          void* __restrict__ out, int M, int N, int K, int act, int accumulate,
+                                          int k_chunk, float* __restrict__ partial, int out_dt) {
+    constexpr bool XH = sizeof(XT) == 2;
     __shared__ __align__(16) u16 As[TC_STAGES][TC_BM * TC_LDS];
     __shared__ __align__(16) u16 Bs[TC_STAGES][TC_BN * TC_LDS];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -142,17 +165,39 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
     // Uniform over the block: may whole 16 B chunks be copied? With K % 4 == 0
     // (K % 8 == 0) k0 and k1 are multiples of 4 (8), so a chunk that starts
     // below k1 ends at or below it and every chunk start stays 16 B aligned.
-    const bool a_vec = (K & 3) == 0 && ((u64)x & 15) == 0;
+    const bool a_vec = (K & (XH ? 7 : 3)) == 0 && ((u64)x & 15) == 0;
     const bool b_vec = (K & 7) == 0 && ((u64)w & 15) == 0 && (!GATED || ((u64)wu & 15) == 0);
 
-    // Activation chunks: 64 rows x 8 float4 = 512 chunks, 2 per thread.
+    // f32 activation chunks: 64 rows x 8 float4 = 512 chunks, 2 per thread,
+    // into registers (load_a), rounded into `stage` after the math (store_a).
+    // Half activations (XH): 64 rows x 4 chunks of 8 halves = 256 chunks, one
+    // per thread, straight into `stage` as the weights (load_a_half).
     float areg[2][4];
+    auto load_a_half = [&](int kt, int stage) {
+        const int row = tid >> 2, kc = (tid & 3) * 8;
+        const int m = m0 + row, k = k0 + kt * TC_BK + kc;
+        u16* dst = &As[stage][row * TC_LDS + kc];
+        const u16* src = reinterpret_cast<const u16*>(x) + (i64)m * K + k;
+        if (a_vec && m < M && k < k1) {
+            cp_async_16(dst, src);
+        } else {
+            u32 h[8];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) h[e] = (m < M && k + e < k1) ? src[e] : 0u;
+            uint4 v;
+            v.x = h[0] | (h[1] << 16);
+            v.y = h[2] | (h[3] << 16);
+            v.z = h[4] | (h[5] << 16);
+            v.w = h[6] | (h[7] << 16);
+            *reinterpret_cast<uint4*>(dst) = v;
+        }
+    };
     auto load_a = [&](int kt) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int c = tid + TC_THREADS * i, row = c >> 3, kc = (c & 7) * 4;
             const int m = m0 + row, k = k0 + kt * TC_BK + kc;
-            const float* src = x + (i64)m * K + k;
+            const float* src = reinterpret_cast<const float*>(x) + (i64)m * K + k;
             if (a_vec && m < M && k < k1) {
                 const float4 v = *reinterpret_cast<const float4*>(src);
                 areg[i][0] = v.x;
@@ -216,8 +261,12 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
     for (int s = 0; s < TC_STAGES - 1; ++s) {
         if (s < KT) {
             load_b(s, s);
-            load_a(s);
-            store_a(s);
+            if (XH) {
+                load_a_half(s, s);
+            } else {
+                load_a(s);
+                store_a(s);
+            }
         }
         cp_async_commit();
     }
@@ -231,7 +280,10 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
         const int nk = kt + TC_STAGES - 1, ns = nk % TC_STAGES;
         if (nk < KT) {
             load_b(nk, ns);
-            load_a(nk);  // into registers; stored after the math
+            if (XH)
+                load_a_half(nk, ns);
+            else
+                load_a(nk);  // into registers; stored after the math
         }
         cp_async_commit();
 
@@ -267,11 +319,11 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
                         mma_m16n8k16_f16(acc[i][j], af[i], bf[j]);
                 }
         }
-        if (nk < KT) store_a(ns);
+        if (!XH && nk < KT) store_a(ns);
     }
 
     // Epilogue: lane (g, t) = (lane / 4, lane % 4) holds rows g, g + 8 and
-    // columns 2t, 2t + 1 of each 16 x 8 tile; bias fused, f32 out.
+    // columns 2t, 2t + 1 of each 16 x 8 tile; bias fused, out in `out_dt`.
     const int g = lane >> 2, t = lane & 3;
     if (partial) {
         // Split-K: the raw f32 sums of chunk z, no epilogue (the reduce applies
@@ -309,7 +361,8 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
                         if (n + e >= N) continue;
-                        out[(i64)m * N + n + e] = apply_act(act, acc[i][j][2 * h + e]) * acc[i][j + 2][2 * h + e];
+                        const float v = apply_act(act, acc[i][j][2 * h + e]) * acc[i][j + 2][2 * h + e];
+                        store_out(out, (i64)m * N + n + e, v, out_dt);
                     }
                 }
             }
@@ -328,7 +381,7 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
                         if (n + e >= N) continue;
                         float v = acc[i][j][2 * h + e];
                         if (bias) v += bias[n + e];
-                        store_linear(out, (i64)m * N + n + e, v, act, accumulate);
+                        store_linear(out, (i64)m * N + n + e, v, act, accumulate, out_dt);
                     }
                 }
             }
@@ -336,48 +389,54 @@ __device__ __forceinline__ void linear_tc(const float* __restrict__ x, const u16
 }
 
 #define LINEAR_TC_BODY(BF16) \
-    linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act, accumulate, k_chunk, partial)
-#define LINEAR_GATED_TC_BODY(BF16) linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act, 0, k_chunk, partial)
+    linear_tc<BF16, false>(x, w, nullptr, bias, out, M, N, K, act, accumulate, k_chunk, partial, out_dt)
+#define LINEAR_GATED_TC_BODY(BF16) \
+    linear_tc<BF16, true>(x, wg, wu, nullptr, out, M, N, K, act, 0, k_chunk, partial, out_dt)
 #else
 #define LINEAR_TC_BODY(BF16) __trap()
 #define LINEAR_GATED_TC_BODY(BF16) __trap()
 #endif  // TC_ARCH_OK
 
-#define LINEAR_TC(NAME, BF16)                                                                                  \
+// XT: x's element type, float or u16 (the weight's half type: the _hx kernels).
+#define LINEAR_TC(NAME, BF16, XT)                                                                              \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
-        NAME(const float* x, const u16* w, const float* bias, float* out, int M, int N, int K, int act,       \
-             int accumulate, int k_chunk, float* partial) {                                                   \
+        NAME(const XT* x, const u16* w, const float* bias, void* out, int M, int N, int K, int act,           \
+             int accumulate, int k_chunk, float* partial, int out_dt) {                                       \
         LINEAR_TC_BODY(BF16);                                                                                 \
     }
-LINEAR_TC(linear_tc_f16, false)
-LINEAR_TC(linear_tc_bf16, true)
+LINEAR_TC(linear_tc_f16, false, float)
+LINEAR_TC(linear_tc_bf16, true, float)
+LINEAR_TC(linear_tc_f16_hx, false, u16)
+LINEAR_TC(linear_tc_bf16_hx, true, u16)
 
-#define LINEAR_GATED_TC(NAME, BF16)                                                                            \
+#define LINEAR_GATED_TC(NAME, BF16, XT)                                                                        \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                                               \
-        NAME(const float* x, const u16* wg, const u16* wu, float* out, int M, int N, int K, int act,           \
-             int k_chunk, float* partial) {                                                                   \
+        NAME(const XT* x, const u16* wg, const u16* wu, void* out, int M, int N, int K, int act, int k_chunk,  \
+             float* partial, int out_dt) {                                                                    \
         LINEAR_GATED_TC_BODY(BF16);                                                                           \
     }
-LINEAR_GATED_TC(linear_gated_tc_f16, false)
-LINEAR_GATED_TC(linear_gated_tc_bf16, true)
+LINEAR_GATED_TC(linear_gated_tc_f16, false, float)
+LINEAR_GATED_TC(linear_gated_tc_bf16, true, float)
+LINEAR_GATED_TC(linear_gated_tc_f16_hx, false, u16)
+LINEAR_GATED_TC(linear_gated_tc_bf16_hx, true, u16)
 
 // Split-K reduces (plain f32 code, every architecture): the sums over z in
 // ascending order, then the fused epilogue of linear_tc_* / linear_gated_tc_*
 // (store_linear / apply_act: the same bits as the unsplit kernel's epilogue on
 // the same sums).
-extern "C" __global__ void splitk_reduce_f32(const float* partial, const float* bias, float* out, int M, int N,
-                                             int splits, int act, int accumulate) {
+extern "C" __global__ void splitk_reduce_f32(const float* partial, const float* bias, void* out, int M, int N,
+                                             int splits, int act, int accumulate, int out_dt) {
     const i64 plane = (i64)M * N;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < plane; i += (i64)gridDim.x * blockDim.x) {
         float v = partial[i];
         for (int z = 1; z < splits; ++z) v += partial[z * plane + i];
         if (bias) v += bias[i % N];
-        store_linear(out, i, v, act, accumulate);
+        store_linear(out, i, v, act, accumulate, out_dt);
     }
 }
 
-extern "C" __global__ void splitk_reduce_gated_f32(const float* partial, float* out, int M, int N, int splits,
-                                                   int act) {
+extern "C" __global__ void splitk_reduce_gated_f32(const float* partial, void* out, int M, int N, int splits,
+                                                   int act, int out_dt) {
     const i64 plane = (i64)M * 2 * N;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (i64)M * N; i += (i64)gridDim.x * blockDim.x) {
         const i64 gi = (i / N) * 2 * N + i % N;
@@ -386,6 +445,6 @@ extern "C" __global__ void splitk_reduce_gated_f32(const float* partial, float* 
             gsum += partial[z * plane + gi];
             usum += partial[z * plane + gi + N];
         }
-        out[i] = apply_act(act, gsum) * usum;
+        store_out(out, i, apply_act(act, gsum) * usum, out_dt);
     }
 }

@@ -288,23 +288,108 @@ impl CpuBackend {
         out: &mut Tensor,
         add: bool,
     ) -> Result<()> {
-        let xs = f32_in(x, op)?;
+        self.linear_act_into(op, x, w, bias, None, out, add)
+    }
+
+    /// [`linear_into`](Self::linear_into), then `act` on the f32 result when
+    /// given (not with `add`): `linear_act`'s bits, before a half out rounds.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_act_into(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Option<Activation>,
+        out: &mut Tensor,
+        add: bool,
+    ) -> Result<()> {
+        linear_io_dtypes(op, x, out)?;
         let [m, n, k] = checks::linear_weight(x, w)?;
         let wv = weights(w, op)?;
         let b = bias.map(|b| vec_f32(b, n, op)).transpose()?;
         checks::linear_out(x, n, out)?;
-        let o = f32_out(out, op)?;
-        if !add {
-            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), o));
-            return Ok(());
+        if add && out.dtype() != DType::F32 {
+            return Err(Error::Invalid(format!(
+                "{op}: out (the residual stream) must be f32, got {}",
+                out.dtype()
+            )));
         }
-        with_product_scratch(m * n, |y| {
-            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), y));
+        // The sum for `add` goes through a scratch part of its own.
+        let extra = if add { m * n } else { 0 };
+        self.linear_io(op, x, out, extra, |xs, o, y| {
             let isa = isa::active();
+            if !add {
+                self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), o));
+                if let Some(act) = act {
+                    self.run(o.len(), || activation::activation(isa, act, o));
+                }
+                return;
+            }
+            self.install(|| gemm::gemm(m, n, k, xs, wv, b.as_deref(), y));
             self.run(o.len(), || elementwise::add_assign(isa, o, y));
-        });
-        Ok(())
+        })
     }
+
+    /// Runs `f(x, out, scratch)` on f32 slices: `x` itself when f32, else
+    /// widened exactly into this thread's product scratch; `out` itself when
+    /// f32, else a scratch part rounded into it afterwards (to nearest even, as
+    /// `cast`); `scratch` `extra` more floats. Half activations
+    /// (`Backend::activation_dtype`), one reused buffer for all three.
+    fn linear_io(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        out: &mut Tensor,
+        extra: usize,
+        f: impl FnOnce(&[f32], &mut [f32], &mut [f32]),
+    ) -> Result<()> {
+        let (xo, xn) = (x.offset(), x.elem_count());
+        let (oo, on) = (out.offset(), out.elem_count());
+        let xh = host(x, op)?;
+        let x_len = if xh.dtype() == DType::F32 { 0 } else { xn };
+        let o_len = if out.dtype() == DType::F32 { 0 } else { on };
+        let oh = out.host_mut(op)?;
+        with_product_scratch(x_len + o_len + extra, |s| {
+            let (xbuf, rest) = s.split_at_mut(x_len);
+            let (obuf, ebuf) = rest.split_at_mut(o_len);
+            let xs: &[f32] = match xh {
+                HostStorage::F32(v) => &v[xo..xo + xn],
+                HostStorage::F16(v) => {
+                    self.run(xn, || cast::f16_to_f32(&v[xo..xo + xn], xbuf));
+                    xbuf
+                }
+                HostStorage::BF16(v) => {
+                    self.run(xn, || cast::bf16_to_f32(&v[xo..xo + xn], xbuf));
+                    xbuf
+                }
+                h => return Err(unsupported(op, h.dtype())),
+            };
+            match oh {
+                HostStorage::F32(v) => f(xs, &mut v[oo..oo + on], ebuf),
+                HostStorage::F16(v) => {
+                    f(xs, obuf, ebuf);
+                    self.run(on, || cast::f32_to_f16(obuf, &mut v[oo..oo + on]));
+                }
+                HostStorage::BF16(v) => {
+                    f(xs, obuf, ebuf);
+                    self.run(on, || cast::f32_to_bf16(obuf, &mut v[oo..oo + on]));
+                }
+                h => return Err(unsupported(op, h.dtype())),
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A linear's `x` and `out` are contiguous host tensors of f32, f16 or bf16.
+fn linear_io_dtypes(op: &'static str, x: &Tensor, out: &Tensor) -> Result<()> {
+    host(x, op)?;
+    host(out, op)?;
+    checks::linear_activation(op, "x", x)?;
+    checks::linear_activation(op, "out", out)?;
+    x.require_contiguous(op)?;
+    out.require_contiguous(op)
 }
 
 /// Runs `f` on `len` floats of this thread's [`PRODUCT_SCRATCH`] (contents
@@ -605,6 +690,19 @@ impl Backend for CpuBackend {
         self.linear_into("linear", x, w, bias, out, false)
     }
 
+    fn linear_act(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        // linear then activation (the trait's default bits), on the f32 result
+        // before a half out rounds it.
+        self.linear_act_into("linear_act", x, w, bias, Some(act), out, false)
+    }
+
     fn linear_gated(
         &self,
         x: &Tensor,
@@ -614,16 +712,15 @@ impl Backend for CpuBackend {
         out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "linear_gated";
-        let xs = f32_in(x, OP)?;
+        linear_io_dtypes(OP, x, out)?;
         let [m, n, k] = checks::linear_gated(x, w_gate, w_up)?;
         let wg = weights(w_gate, OP)?;
         let wu = weights(w_up, OP)?;
         checks::linear_out(x, n, out)?;
-        let o = f32_out(out, OP)?;
         // The same two GEMMs and gating kernel as the unfused ops (so the same
         // bits), into a per-thread buffer reused across calls instead of two
         // fresh [M, N] tensors.
-        with_product_scratch(2 * m * n, |scratch| {
+        self.linear_io(OP, x, out, 2 * m * n, |xs, o, scratch| {
             let (g, u) = scratch.split_at_mut(m * n);
             self.install(|| {
                 gemm::gemm(m, n, k, xs, wg, None, g);
@@ -631,8 +728,7 @@ impl Backend for CpuBackend {
             });
             let isa = isa::active();
             self.run(o.len(), || activation::gated_activation(isa, act, g, u, o));
-        });
-        Ok(())
+        })
     }
 
     fn linear_add(

@@ -576,6 +576,22 @@ impl CudaBackend {
         unsafe { self.dev.drv.dtoh(dst, src, op) }
     }
 
+    /// Address and dtype of a linear's contiguous `x` (`what` "x") or `out`:
+    /// f32, f16 or bf16 (half activations, `Backend::activation_dtype`).
+    fn linear_x(&self, op: &'static str, what: &str, x: &Tensor) -> Result<(u64, DType)> {
+        let b = self.buf(x, op)?;
+        checks::linear_activation(op, what, x)?;
+        x.require_contiguous(op)?;
+        Ok((b.ptr_at(x.offset()), b.dtype))
+    }
+
+    /// [`linear_x`](Self::linear_x) of a uniquely owned output.
+    fn linear_out(&self, op: &'static str, out: &mut Tensor) -> Result<(u64, DType)> {
+        let p = self.linear_x(op, "out", out)?;
+        out.storage_mut(op)?;
+        Ok(p)
+    }
+
     /// `linear` / `linear_act` / `linear_add`: checks (errors named `op`),
     /// then the GEMM with its epilogue fused (`ops::gemm::linear`).
     fn linear_with(
@@ -587,7 +603,7 @@ impl CudaBackend {
         epilogue: Epilogue,
         out: &mut Tensor,
     ) -> Result<()> {
-        let xp = self.f32_in(x, op)?;
+        let (xp, xdt) = self.linear_x(op, "x", x)?;
         let [m, n, k] = checks::linear_weight(x, w)?;
         let wp = self.weights(w, op)?;
         self.dev.bind()?;
@@ -596,13 +612,19 @@ impl CudaBackend {
             None => (0, None),
         };
         checks::linear_out(x, n, out)?;
-        let outp = self.f32_out(out, op)?;
+        // linear_add's out is the f32 residual stream.
+        let (outp, odt) = match epilogue {
+            Epilogue::Accumulate => (self.f32_out(out, op)?, DType::F32),
+            Epilogue::Store(_) => self.linear_out(op, out)?,
+        };
         ops::gemm::linear(
             &self.dev,
             xp,
+            xdt,
             wp,
             bp,
             outp,
+            odt,
             m,
             n,
             k,
@@ -1157,14 +1179,15 @@ impl Backend for CudaBackend {
         out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "linear_gated";
-        let xp = self.f32_in(x, OP)?;
+        let (xp, xdt) = self.linear_x(OP, "x", x)?;
         let [m, n, k] = checks::linear_gated(x, w_gate, w_up)?;
         let gp = self.weights(w_gate, OP)?;
         let up = self.weights(w_up, OP)?;
         checks::linear_out(x, n, out)?;
-        let outp = self.f32_out(out, OP)?;
+        let (outp, odt) = self.linear_out(OP, out)?;
         self.dev.bind()?;
-        ops::gemm::linear_gated(&self.dev, xp, gp, up, outp, m, n, k, act, self.gemm_path())
+        let path = self.gemm_path();
+        ops::gemm::linear_gated(&self.dev, xp, xdt, gp, up, outp, odt, m, n, k, act, path)
     }
 
     fn batched_matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {

@@ -22,6 +22,7 @@
 //! batched_matmul: contiguous, transposed (`kᵀ`) and narrowed views as b.
 
 mod common;
+mod half_io;
 
 use common::*;
 use encdec_core::testing::{random_normal, random_vec, Tol};
@@ -338,4 +339,105 @@ fn batched_matmul_matches_cpu_with_strided_b() {
         }
     }
     f.finish("batched_matmul");
+}
+
+/// Half activations off the f16/bf16 tensor-core kernels: the GEMV (M <= 8;
+/// x widened into pooled scratch, out rounded in its epilogue), the FP32-FMA
+/// tiled kernel (f32 weights, and every weight dtype on `GemmPath::Tiled`),
+/// the int8 paths (weight-only GEMV / tiled; W8A8 for M > 8 on Auto, whose
+/// quantiser reads the half x as it is). For x and out in f32/f16/bf16:
+/// linear (with bias), linear_act, linear_gated and linear_add, bit for bit
+/// the same path on the device-widened x into an f32 out, then the device cast
+/// (tests/half_io). K = 64 takes the GEMV's 16-byte loads, K = 33 its
+/// element-wise ones; x one element into its buffer is misaligned.
+#[test]
+fn half_x_and_out_off_tensor_cores_equal_the_widened_x_then_cast() {
+    let g = gpu_or_skip!("half_x_and_out_off_tensor_cores_equal_the_widened_x_then_cast");
+    let mut f = Failures::default();
+    for (path, m, k, n, x_offset) in [
+        (GemmPath::Auto, 1, 64, 20, 0),
+        (GemmPath::Auto, 3, 33, 7, 0),
+        (GemmPath::Auto, 8, 64, 20, 1),
+        (GemmPath::Auto, 17, 40, 70, 0),
+        (GemmPath::Tiled, 17, 33, 70, 0),
+        (GemmPath::Tiled, 70, 64, 9, 1),
+    ] {
+        g.set_gemm_path(path);
+        let seed = (m * 100_000 + k * 100 + n + x_offset) as u64 ^ 0x3c5;
+        let (x, residual) = half_io::data(seed, m, k, n);
+        let bias = half_io::bias(&g, seed + 2, n);
+        for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+            // f16/bf16 weights on Auto above the GEMV are tests/gemm_tc.rs's.
+            if path == GemmPath::Auto && m > 8 && matches!(wdt, DType::F16 | DType::BF16) {
+                continue;
+            }
+            let w = up(
+                &g,
+                &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt),
+            );
+            let wu = up(
+                &g,
+                &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt),
+            );
+            let c = half_io::Case {
+                m,
+                k,
+                n,
+                w: &w,
+                wu: Some(&wu),
+                bias: Some(&bias),
+                x: &x,
+                residual: &residual,
+                x_offset,
+            };
+            let what = format!("{path:?} M={m} K={k} N={n} w={wdt} x_offset={x_offset}");
+            half_io::check_all(&g, &mut f, &what, &c);
+        }
+    }
+    f.finish("half activations off tensor cores");
+}
+
+/// u32 x or out, and a half residual for linear_add, are errors (not panics).
+#[test]
+fn linear_activation_dtype_errors() {
+    let g = gpu_or_skip!("linear_activation_dtype_errors");
+    let (m, k, n) = (3, 8, 4);
+    let x = up(&g, &host(random_vec(1, m * k), &[m, k]));
+    let w = up(&g, &host(random_vec(2, n * k), &[n, k]));
+    let ids = up(&g, &Tensor::from_u32(vec![1; m * k], [m, k]).unwrap());
+    let mut out = poisoned(&g, &[m, n]);
+    let mut out_u32 = up(&g, &Tensor::from_u32(vec![0; m * n], [m, n]).unwrap());
+    let act = encdec_core::Activation::Gelu;
+    let errs = [
+        ("linear u32 x", g.linear(&ids, &w, None, &mut out).err()),
+        (
+            "linear_act u32 x",
+            g.linear_act(&ids, &w, None, act, &mut out).err(),
+        ),
+        (
+            "linear_gated u32 x",
+            g.linear_gated(&ids, &w, &w, act, &mut out).err(),
+        ),
+        (
+            "linear_add u32 x",
+            g.linear_add(&ids, &w, None, &mut out).err(),
+        ),
+        ("linear u32 out", g.linear(&x, &w, None, &mut out_u32).err()),
+        (
+            "linear_gated u32 out",
+            g.linear_gated(&x, &w, &w, act, &mut out_u32).err(),
+        ),
+    ];
+    for (what, e) in errs {
+        let e = e.unwrap_or_else(|| panic!("{what}: not an error"));
+        assert!(e.to_string().contains("u32"), "{what}: {e}");
+    }
+    for odt in [DType::F16, DType::BF16] {
+        let mut half_out = half_io::poisoned_as(&g, &[m, n], odt);
+        let e = g.linear_add(&x, &w, None, &mut half_out);
+        assert!(
+            e.is_err(),
+            "linear_add into a {odt} residual must be an error"
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //!   bug that moves a few products fails here even when it hides under 1e-2.
 
 mod common;
+mod half_io;
 
 use common::*;
 use encdec_core::testing::{random_normal, random_vec, Tol};
@@ -518,4 +519,94 @@ fn linear_gated_tc_split_k_equals_unfused_and_matches_cpu() {
         }
     }
     f.finish("linear_gated_tc split-K");
+}
+
+/// Half activations on the tensor-core path (`linear_tc_*_hx` for x in the
+/// weight's half type, the f32 kernel on the widened x for the other half
+/// type, every kernel's half out): for x and out in f32/f16/bf16, linear (with
+/// bias), linear_act, linear_gated and linear_add, bit for bit the same kernel
+/// on the device-widened x into an f32 out, then the device cast
+/// (tests/half_io). Shapes (4 SMs on the emulator):
+/// - (17, 40, 130): unsplit, K % 8 == 0: 16 B cp.async of half x, 2 column blocks;
+/// - (70, 64, 20): unsplit, 2 row blocks (a 6-row edge);
+/// - (9, 33, 7): odd K, element-wise loads;
+/// - (9, 520, 130): split-K (2 splits), 16 B copies;
+/// - (17, 1036, 130): split-K, K % 8 == 4 (half x element-wise, f32 x float4);
+/// - x views one element into their buffer (rows not 16 B aligned: the
+///   element-wise loads) unsplit and split.
+#[test]
+fn half_x_and_out_on_tensor_cores_equal_the_widened_x_then_cast() {
+    let g = gpu_or_skip!("half_x_and_out_on_tensor_cores_equal_the_widened_x_then_cast");
+    g.set_gemm_path(GemmPath::Auto);
+    let mut f = Failures::default();
+    for (m, k, n, x_offset) in [
+        (17, 40, 130, 0),
+        (70, 64, 20, 0),
+        (9, 33, 7, 0),
+        (9, 520, 130, 0),
+        (17, 1036, 130, 0),
+        (17, 40, 130, 1),
+        (9, 520, 130, 1),
+    ] {
+        let seed = (m * 100_000 + k * 100 + n + x_offset) as u64 ^ 0x4a1f;
+        let (x, residual) = half_io::data(seed, m, k, n);
+        let bias = half_io::bias(&g, seed + 2, n);
+        for wdt in [DType::F16, DType::BF16] {
+            let w = up(
+                &g,
+                &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt),
+            );
+            let wu = up(
+                &g,
+                &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt),
+            );
+            let c = half_io::Case {
+                m,
+                k,
+                n,
+                w: &w,
+                wu: Some(&wu),
+                bias: Some(&bias),
+                x: &x,
+                residual: &residual,
+                x_offset,
+            };
+            let what = format!("tc M={m} K={k} N={n} w={wdt} x_offset={x_offset}");
+            half_io::check_all(&g, &mut f, &what, &c);
+        }
+    }
+    f.finish("half activations on tensor cores");
+}
+
+/// The half-x kernels against the CPU's f32 op on the widened x (rounded to
+/// the weight type as the kernel does): the bit-for-bit test above compares
+/// the device with itself, this one pins both to the op's meaning.
+#[test]
+fn half_x_on_tensor_cores_matches_cpu() {
+    let g = gpu_or_skip!("half_x_on_tensor_cores_matches_cpu");
+    g.set_gemm_path(GemmPath::Auto);
+    let mut f = Failures::default();
+    for (m, k, n) in [(17, 40, 130), (9, 520, 130)] {
+        let seed = (m * 1000 + k + n) as u64 ^ 0x99;
+        for wdt in [DType::F16, DType::BF16] {
+            let xh = host_as(random_normal(seed, m * k, 1.0), &[m, k], wdt);
+            let wh = host_as(random_normal(seed + 1, n * k, 0.2), &[n, k], wdt);
+            let wf = cpu().cast(&wh, DType::F32).unwrap();
+            let xw = cpu().cast(&xh, DType::F32).unwrap();
+            let mut want = Tensor::zeros([m, n], DType::F32);
+            cpu().linear(&xw, &wf, None, &mut want).unwrap();
+            let mut got = poisoned(&g, &[m, n]);
+            let what = format!("tc half x M={m} K={k} N={n} w={wdt}");
+            match g.linear(&up(&g, &xh), &up(&g, &wh), None, &mut got) {
+                Ok(()) => f.check(
+                    &what,
+                    &down(&g, &got),
+                    &want.to_f32_vec().unwrap(),
+                    tol_rounded(k),
+                ),
+                Err(e) => f.push(format!("{what}: {e}")),
+            }
+        }
+    }
+    f.finish("half x on tensor cores vs cpu");
 }

@@ -12,10 +12,20 @@
 //! tiles are fewer than the SMs (decode steps): the kernel writes per-chunk f32
 //! sums to a pooled scratch block and `splitk_reduce_f32` /
 //! `splitk_reduce_gated_f32` add them and apply the epilogue (two launches).
+//!
+//! Half activations (`Backend::activation_dtype`): x may be f32, f16 or bf16
+//! and out f32, f16 or bf16. Every kernel rounds a half out in its epilogue
+//! (`out_dt`, common.cuh's `store_out`). An x in the weight's half type goes
+//! to the tensor-core kernels as it is (`linear_tc_*_hx`: the bits of the f32
+//! kernel on the widened x, half the reads), a half x to the W8A8 path's
+//! quantiser as it is (`quantize_i8_f16/bf16` widen exactly); every other half
+//! x (the GEMV, the FP32-FMA kernels, x of the other half type) is widened into
+//! a pooled f32 scratch block by `cast_*_f32` first.
 
 use encdec_core::{Activation, DType, Error, Result};
 
 use crate::launch::{grid_for, kargs, Dev};
+use crate::memory::Block;
 use crate::module::Family;
 
 const F: Family = Family::Gemm;
@@ -109,6 +119,29 @@ fn split_k(dev: &Dev, m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
     (splits >= 2).then_some((splits, k_chunk))
 }
 
+/// The kernels' `out_dt` code (common.cuh's `OUT_*`).
+fn out_code(op: &str, dt: DType) -> Result<i32> {
+    match dt {
+        DType::F32 => Ok(0),
+        DType::F16 => Ok(1),
+        DType::BF16 => Ok(2),
+        d => Err(Error::Invalid(format!(
+            "{op}: out must be f32, f16 or bf16, got {d}"
+        ))),
+    }
+}
+
+/// x as f32: itself when f32, else widened (exactly) into a pooled scratch
+/// block, which the caller keeps until its launches are queued.
+fn widened(dev: &Dev, x: u64, x_dt: DType, m: usize, k: usize) -> Result<(u64, Option<Block>)> {
+    if x_dt == DType::F32 {
+        return Ok((x, None));
+    }
+    let blk = dev.alloc(m * k * 4)?;
+    super::elementwise::cast(dev, x_dt, DType::F32, x, blk.ptr, m * k)?;
+    Ok((blk.ptr, Some(blk)))
+}
+
 /// What a linear kernel does with its result (every path fuses it into the
 /// epilogue: the bits of the unfused ops, one pass over `out` less).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,27 +153,36 @@ pub(crate) enum Epilogue {
 }
 
 /// `out[m, n] = act(x[m, :] . w[n, :] (* scale[n]) + bias[n])`, or `+=` that
-/// without an activation ([`Epilogue`]); `bias` 0 for none.
+/// without an activation ([`Epilogue`]); `bias` 0 for none. x is `x_dt` and
+/// out `out_dt` (f32, f16 or bf16; f32 with [`Epilogue::Accumulate`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     dev: &Dev,
     x: u64,
+    x_dt: DType,
     w: WeightPtr,
     bias: u64,
     out: u64,
+    out_dt: DType,
     m: usize,
     n: usize,
     k: usize,
     epilogue: Epilogue,
     path: GemmPath,
 ) -> Result<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
     let (act, accumulate) = match epilogue {
         Epilogue::Store(act) => (act, 0i32),
         Epilogue::Accumulate => (Activation::Identity, 1i32),
     };
+    let oc = out_code("linear", out_dt)?;
+    if accumulate == 1 && oc != 0 {
+        return Err(Error::Invalid(format!(
+            "linear_add: out (the residual stream) must be f32, got {out_dt}"
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
     let act_code = super::elementwise::act_code(act);
     dims_i32("linear", &[m, n, k])?;
     let gemv = path == GemmPath::Auto && m <= GEMV_MAX_M;
@@ -148,12 +190,20 @@ pub(crate) fn linear(
     // mma.sync bf16 and cp.async need sm_80 (the emulator reports (0, 0)).
     let tensor_cores = dev.kernels.is_none() || dev.info.compute_capability.0 >= 8;
     if path == GemmPath::Auto && !gemv && tensor_cores {
-        let tc = match w {
-            WeightPtr::F16(p) => Some((p, "linear_tc_f16")),
-            WeightPtr::BF16(p) => Some((p, "linear_tc_bf16")),
+        let tc = match (w, x_dt) {
+            (WeightPtr::F16(p), DType::F16) => Some((p, "linear_tc_f16_hx")),
+            (WeightPtr::BF16(p), DType::BF16) => Some((p, "linear_tc_bf16_hx")),
+            (WeightPtr::F16(p), _) => Some((p, "linear_tc_f16")),
+            (WeightPtr::BF16(p), _) => Some((p, "linear_tc_bf16")),
             _ => None,
         };
         if let Some((wp, name)) = tc {
+            // The _hx kernels read x as it is; the others take f32.
+            let (x, _wide) = if name.ends_with("_hx") {
+                (x, None)
+            } else {
+                widened(dev, x, x_dt, m, k)?
+            };
             let (gx, gy) = (n.div_ceil(TC_BN) as u32, m.div_ceil(TC_BM) as u32);
             let Some((splits, k_chunk)) = split_k(dev, m, n, k) else {
                 let (kc, nop) = (0i32, 0u64);
@@ -163,7 +213,7 @@ pub(crate) fn linear(
                     (gx, gy, 1),
                     TC_THREADS,
                     0,
-                    &mut kargs![x, wp, bias, out, mi, ni, ki, act_code, accumulate, kc, nop],
+                    &mut kargs![x, wp, bias, out, mi, ni, ki, act_code, accumulate, kc, nop, oc],
                 );
             };
             // Split-K: f32 partial sums [splits, M, N] in a pooled scratch block
@@ -178,7 +228,7 @@ pub(crate) fn linear(
                 (gx, gy, splits as u32),
                 TC_THREADS,
                 0,
-                &mut kargs![x, wp, bias, out, mi, ni, ki, ident, none, kc, pp],
+                &mut kargs![x, wp, bias, out, mi, ni, ki, ident, none, kc, pp, oc],
             )?;
             return dev.launch(
                 Family::GemmTc,
@@ -186,7 +236,7 @@ pub(crate) fn linear(
                 (grid_for(m * n, 256), 1, 1),
                 256,
                 0,
-                &mut kargs![pp, bias, out, mi, ni, sz, act_code, accumulate],
+                &mut kargs![pp, bias, out, mi, ni, sz, act_code, accumulate, oc],
             );
         }
         if let WeightPtr::I8 { data, scales } = w {
@@ -194,9 +244,10 @@ pub(crate) fn linear(
             // the int8 tensor-core GEMM with both scales and the bias fused. The
             // scratch blocks go back to the pool after the launches are queued
             // (one stream: later users run after these kernels).
+            // A half x is quantised as it is (its exact widening's qx, sx).
             let qx = dev.alloc(m * k)?;
             let sx = dev.alloc(m * 4)?;
-            super::elementwise::quantize(dev, DType::F32, x, qx.ptr, sx.ptr, m, k)?;
+            super::elementwise::quantize(dev, x_dt, x, qx.ptr, sx.ptr, m, k)?;
             let grid = (n.div_ceil(I8TC_BN) as u32, m.div_ceil(I8TC_BM) as u32, 1);
             let (qp, sp) = (qx.ptr, sx.ptr);
             return dev.launch(
@@ -205,10 +256,11 @@ pub(crate) fn linear(
                 grid,
                 TC_THREADS,
                 0,
-                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki, act_code, accumulate],
+                &mut kargs![qp, sp, data, scales, bias, out, mi, ni, ki, act_code, accumulate, oc],
             );
         }
     }
+    let (x, _wide) = widened(dev, x, x_dt, m, k)?;
     let (wp, scales, suffix) = w.parts();
     let name: &'static str = match (gemv, suffix) {
         (true, "f32") => "gemv_f32",
@@ -231,7 +283,7 @@ pub(crate) fn linear(
         grid,
         256,
         0,
-        &mut kargs![x, wp, scales, bias, out, mi, ni, ki, act_code, accumulate],
+        &mut kargs![x, wp, scales, bias, out, mi, ni, ki, act_code, accumulate, oc],
     )
 }
 
@@ -241,19 +293,23 @@ pub(crate) fn linear(
 /// the FP32-FMA tiled kernel otherwise. Each computes both sums as `linear`'s
 /// kernel on that path does, and the epilogue as `gated_activation`: bit for bit
 /// two [`linear`]s then `gated_activation` with the same path.
+/// x is `x_dt` and out `out_dt` (f32, f16 or bf16), as for [`linear`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_gated(
     dev: &Dev,
     x: u64,
+    x_dt: DType,
     wg: WeightPtr,
     wu: WeightPtr,
     out: u64,
+    out_dt: DType,
     m: usize,
     n: usize,
     k: usize,
     act: Activation,
     path: GemmPath,
 ) -> Result<()> {
+    let oc = out_code("linear_gated", out_dt)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -265,12 +321,23 @@ pub(crate) fn linear_gated(
     // Both tiles of a gated block cover half as many output columns.
     let (tc_bn, i8tc_bn) = (TC_BN / 2, I8TC_BN / 2);
     if path == GemmPath::Auto && !gemv && tensor_cores {
-        let tc = match (wg, wu) {
-            (WeightPtr::F16(g), WeightPtr::F16(u)) => Some((g, u, "linear_gated_tc_f16")),
-            (WeightPtr::BF16(g), WeightPtr::BF16(u)) => Some((g, u, "linear_gated_tc_bf16")),
+        let tc = match (wg, wu, x_dt) {
+            (WeightPtr::F16(g), WeightPtr::F16(u), DType::F16) => {
+                Some((g, u, "linear_gated_tc_f16_hx"))
+            }
+            (WeightPtr::BF16(g), WeightPtr::BF16(u), DType::BF16) => {
+                Some((g, u, "linear_gated_tc_bf16_hx"))
+            }
+            (WeightPtr::F16(g), WeightPtr::F16(u), _) => Some((g, u, "linear_gated_tc_f16")),
+            (WeightPtr::BF16(g), WeightPtr::BF16(u), _) => Some((g, u, "linear_gated_tc_bf16")),
             _ => None,
         };
         if let Some((gp, up, name)) = tc {
+            let (x, _wide) = if name.ends_with("_hx") {
+                (x, None)
+            } else {
+                widened(dev, x, x_dt, m, k)?
+            };
             let (gx, gy) = (n.div_ceil(tc_bn) as u32, m.div_ceil(TC_BM) as u32);
             // The split decision of `linear` (its tile), so the sums stay those
             // of two `linear`s.
@@ -282,7 +349,7 @@ pub(crate) fn linear_gated(
                     (gx, gy, 1),
                     TC_THREADS,
                     0,
-                    &mut kargs![x, gp, up, out, mi, ni, ki, act_code, kc, nop],
+                    &mut kargs![x, gp, up, out, mi, ni, ki, act_code, kc, nop, oc],
                 );
             };
             // Split-K: gate and up sums [splits, M, 2N] (per row N gate sums,
@@ -295,7 +362,7 @@ pub(crate) fn linear_gated(
                 (gx, gy, splits as u32),
                 TC_THREADS,
                 0,
-                &mut kargs![x, gp, up, out, mi, ni, ki, act_code, kc, pp],
+                &mut kargs![x, gp, up, out, mi, ni, ki, act_code, kc, pp, oc],
             )?;
             return dev.launch(
                 Family::GemmTc,
@@ -303,7 +370,7 @@ pub(crate) fn linear_gated(
                 (grid_for(m * n, 256), 1, 1),
                 256,
                 0,
-                &mut kargs![pp, out, mi, ni, sz, act_code],
+                &mut kargs![pp, out, mi, ni, sz, act_code, oc],
             );
         }
         if let (
@@ -321,7 +388,7 @@ pub(crate) fn linear_gated(
             // bits as quantising it for each).
             let qx = dev.alloc(m * k)?;
             let sx = dev.alloc(m * 4)?;
-            super::elementwise::quantize(dev, DType::F32, x, qx.ptr, sx.ptr, m, k)?;
+            super::elementwise::quantize(dev, x_dt, x, qx.ptr, sx.ptr, m, k)?;
             let grid = (n.div_ceil(i8tc_bn) as u32, m.div_ceil(I8TC_BM) as u32, 1);
             let (qp, sp) = (qx.ptr, sx.ptr);
             return dev.launch(
@@ -330,10 +397,11 @@ pub(crate) fn linear_gated(
                 grid,
                 TC_THREADS,
                 0,
-                &mut kargs![qp, sp, gd, gs, ud, us, out, mi, ni, ki, act_code],
+                &mut kargs![qp, sp, gd, gs, ud, us, out, mi, ni, ki, act_code, oc],
             );
         }
     }
+    let (x, _wide) = widened(dev, x, x_dt, m, k)?;
     let ((gp, gs, suffix), (up, us, up_suffix)) = (wg.parts(), wu.parts());
     if suffix != up_suffix {
         return Err(Error::Invalid(
@@ -362,7 +430,7 @@ pub(crate) fn linear_gated(
         grid,
         256,
         0,
-        &mut kargs![x, gp, gs, up, us, out, mi, ni, ki, act_code],
+        &mut kargs![x, gp, gs, up, us, out, mi, ni, ki, act_code, oc],
     )
 }
 
