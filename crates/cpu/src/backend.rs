@@ -6,7 +6,10 @@
 //! the op of [`crate::ops`] for the ISA of [`crate::isa::active`] inside the
 //! backend's own rayon pool.
 //!
-//! Dtypes: activations are f32. Weights of `linear` and `embedding` may be f32,
+//! Dtypes: activations are f32, except that `linear*`, `attention` and `norm`
+//! also read (x, q/k/v) and write (out) f16/bf16 half activations, as their exact
+//! f32 widening and the f32 result rounded (`Backend::activation_dtype` stays f32
+//! here: the CPU models keep f32 activations). Weights of `linear` and `embedding` may be f32,
 //! f16, bf16 or int8; norm weights and biases may be f32, f16 or bf16 (non-f32
 //! ones are converted to f32 once per call, so models should keep them f32).
 

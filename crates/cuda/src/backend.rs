@@ -8,7 +8,9 @@
 //! for the device. u32 tensors (ids, kv_index, beam indices) keep a host copy
 //! (`CudaBuffer::ids`), so range checks of ids need no device read.
 //!
-//! Dtypes: activations f32. `linear` and `embedding` weights f32, f16, bf16 or
+//! Dtypes: activations f32, or f16/bf16 half activations where
+//! `Backend::activation_dtype` says (below): `linear*`, `attention` and `norm`
+//! read and write them (x, q/k/v, out). `linear` and `embedding` weights f32, f16, bf16 or
 //! int8 (per-row scales); norm weights and biases f32, f16 or bf16 (non-f32 ones
 //! are converted on the device once per call, as the CPU backend does).
 //!
