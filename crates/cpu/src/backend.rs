@@ -949,20 +949,30 @@ impl Backend for CpuBackend {
         out: &mut Tensor,
     ) -> Result<()> {
         const OP: &str = "attention";
-        if [k.dtype(), v.dtype()]
-            .iter()
-            .any(|t| matches!(t, DType::F16 | DType::BF16))
-        {
-            // Half-precision K/V (a half KV cache): widen both to f32 (exact) and
-            // run the f32 op, so the result is that of the widened K/V. This
-            // allocates two f32 copies per call; the CPU models keep f32 caches.
-            view3(q, OP)?;
-            for t in [k, v] {
+        let half = |t: &Tensor| matches!(t.dtype(), DType::F16 | DType::BF16);
+        if half(q) || half(k) || half(v) || half(out) {
+            // Half inputs (a half KV cache, half activations): widen them to f32
+            // (exact) and run the f32 op; a half out gets that result rounded.
+            // This allocates f32 copies per call; the CPU models keep f32 caches
+            // and activations.
+            for t in [q, k, v] {
                 checks::attention_view(OP, t, host(t, OP)?.len())?;
             }
-            checks::attention(q, k, v, p)?; // k and v of one dtype
-            let (k32, v32) = (self.cast(k, DType::F32)?, self.cast(v, DType::F32)?);
-            return self.attention(q, &k32, &v32, p, out);
+            checks::attention(q, k, v, p)?.check_out(out)?; // k and v of one dtype
+            let widen = |t: &Tensor| {
+                if half(t) {
+                    self.cast(t, DType::F32)
+                } else {
+                    Ok(t.clone())
+                }
+            };
+            let (q32, k32, v32) = (widen(q)?, widen(k)?, widen(v)?);
+            if !half(out) {
+                return self.attention(&q32, &k32, &v32, p, out);
+            }
+            let mut o32 = Tensor::zeros(out.dims(), DType::F32);
+            self.attention(&q32, &k32, &v32, p, &mut o32)?;
+            return round_out(o32.as_f32()?, out, OP);
         }
         let (qv, kv, vv) = (view3(q, OP)?, view3(k, OP)?, view3(v, OP)?);
         let shape = checks::attention(q, k, v, p)?;
@@ -1671,7 +1681,7 @@ mod tests {
                     );
                 }
             }
-            // k and v of different dtypes, or a half q, are refused by name.
+            // k and v of different dtypes are refused by name.
             let p = AttentionParams {
                 num_heads: h,
                 head_dim: d,
@@ -1691,8 +1701,35 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(&format!("k {dt}, v f32")), "{e}");
+            // A half q (half activations) is read as its widening; a half out
+            // gets the f32 result rounded, as `cast` rounds.
             let qh = be.cast(&q, dt).unwrap();
-            assert!(be.attention(&qh, &kh, &vh, &p, &mut out).is_err());
+            let (q32, k32, v32) = (
+                be.cast(&qh, DType::F32).unwrap(),
+                be.cast(&kh, DType::F32).unwrap(),
+                be.cast(&vh, DType::F32).unwrap(),
+            );
+            let mut want = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+            be.attention(&q32, &k32, &v32, &p, &mut want).unwrap();
+            let mut got = be.zeros(&[b, tq, h * d], DType::F32).unwrap();
+            be.attention(&qh, &kh, &vh, &p, &mut got).unwrap();
+            assert_eq!(
+                got.to_f32_vec().unwrap(),
+                want.to_f32_vec().unwrap(),
+                "{dt} q"
+            );
+            for out_dt in [DType::F16, DType::BF16] {
+                let mut got = be.zeros(&[b, tq, h * d], out_dt).unwrap();
+                be.attention(&qh, &kh, &vh, &p, &mut got).unwrap();
+                let want_h = be.cast(&want, out_dt).unwrap();
+                assert_eq!(bits(&got), bits(&want_h), "{dt} q, {out_dt} out");
+                // f32 inputs into a half out
+                let mut got = be.zeros(&[b, tq, h * d], out_dt).unwrap();
+                be.attention(&q32, &k32, &v32, &p, &mut got).unwrap();
+                assert_eq!(bits(&got), bits(&want_h), "f32 in, {out_dt} out");
+            }
+            let mut bad = be.zeros(&[b, tq, h * d], DType::U32).unwrap();
+            assert!(be.attention(&qh, &kh, &vh, &p, &mut bad).is_err());
         }
     }
 

@@ -366,7 +366,9 @@ fn half_activations_in_the_encoder_only() {
             let e = common::deviation(&got_enc, &want_enc);
             let l = common::deviation(&got, &want);
             println!("{what}: encoder {e:?}; first-step logits {l:?}");
-            let bound = if weights == DType::F16 { 2e-3 } else { 1e-2 };
+            // measured on this machine: rel L2 <= 1.7e-3 (f16), 7.6e-3 (bf16),
+            // half KV caches included
+            let bound = if weights == DType::F16 { 3e-3 } else { 1.5e-2 };
             assert!(
                 e.rel_l2 <= bound && l.rel_l2 <= bound,
                 "{what}: encoder {e:?}, logits {l:?} past rel L2 {bound}"
