@@ -73,6 +73,7 @@
 #define ATC_BQ 64       // query rows per block (4 warps x 16)
 #define ATC_BK 64       // keys per tile
 #define ATC_THREADS 128
+#define ATC_ZERO4 (uint4{0u, 0u, 0u, 0u})
 
 // cp.async, ldmatrix and the bf16 mma need sm_80; below it the kernels compile
 // to a trap, and the launcher only picks them on compute capability >= 8.0.
@@ -92,6 +93,16 @@ __device__ __forceinline__ void atc_mma(float d[4], const u32 a[4], const u32 b0
         mma_m16n8k16_f16(d, a, b);
 }
 
+// AtcSel<C, A, B>::T is A if C else B (no <type_traits> under NVRTC).
+template <bool C, class A, class B>
+struct AtcSel {
+    typedef A T;
+};
+template <class A, class B>
+struct AtcSel<false, A, B> {
+    typedef B T;
+};
+
 // Rounds 4 f32 to 4 halves and stores them (8 B) at dst.
 template <bool BF16>
 __device__ __forceinline__ void atc_store4(u16* dst, float x, float y, float z, float w) {
@@ -101,46 +112,101 @@ __device__ __forceinline__ void atc_store4(u16* dst, float x, float y, float z, 
     *reinterpret_cast<uint2*>(dst) = v;
 }
 
-template <bool BF16, int D>
+// The fully masked causal row of attn_uniform (exact f32 V, or half V widened),
+// stored in out's dtype.
+template <class KV>
+__device__ __forceinline__ void atc_uniform(const AttnArgs& a, const AttnPos& p, const typename KV::T* vb,
+                                            i64 out_row, int first_d, int step) {
+    const float w = 1.0f / (float)p.kv_len;
+    for (int d = first_d; d < a.head_dim; d += step) {
+        float acc = 0.0f;
+        for (int j = 0; j < p.kv_len; ++j) acc = fmaf(w, KV::load(vb, (i64)j * a.v_st + d), acc);
+        store_out(a.out, out_row + d, acc, a.out_dt);
+    }
+}
+
+// HX: q, k, v are already f16/bf16 (the operand type: half activations) and
+// are copied into the tiles as they are; else they are f32, rounded when staged.
+template <bool BF16, int D, bool HX>
 __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
     constexpr int LDS = D + 8;                                // halves per Qh/Kh/Vh row (16 B pad)
     constexpr int C4 = D / 4;                                 // 16 B chunks per f32 row
     constexpr int CHUNKS = ATC_BK * C4 / ATC_THREADS;         // per thread per K (or V) tile
+    constexpr int C8 = D / 8;                                 // 16 B chunks per half row
+    constexpr int CHUNKS8 = ATC_BK * C8 / ATC_THREADS;
     extern __shared__ float smem[];
-    float* kst = smem;                                        // [BK][D] f32 stage
-    float* vst = kst + ATC_BK * D;                            // [BK][D] f32 stage
-    u16* kh = reinterpret_cast<u16*>(vst + ATC_BK * D);       // [BK][LDS]
-    u16* vh = kh + ATC_BK * LDS;                              // [BK][LDS]
-    float* mask_s = reinterpret_cast<float*>(vh + ATC_BK * LDS);  // [BK] key mask of the tile
+    // f32 inputs: one f32 stage [BK][D] each for K and V, one half tile each.
+    // Half inputs: no stage; two half tiles each (tile it + 1 lands in the
+    // other while tile it is used).
+    float* kst = smem;
+    float* vst = kst + ATC_BK * D;
+    u16* kh = HX ? reinterpret_cast<u16*>(smem) : reinterpret_cast<u16*>(vst + ATC_BK * D);  // [stages][BK][LDS]
+    u16* vh = kh + (HX ? 2 : 1) * ATC_BK * LDS;                                             // [stages][BK][LDS]
+    float* mask_s = reinterpret_cast<float*>(vh + (HX ? 2 : 1) * ATC_BK * LDS);  // [BK] key mask of the tile
     float* rel_s = mask_s + ATC_BK;                           // [BQ + BK - 1] bias by offset
-    u16* qh = kh;  // Q is staged once in the Kh area, before the first tile
+    // Q is staged once before the first tile: in the Kh area (f32 inputs, the
+    // tile is converted after the first wait) or in Kh's second stage (half
+    // inputs: tile 0 is copied into the first meanwhile).
+    u16* qh = HX ? kh + ATC_BK * LDS : kh;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;  // mma fragment row group, thread in group
     const int h = blockIdx.y, b = blockIdx.z;
     const int q0 = blockIdx.x * ATC_BQ;
     const int r = a.kv_index ? (int)a.kv_index[b] : b;
-    // f32 K/V only (the host refuses f16/bf16 K/V on this path).
-    const float* kb = (const float*)a.k + (i64)r * a.k_sb + (i64)h * D;
-    const float* vb = (const float*)a.v + (i64)r * a.v_sb + (i64)h * D;
+    // f32 K/V, or half K/V of the operand type (HX; the host sends other half
+    // K/V to attention.cu).
+    typedef typename AtcSel<HX, u16, float>::T In;
+    const In* kb = (const In*)a.k + (i64)r * a.k_sb + (i64)h * D;
+    const In* vb = (const In*)a.v + (i64)r * a.v_sb + (i64)h * D;
     const float* mask_row = a.key_mask ? a.key_mask + (i64)r * a.tcap : nullptr;
     // Keys any row of the block needs (limit() grows with i).
     const AttnPos pos = attn_pos(a);
     const int kv_hi = attn_limit(a, pos, min(q0 + ATC_BQ, a.tq) - 1);
     const int ntiles = (kv_hi + ATC_BK - 1) / ATC_BK;
-    // Block-uniform: may K/V rows be copied in 16 B chunks?
-    const bool kv_vec = (((u64)kb | (u64)vb) & 15) == 0 && ((a.k_st | a.v_st) & 3) == 0;
+    // Block-uniform: may K/V rows be copied in 16 B chunks (4 f32 or 8 halves)?
+    const bool kv_vec = (((u64)kb | (u64)vb) & 15) == 0 && ((a.k_st | a.v_st) & (HX ? 7 : 3)) == 0;
 
-    // Issues the copy of keys j0 .. j0 + 63 (those < kv_hi) into the f32 stage
-    // and commits it as one group; rows past kv_hi are not read (zero-filled at
-    // conversion).
-    auto load_kv = [&](int j0) {
+    // Issues the copy of keys j0 .. j0 + 63 (those < kv_hi) and commits it as
+    // one group: f32 inputs into the f32 stage (rows past kv_hi are not read;
+    // zero-filled at conversion); half inputs straight into tile `stage`
+    // (rows past kv_hi zero-filled here: p = 0 there, and 0 * NaN is NaN).
+    auto load_kv = [&](int j0, int stage) {
+        if (HX) {
+            u16* kd0 = kh + stage * ATC_BK * LDS;
+            u16* vd0 = vh + stage * ATC_BK * LDS;
+#pragma unroll
+            for (int c0 = 0; c0 < CHUNKS8; ++c0) {
+                const int c = tid + ATC_THREADS * c0, row = c / C8, col = (c - row * C8) * 8;
+                u16* kd = kd0 + row * LDS + col;
+                u16* vd = vd0 + row * LDS + col;
+                if (j0 + row >= kv_hi) {
+                    *reinterpret_cast<uint4*>(kd) = ATC_ZERO4;
+                    *reinterpret_cast<uint4*>(vd) = ATC_ZERO4;
+                    continue;
+                }
+                const u16* ks = reinterpret_cast<const u16*>(kb) + (i64)(j0 + row) * a.k_st + col;
+                const u16* vs = reinterpret_cast<const u16*>(vb) + (i64)(j0 + row) * a.v_st + col;
+                if (kv_vec) {
+                    cp_async_16(kd, ks);
+                    cp_async_16(vd, vs);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) {
+                        kd[e] = ks[e];
+                        vd[e] = vs[e];
+                    }
+                }
+            }
+            cp_async_commit();
+            return;
+        }
 #pragma unroll
         for (int c0 = 0; c0 < CHUNKS; ++c0) {
             const int c = tid + ATC_THREADS * c0, row = c / C4, col = (c - row * C4) * 4;
             if (j0 + row >= kv_hi) continue;
-            const float* ks = kb + (i64)(j0 + row) * a.k_st + col;
-            const float* vs = vb + (i64)(j0 + row) * a.v_st + col;
+            const float* ks = reinterpret_cast<const float*>(kb) + (i64)(j0 + row) * a.k_st + col;
+            const float* vs = reinterpret_cast<const float*>(vb) + (i64)(j0 + row) * a.v_st + col;
             float* kd = kst + row * D + col;
             float* vd = vst + row * D + col;
             if (kv_vec) {
@@ -157,10 +223,30 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
         cp_async_commit();
     };
 
-    if (ntiles > 0) load_kv(0);
+    if (ntiles > 0) load_kv(0, 0);
 
-    // Q: 64 rows, rounded (not scaled) to the operand type; rows past Tq are 0.
-    {
+    // Q: 64 rows, rounded (not scaled) to the operand type (or copied, half
+    // inputs); rows past Tq are 0.
+    if (HX) {
+        const u16* qb = reinterpret_cast<const u16*>(a.q) + (i64)b * a.q_sb + (i64)h * D;
+        const bool q_vec = ((u64)qb & 15) == 0 && (a.q_st & 7) == 0;
+#pragma unroll
+        for (int c0 = 0; c0 < ATC_BQ * C8 / ATC_THREADS; ++c0) {
+            const int c = tid + ATC_THREADS * c0, row = c / C8, col = (c - row * C8) * 8;
+            u16* dst = qh + row * LDS + col;
+            if (q0 + row >= a.tq) {
+                *reinterpret_cast<uint4*>(dst) = ATC_ZERO4;
+                continue;
+            }
+            const u16* src = qb + (i64)(q0 + row) * a.q_st + col;
+            if (q_vec) {
+                *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) dst[e] = src[e];
+            }
+        }
+    } else {
         const float* qb = a.q + (i64)b * a.q_sb + (i64)h * D;
         const bool q_vec = ((u64)qb & 15) == 0 && (a.q_st & 3) == 0;
 #pragma unroll
@@ -215,11 +301,14 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
     for (int it = 0; it < ntiles; ++it) {
         const int j0 = it * ATC_BK;
         // Tile it has landed; every warp is done with Kh/Vh of tile it - 1 (and
-        // with the Q staging in the Kh area).
+        // with the Q staging).
         cp_async_wait<0>();
         __syncthreads();
+        // The tiles of tile it: half inputs alternate between two stages.
+        const u16* kt = kh + (HX ? (it & 1) * ATC_BK * LDS : 0);
+        const u16* vt = vh + (HX ? (it & 1) * ATC_BK * LDS : 0);
 #pragma unroll
-        for (int c0 = 0; c0 < CHUNKS; ++c0) {
+        for (int c0 = 0; c0 < (HX ? 0 : CHUNKS); ++c0) {
             const int c = tid + ATC_THREADS * c0, row = c / C4, col = (c - row * C4) * 4;
             if (j0 + row < kv_hi) {
                 const float4 kf = *reinterpret_cast<const float4*>(kst + row * D + col);
@@ -239,8 +328,8 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
             const int rel = j0 - (pos.q_offset + q0) + tid - (ATC_BQ - 1);
             rel_s[tid] = a.rel_table[(i64)attn_rel_bucket(a, rel) * a.heads + h];
         }
-        __syncthreads();  // Kh/Vh/mask/bias ready; the stage is free
-        if (it + 1 < ntiles) load_kv(j0 + ATC_BK);  // lands while the math below runs
+        __syncthreads();  // Kh/Vh/mask/bias ready; the stage (half: tile it - 1's) is free
+        if (it + 1 < ntiles) load_kv(j0 + ATC_BK, (it + 1) & 1);  // lands while the math below runs
         if (j0 >= warp_hi) continue;  // warp-uniform: no row of this warp reaches the tile
 
         // S = Q K^T: n-tile nt = keys 8 nt .. 8 nt + 7 of the tile. K rows [key][d]
@@ -256,7 +345,7 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
 #pragma unroll
             for (int jp = 0; jp < ATC_BK / 16; ++jp) {
                 u32 kr[4];
-                ldmatrix_x4(kr, kh + (jp * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
+                ldmatrix_x4(kr, kt + (jp * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
                 atc_mma<BF16>(s[2 * jp], qf[kk], kr[0], kr[1]);
                 atc_mma<BF16>(s[2 * jp + 1], qf[kk], kr[2], kr[3]);
             }
@@ -318,7 +407,7 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 u32 vr[4];
-                ldmatrix_x4_trans(vr, vh + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + dp * 16 + (lane >> 4) * 8);
+                ldmatrix_x4_trans(vr, vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + dp * 16 + (lane >> 4) * 8);
                 atc_mma<BF16>(o[2 * dp], pa, vr[0], vr[1]);
                 atc_mma<BF16>(o[2 * dp + 1], pa, vr[2], vr[3]);
             }
@@ -335,34 +424,62 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
     for (int hr = 0; hr < 2; ++hr) {
         const int i = wrow + g + 8 * hr;
         if (i >= a.tq) continue;
-        float* orow = a.out + (((i64)b * a.tq + i) * a.heads + h) * D;
+        const i64 orow = (((i64)b * a.tq + i) * a.heads + h) * D;
         if (m[hr] == NEG_FLT_MAX && lim[hr] < pos.kv_len) {
-            attn_uniform(a, pos, vb, orow, t, 4);  // fully masked causal row (rare)
+            // fully masked causal row (rare)
+            typedef typename AtcSel<HX, typename AtcSel<BF16, WBF16, WF16>::T, WF32>::T VL;
+            atc_uniform<VL>(a, pos, reinterpret_cast<const typename VL::T*>(vb), orow, t, 4);
             continue;
         }
         const float inv = 1.0f / l[hr];
+        if (a.out_dt == OUT_F32) {
+            float* o32 = reinterpret_cast<float*>(a.out) + orow;
 #pragma unroll
-        for (int dt = 0; dt < D / 8; ++dt) {
-            orow[dt * 8 + 2 * t] = o[dt][2 * hr] * inv;
-            orow[dt * 8 + 2 * t + 1] = o[dt][2 * hr + 1] * inv;
+            for (int dt = 0; dt < D / 8; ++dt) {
+                o32[dt * 8 + 2 * t] = o[dt][2 * hr] * inv;
+                o32[dt * 8 + 2 * t + 1] = o[dt][2 * hr + 1] * inv;
+            }
+        } else {
+            // A half out (half activations): the same f32 values, rounded.
+            u16* o16 = reinterpret_cast<u16*>(a.out) + orow;
+            const bool bf16_out = a.out_dt == OUT_BF16;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float x = o[dt][2 * hr + e] * inv;
+                    o16[dt * 8 + 2 * t + e] = bf16_out ? f32_to_bf16(x) : f32_to_f16(x);
+                }
         }
     }
 }
 
-#define ATTN_TC_BODY(BF16, D) attention_tc<BF16, D>(a)
+#define ATTN_TC_BODY(BF16, D, HX) attention_tc<BF16, D, HX>(a)
 #else
-#define ATTN_TC_BODY(BF16, D) __trap()
+#define ATTN_TC_BODY(BF16, D, HX) __trap()
 #endif  // ATC_ARCH_OK
 
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_f16_d64(const AttnArgs a) {
-    ATTN_TC_BODY(false, 64);
+    ATTN_TC_BODY(false, 64, false);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_f16_d128(const AttnArgs a) {
-    ATTN_TC_BODY(false, 128);
+    ATTN_TC_BODY(false, 128, false);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_bf16_d64(const AttnArgs a) {
-    ATTN_TC_BODY(true, 64);
+    ATTN_TC_BODY(true, 64, false);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_bf16_d128(const AttnArgs a) {
-    ATTN_TC_BODY(true, 128);
+    ATTN_TC_BODY(true, 128, false);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_f16_hx_d64(const AttnArgs a) {
+    ATTN_TC_BODY(false, 64, true);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_f16_hx_d128(const AttnArgs a) {
+    ATTN_TC_BODY(false, 128, true);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_bf16_hx_d64(const AttnArgs a) {
+    ATTN_TC_BODY(true, 64, true);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_tc_bf16_hx_d128(const AttnArgs a) {
+    ATTN_TC_BODY(true, 128, true);
 }

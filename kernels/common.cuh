@@ -217,6 +217,9 @@ struct AttnArgs {
     float scale;
     int rel_buckets, rel_max_distance, rel_bidirectional;
     float rel_log_ratio;
+    // out's dtype (OUT_F32 / OUT_F16 / OUT_BF16, below): attention_tc.cu writes
+    // any; the other attention kernels are launched with OUT_F32 only.
+    int out_dt;
 };
 
 // The call's q_offset and kv_len: the fields, or read from a.positions (a

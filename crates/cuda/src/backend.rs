@@ -294,19 +294,6 @@ impl CudaBackend {
         Ok(p)
     }
 
-    /// Address and dtype of a contiguous, uniquely owned f32, f16 or bf16
-    /// tensor (an output that may hold half activations).
-    fn float_out(&self, t: &mut Tensor, op: &'static str) -> Result<(u64, DType)> {
-        let b = self.buf(t, op)?;
-        t.require_contiguous(op)?;
-        if !checks::is_float(b.dtype) {
-            return Err(self.unsupported(op, b.dtype));
-        }
-        let (p, dt) = (b.ptr_at(t.offset()), b.dtype);
-        t.storage_mut(op)?;
-        Ok((p, dt))
-    }
-
     /// Address and host copy of a contiguous u32 tensor. Range checks use
     /// the host copy when an op is recorded; replays do not check again
     /// (`crate::graph`: the caller validates what it uploads).
@@ -344,12 +331,28 @@ impl CudaBackend {
     ) -> Result<()> {
         const OP: &str = "attention";
         // K/V may be half (KV caches): the kernels widen them; checks::attention
-        // requires k and v of one dtype.
-        const KV: &[DType] = &[DType::F32, DType::F16, DType::BF16];
-        let (qp, q_sb, q_st) = self.view3(q, OP, &[DType::F32])?;
-        let (kp, k_sb, k_st) = self.view3(k, OP, KV)?;
-        let (vp, v_sb, v_st) = self.view3(v, OP, KV)?;
+        // requires k and v of one dtype. q may be half too (half activations).
+        const FLOAT: &[DType] = &[DType::F32, DType::F16, DType::BF16];
+        let (qp, q_sb, q_st) = self.view3(q, OP, FLOAT)?;
+        let (kp, k_sb, k_st) = self.view3(k, OP, FLOAT)?;
+        let (vp, v_sb, v_st) = self.view3(v, OP, FLOAT)?;
         let shape = checks::attention(q, k, v, p)?;
+        let path = self.attention_path();
+        if q.dtype() != DType::F32
+            && !ops::attention::reads_half_q(
+                &self.dev,
+                p.operand_dtype,
+                q.dtype(),
+                k.dtype(),
+                p.head_dim,
+                shape.tq,
+                path,
+            )
+        {
+            // The kernel that runs reads an f32 q: widen it (exactly) first.
+            let q32 = self.cast(q, DType::F32)?;
+            return self.attention_impl(&q32, k, v, p, positions, out);
+        }
         let (batch, tq, tcap) = (shape.batch, shape.tq, shape.tcap);
         // Each optional input: its device and dtype first, then its shape.
         let key_mask = p.key_mask.map(|m| self.f32_in(m, OP)).transpose()?;
@@ -364,7 +367,7 @@ impl CudaBackend {
         let kv_index = p.kv_index.map(|ix| self.u32_in(ix, OP)).transpose()?;
         shape.check_kv_index(p.kv_index.zip(kv_index.map(|(_, ids)| ids)))?;
         shape.check_out(out)?;
-        let op = self.f32_out(out, OP)?;
+        let (op, out_dtype) = self.linear_out(OP, out)?;
         i32_fits(
             OP,
             &[batch, tq, p.num_heads, p.head_dim, tcap, p.q_offset + tq],
@@ -404,14 +407,20 @@ impl CudaBackend {
             rel_max_distance: rel.map_or(0, |r| r.max_distance as i32),
             rel_bidirectional: rel.is_some_and(|r| r.bidirectional) as i32,
             rel_log_ratio: rel.map_or(0.0, |r| r.log_ratio()),
+            out_dt: match out_dtype {
+                DType::F16 => ops::attention::OUT_F16,
+                DType::BF16 => ops::attention::OUT_BF16,
+                _ => ops::attention::OUT_F32,
+            },
         };
         self.dev.bind()?;
         ops::attention::attention(
             &self.dev,
             &args,
             p.operand_dtype,
+            q.dtype(),
             k.dtype(),
-            self.attention_path(),
+            path,
         )
     }
 
@@ -1225,7 +1234,7 @@ impl Backend for CudaBackend {
         self.dev.bind()?;
         let (w, b, _tmp) = self.norm_params(OP, kind, weight, bias, c)?;
         same_count(OP, out, x)?;
-        let (o, odt) = self.float_out(out, OP)?;
+        let (o, odt) = self.linear_out(OP, out)?;
         ops::norm::norm(&self.dev, kind, xp, None, w, b, o, odt, x.rows(), c, eps)
     }
 
@@ -1247,7 +1256,7 @@ impl Backend for CudaBackend {
         same_count(OP, residual, x)?;
         same_count(OP, out, x)?;
         let r = self.f32_out(residual, OP)?;
-        let (o, odt) = self.float_out(out, OP)?;
+        let (o, odt) = self.linear_out(OP, out)?;
         ops::norm::norm(&self.dev, kind, xp, Some(r), w, b, o, odt, x.rows(), c, eps)
     }
 

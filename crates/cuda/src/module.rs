@@ -213,6 +213,10 @@ impl Family {
                 "attention_tc_f16_d128",
                 "attention_tc_bf16_d64",
                 "attention_tc_bf16_d128",
+                "attention_tc_f16_hx_d64",
+                "attention_tc_f16_hx_d128",
+                "attention_tc_bf16_hx_d64",
+                "attention_tc_bf16_hx_d128",
             ],
             Family::DecodeAttention => &[
                 "attention_split_f32_d32",

@@ -182,21 +182,39 @@ fn views(
     inp: &Inputs,
     round: Option<DType>,
 ) -> (Tensor, Tensor, Tensor) {
+    views_as(be, c, inp, round, DType::F32)
+}
+
+/// [`views`] stored as `dtype` (f16/bf16: half activations, each value rounded
+/// to nearest even).
+fn views_as(
+    be: &dyn Backend,
+    c: &Case,
+    inp: &Inputs,
+    round: Option<DType>,
+    dtype: DType,
+) -> (Tensor, Tensor, Tensor) {
     let hd = c.heads * c.head_dim;
     let r = |v: &[f32]| match round {
         Some(dt) => rounded(v, dt),
         None => v.to_vec(),
     };
-    let qb = be.upload(&host(r(&inp.qb), &inp.qb_shape)).unwrap();
+    let qb = be
+        .upload(&host_as(r(&inp.qb), &inp.qb_shape, dtype))
+        .unwrap();
     let q = qb.narrow(2, inp.q_col, hd).unwrap();
     let kv = r(&inp.kvb);
     if c.layout == Layout::Contiguous {
         let n = kv.len() / 2;
-        let k = be.upload(&host(kv[..n].to_vec(), &inp.kvb_shape)).unwrap();
-        let v = be.upload(&host(kv[n..].to_vec(), &inp.kvb_shape)).unwrap();
+        let k = be
+            .upload(&host_as(kv[..n].to_vec(), &inp.kvb_shape, dtype))
+            .unwrap();
+        let v = be
+            .upload(&host_as(kv[n..].to_vec(), &inp.kvb_shape, dtype))
+            .unwrap();
         (q, k, v)
     } else {
-        let kvb = be.upload(&host(kv, &inp.kvb_shape)).unwrap();
+        let kvb = be.upload(&host_as(kv, &inp.kvb_shape, dtype)).unwrap();
         (
             q,
             kvb.narrow(2, inp.k_col, hd).unwrap(),
@@ -404,4 +422,66 @@ fn tensor_core_path_refuses_f32_operands_and_other_head_dims() {
         &cpu_attention(&c, &inp, 2, None),
         TOL_REDUCE,
     );
+}
+
+/// Half activations: q, k, v stored in the operand dtype and a half out. On
+/// the tensor-core path (Tq > 1) the kernel reads them as they are
+/// (`attention_tc_*_hx_*`) and must give, bit for bit, the f32-input kernel on
+/// the same (widened) values, which rounds them to the same halves; a half out
+/// must be that f32 result rounded (the device cast), also from f32 inputs.
+/// Tq = 1 (Auto: split-KV, q widened, half K/V) and the tiled kernel (half
+/// inputs widened, half out through f32 scratch) give their f32 runs' bits too.
+/// Every case's layouts run: aligned rows (16 B copies) and misaligned ones
+/// (element-wise). Outputs start as NaN.
+#[test]
+fn half_inputs_and_outputs_give_the_f32_kernels_bits() {
+    let g = gpu_or_skip!("half_inputs_and_outputs_give_the_f32_kernels_bits");
+    let mut f = Failures::default();
+    for dtype in [DType::F16, DType::BF16] {
+        for (ci, c) in CASES.iter().enumerate() {
+            let seed = 9500 + 10 * ci as u64;
+            let inp = inputs(c, seed);
+            let e = extras(&*g, c, seed);
+            let p = params(c, &e, dtype);
+            let shape = [c.batch, c.tq, c.heads * c.head_dim];
+            let (q32, k32, v32) = views(&*g, c, &inp, Some(dtype));
+            let (qh, kh, vh) = views_as(&*g, c, &inp, None, dtype);
+            let paths: &[AttentionPath] = if c.tq > 1 {
+                &[
+                    AttentionPath::TensorCore,
+                    AttentionPath::Auto,
+                    AttentionPath::Tiled,
+                ]
+            } else {
+                &[AttentionPath::Auto]
+            };
+            for &path in paths {
+                g.set_attention_path(path);
+                let what = format!("{} ({path:?}, {dtype:?})", c.name);
+                let mut want = poisoned(&g, &shape);
+                g.attention(&q32, &k32, &v32, &p, &mut want).unwrap();
+                let mut got = poisoned(&g, &shape);
+                if let Err(err) = g.attention(&qh, &kh, &vh, &p, &mut got) {
+                    f.push(format!("{what}: half q/k/v: {err}"));
+                    continue;
+                }
+                f.exact(
+                    &format!("{what} half q/k/v, f32 out"),
+                    &down(&g, &got),
+                    &down(&g, &want),
+                );
+                let want_h = half_bits(&g, &g.cast(&want, dtype).unwrap());
+                for (inputs, (q, k, v)) in [("half", (&qh, &kh, &vh)), ("f32", (&q32, &k32, &v32))]
+                {
+                    let mut got = poisoned_as(&g, &shape, dtype);
+                    g.attention(q, k, v, &p, &mut got).unwrap();
+                    if half_bits(&g, &got) != want_h {
+                        f.push(format!("{what}: {inputs} q/k/v into a {dtype:?} out: not the f32 result rounded"));
+                    }
+                }
+            }
+        }
+    }
+    g.set_attention_path(AttentionPath::Auto);
+    f.finish("half attention inputs and outputs");
 }

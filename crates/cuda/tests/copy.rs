@@ -151,19 +151,6 @@ fn write_rows_matches_cpu() {
     f.finish("write_rows");
 }
 
-/// The bits of a half tensor on the device.
-fn half_bits(g: &Dut, t: &Tensor) -> Vec<u16> {
-    host_half_bits(&g.download(t).unwrap())
-}
-
-fn host_half_bits(t: &Tensor) -> Vec<u16> {
-    match t.host().unwrap() {
-        HostStorage::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
-        HostStorage::BF16(v) => v.iter().map(|h| h.to_bits()).collect(),
-        h => panic!("not a half tensor: {}", h.dtype()),
-    }
-}
-
 /// A host half cache whose every element is the bits 0x5a5a (rows the write
 /// must leave alone).
 fn poisoned_half(shape: &[usize], dt: DType) -> Tensor {

@@ -433,7 +433,7 @@ fn linear_activation_dtype_errors() {
         assert!(e.to_string().contains("u32"), "{what}: {e}");
     }
     for odt in [DType::F16, DType::BF16] {
-        let mut half_out = half_io::poisoned_as(&g, &[m, n], odt);
+        let mut half_out = poisoned_as(&g, &[m, n], odt);
         let e = g.linear_add(&x, &w, None, &mut half_out);
         assert!(
             e.is_err(),

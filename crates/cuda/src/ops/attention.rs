@@ -2,7 +2,10 @@
 //! `kernels/attention_tc.cu` (tensor cores, f16/bf16 operands, head_dim 64/128)
 //! and `kernels/decode_attention.cu` (key axis split across blocks, then combined).
 //! K/V may be f32, f16 or bf16 (half KV caches): the tiled and split kernels
-//! have a variant per K/V dtype; the tensor-core kernel reads f32 K/V only.
+//! have a variant per K/V dtype; the tensor-core kernel reads f32 q/k/v, or
+//! q, k and v all of the operand dtype as they are (half activations,
+//! `attention_tc_*_hx_*`). Only the tensor-core kernel writes a half out; for
+//! the others the launcher writes f32 into pooled scratch and casts it.
 
 use encdec_core::{DType, Error, Result};
 
@@ -44,6 +47,9 @@ pub(crate) struct AttnArgs {
     pub rel_bidirectional: i32,
     /// `RelativeBiasSpec::log_ratio()`: the f32 `ln(max_distance / max_exact)`.
     pub rel_log_ratio: f32,
+    /// out's dtype as `OUT_*` of common.cuh (0 f32, 1 f16, 2 bf16): only the
+    /// tensor-core kernel writes a half out; the launcher gives the others f32.
+    pub out_dt: i32,
 }
 // SAFETY: #[repr(C)] with the field order and types of `struct AttnArgs`.
 unsafe impl KArg for AttnArgs {}
@@ -64,6 +70,11 @@ pub enum AttentionPath {
     /// tests and benches.
     TensorCore,
 }
+
+/// `AttnArgs::out_dt` codes (`OUT_*` of common.cuh).
+pub(crate) const OUT_F32: i32 = 0;
+pub(crate) const OUT_F16: i32 = 1;
+pub(crate) const OUT_BF16: i32 = 2;
 
 /// Head dims `attention_tc.cu` is instantiated for.
 pub(crate) const TC_HEAD_DIMS: [usize; 2] = [64, 128];
@@ -86,19 +97,23 @@ fn variant(d: usize) -> usize {
     }
 }
 
-/// The `attention_tc.cu` kernel for `operand` (F16/BF16), K/V dtype `kv` and
-/// head_dim `d`, or why there is none.
+/// The `attention_tc.cu` kernel for `operand` (F16/BF16), q dtype `q` and K/V
+/// dtype `kv` and head_dim `d`, or why there is none: f32 q/k/v (rounded as
+/// staged), or q, k, v all of the operand dtype (read as they are).
 fn tc_kernel(
     dev: &Dev,
     operand: DType,
+    q: DType,
     kv: DType,
     d: usize,
 ) -> std::result::Result<&'static str, String> {
-    if kv != DType::F32 {
-        // Its staging copies f32 K/V tiles with cp.async; half K/V would need
-        // another loader. The tiled kernel reads them instead (Auto).
+    let hx = q == operand && kv == operand;
+    if !hx && (q != DType::F32 || kv != DType::F32) {
+        // Its loaders take f32 tiles or tiles of the operand type; half K/V
+        // with an f32 q go to the tiled kernel instead (Auto).
         return Err(format!(
-            "the tensor-core attention reads f32 K/V only, not {kv} (use Auto or Tiled)"
+            "the tensor-core attention reads f32 q/k/v or q/k/v of the operand dtype, \
+             not q {q} with k/v {kv} (use Auto or Tiled)"
         ));
     }
     if dev.kernels.is_some() && dev.info.compute_capability.0 < 8 {
@@ -109,12 +124,16 @@ fn tc_kernel(
             dev.info.compute_capability.1
         ));
     }
-    match (operand, d) {
-        (DType::F16, 64) => Ok("attention_tc_f16_d64"),
-        (DType::F16, 128) => Ok("attention_tc_f16_d128"),
-        (DType::BF16, 64) => Ok("attention_tc_bf16_d64"),
-        (DType::BF16, 128) => Ok("attention_tc_bf16_d128"),
-        (DType::F16 | DType::BF16, _) => Err(format!(
+    match (operand, d, hx) {
+        (DType::F16, 64, false) => Ok("attention_tc_f16_d64"),
+        (DType::F16, 128, false) => Ok("attention_tc_f16_d128"),
+        (DType::BF16, 64, false) => Ok("attention_tc_bf16_d64"),
+        (DType::BF16, 128, false) => Ok("attention_tc_bf16_d128"),
+        (DType::F16, 64, true) => Ok("attention_tc_f16_hx_d64"),
+        (DType::F16, 128, true) => Ok("attention_tc_f16_hx_d128"),
+        (DType::BF16, 64, true) => Ok("attention_tc_bf16_hx_d64"),
+        (DType::BF16, 128, true) => Ok("attention_tc_bf16_hx_d128"),
+        (DType::F16 | DType::BF16, _, _) => Err(format!(
             "the tensor-core attention supports head_dim {TC_HEAD_DIMS:?}, not {d}"
         )),
         _ => Err(format!(
@@ -123,13 +142,73 @@ fn tc_kernel(
     }
 }
 
+/// Dynamic shared memory of the tensor-core kernel: f32 inputs, an f32 K/V
+/// stage and one f16/bf16 tile each (rows of d + 8); half inputs, two tiles
+/// each; plus the mask and relative bias of a tile.
+fn tc_smem(d: usize, half_inputs: bool) -> usize {
+    let tiles = if half_inputs {
+        4 * TC_BK * (d + 8) * 2
+    } else {
+        2 * TC_BK * d * 4 + 2 * TC_BK * (d + 8) * 2
+    };
+    tiles + (TC_BK + TC_BQ + TC_BK) * 4
+}
+
+/// The tensor-core kernel `attention` runs for these dtypes, `tq` query rows
+/// and `path`, if any (Auto falls back where it cannot run, also on a device
+/// whose shared-memory opt-in is below the kernel's); TensorCore: an error
+/// where it cannot.
+fn tc_choice(
+    dev: &Dev,
+    operand: DType,
+    q: DType,
+    kv: DType,
+    d: usize,
+    tq: usize,
+    path: AttentionPath,
+) -> Result<Option<(&'static str, usize)>> {
+    let with_smem = |name| (name, tc_smem(d, q != DType::F32));
+    match path {
+        AttentionPath::Auto if tq > 1 => Ok(tc_kernel(dev, operand, q, kv, d)
+            .ok()
+            .map(with_smem)
+            .filter(|&(_, smem)| smem <= dev.max_smem_optin as usize)),
+        AttentionPath::TensorCore => tc_kernel(dev, operand, q, kv, d)
+            .map(|n| Some(with_smem(n)))
+            .map_err(|why| {
+                Error::Invalid(format!(
+                    "attention (AttentionPath::TensorCore) on {}: {why}",
+                    dev.info.label()
+                ))
+            }),
+        _ => Ok(None),
+    }
+}
+
+/// Whether [`attention`] reads a half q as it is: the tensor-core kernel runs
+/// on q, k, v of the operand dtype. Otherwise the caller widens a half q first
+/// (every other kernel reads f32 q).
+pub(crate) fn reads_half_q(
+    dev: &Dev,
+    operand: DType,
+    q: DType,
+    kv: DType,
+    d: usize,
+    tq: usize,
+    path: AttentionPath,
+) -> bool {
+    q != DType::F32 && matches!(tc_choice(dev, operand, q, kv, d, tq, path), Ok(Some(_)))
+}
+
 /// Runs attention; `a` is fully checked by the caller. `operand` is the call's
-/// `AttentionParams::operand_dtype` (the rounding it allows); `kv` the dtype of
-/// K and V (F32, F16 or BF16, both the same: checked by the caller).
+/// `AttentionParams::operand_dtype` (the rounding it allows); `q` the dtype of
+/// q (F32, or half where [`reads_half_q`] says so); `kv` the dtype of K and V
+/// (F32, F16 or BF16, both the same: checked by the caller); `a.out_dt` out's.
 pub(crate) fn attention(
     dev: &Dev,
     a: &AttnArgs,
     operand: DType,
+    q: DType,
     kv: DType,
     path: AttentionPath,
 ) -> Result<()> {
@@ -148,23 +227,30 @@ pub(crate) fn attention(
             dev.info.label()
         )));
     }
-    // f32 K/V stage + f16/bf16 K/V tiles (rows of d + 8) + mask + relative bias.
-    let tc_smem = 2 * TC_BK * d * 4 + 2 * TC_BK * (d + 8) * 2 + (TC_BK + TC_BQ + TC_BK) * 4;
-    let tc = match path {
-        // Auto falls back where the kernel cannot run (also on a device whose
-        // shared-memory opt-in is below the D = 128 kernel's 99 KiB).
-        AttentionPath::Auto if tq > 1 => tc_kernel(dev, operand, kv, d)
-            .ok()
-            .filter(|_| tc_smem <= dev.max_smem_optin as usize),
-        AttentionPath::TensorCore => Some(tc_kernel(dev, operand, kv, d).map_err(|why| {
-            Error::Invalid(format!(
-                "attention (AttentionPath::TensorCore) on {}: {why}",
-                dev.info.label()
-            ))
-        })?),
-        _ => None,
-    };
-    if let Some(name) = tc {
+    let tc = tc_choice(dev, operand, q, kv, d, tq, path)?;
+    if tc.is_none() && q != DType::F32 {
+        return Err(Error::Invalid(format!(
+            "attention: a {q} q reaches only the tensor-core kernel (the caller widens it)"
+        )));
+    }
+    if tc.is_none() && a.out_dt != OUT_F32 {
+        // These kernels write f32: into pooled scratch, then rounded into out.
+        let n = b * tq * h * d;
+        let blk = dev.alloc(n * 4)?;
+        let to = if a.out_dt == OUT_F16 {
+            DType::F16
+        } else {
+            DType::BF16
+        };
+        let f32_args = AttnArgs {
+            out: blk.ptr,
+            out_dt: OUT_F32,
+            ..*a
+        };
+        attention(dev, &f32_args, operand, q, kv, path)?;
+        return super::elementwise::cast(dev, DType::F32, to, blk.ptr, a.out, n);
+    }
+    if let Some((name, tc_smem)) = tc {
         if b > 65535 || h > 65535 {
             return Err(Error::Invalid(format!(
                 "attention: batch {b} x heads {h} exceed the grid limits on {}",

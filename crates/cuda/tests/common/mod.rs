@@ -296,6 +296,26 @@ pub fn up(g: &Dut, t: &Tensor) -> Tensor {
     g.upload(t).unwrap_or_else(|e| panic!("upload: {e}"))
 }
 
+/// A device tensor of `dtype` full of NaN.
+pub fn poisoned_as(g: &Dut, shape: &[usize], dtype: DType) -> Tensor {
+    let n = shape.iter().product();
+    up(g, &host_as(vec![f32::NAN; n], shape, dtype))
+}
+
+/// The bits of a half tensor on the device.
+pub fn half_bits(g: &Dut, t: &Tensor) -> Vec<u16> {
+    host_half_bits(&g.download(t).unwrap())
+}
+
+/// The bits of a host f16/bf16 tensor.
+pub fn host_half_bits(t: &Tensor) -> Vec<u16> {
+    match t.host().unwrap() {
+        encdec_core::HostStorage::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        encdec_core::HostStorage::BF16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        h => panic!("not a half tensor: {}", h.dtype()),
+    }
+}
+
 /// A device f32 tensor full of NaN (an output that must be overwritten).
 pub fn poisoned(g: &Dut, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();

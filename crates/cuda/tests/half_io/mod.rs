@@ -14,7 +14,7 @@
 
 use encdec_core::{Activation, DType, Tensor};
 
-use crate::common::{down, host, host_as, up, Dut, Failures};
+use crate::common::{down, host, host_as, poisoned_as, up, Dut, Failures};
 
 pub const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -27,12 +27,6 @@ pub enum Op {
     Gated(Activation),
     /// `linear_add` onto a residual (out f32 only; a half out is an error).
     Add,
-}
-
-/// A device tensor of `dtype` full of NaN.
-pub fn poisoned_as(g: &Dut, shape: &[usize], dtype: DType) -> Tensor {
-    let n = shape.iter().product();
-    up(g, &host_as(vec![f32::NAN; n], shape, dtype))
 }
 
 /// Operands of one case (device tensors; `wu` for [`Op::Gated`]).
