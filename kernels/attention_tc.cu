@@ -21,8 +21,13 @@
 //
 // Layout: AttnArgs (common.cuh): q [B, Tq, H*D], k/v [Bkv, Tcap, H*D] with any
 // batch/time strides (last dim contiguous, heads interleaved), out [B, Tq, H*D]
-// contiguous f32, written once. q, k and v are f32 here (f16/bf16 K/V caches go
-// to attention.cu; the host refuses them on this path).
+// contiguous, written once, in a.out_dt (f32, or f16/bf16: the f32 value
+// rounded at the store, half activations). attention_tc_<t>_d<D>: q, k, v f32.
+// attention_tc_<t>_hx_d<D>: q, k, v all f16/bf16 of the operand type <t> (half
+// activations) and copied into the tiles as they are: the roundings h() are
+// already done, so the result is bit for bit the f32 kernel's on their
+// widening. Other dtype mixes go to attention.cu (half K/V caches) or are
+// widened by the host.
 //
 // Launch shape: grid (ceil(Tq / 64), H, B), 128 threads = 4 warps; warp w owns
 // the 16 query rows 64 blockIdx.x + 16 w .. + 15. The block walks the keys in
@@ -31,12 +36,15 @@
 // Per tile:
 //   1. cp.async.wait_group 0 + barrier: the f32 K/V tile is in the staging
 //      area (16 B cp.async.cg per chunk, issued during the previous tile's
-//      math; element-wise loads when a row is not 16 B aligned).
+//      math; element-wise loads when a row is not 16 B aligned). _hx: the
+//      half tile is in Kh/Vh stage (tile & 1) already (16 B = 8 halves per
+//      cp.async, keys past the range zero-filled when issued).
 //   2. All threads round it to f16/bf16 into Kh/Vh (rows padded to D + 8
 //      halves: 16 B aligned rows, conflict-free ldmatrix), zero-filling keys
-//      past the block's range; the key mask and the relative bias of the tile
-//      go to shared memory too. Barrier.
-//   3. The next tile's cp.async is issued (overlaps steps 4-6).
+//      past the block's range (_hx: nothing to do); the key mask and the
+//      relative bias of the tile go to shared memory too. Barrier.
+//   3. The next tile's cp.async is issued (overlaps steps 4-6); _hx: into the
+//      other Kh/Vh stage, whose tile every warp finished before step 1's barrier.
 //   4. S (16 x 64 per warp) = Q K^T: mma.sync m16n8k16, A = Q fragments held in
 //      registers for the whole kernel (ldmatrix once), B = K rows by the
 //      non-transposed ldmatrix.x4 (K [key][d] is B "col").
@@ -51,10 +59,15 @@
 // Shared memory (dynamic): stage 2 * 64 * D * 4 + Kh/Vh 2 * 64 * (D + 8) * 2 +
 // mask 64 * 4 + bias 128 * 4 bytes: 51968 (D = 64) / 101120 (D = 128), above
 // the 48 KiB default: the launcher opts in. Q is staged in the Kh area once.
+// _hx: no stage, two Kh/Vh stages, 4 * 64 * (D + 8) * 2 + 768 bytes: 37632
+// (D = 64) / 70400 (D = 128); Q is staged in Kh's second stage.
 // Registers: O 16 x D per warp (D / 2 f32 per thread), S 32, Q fragments D / 4;
 // ptxas (NVRTC 13.5): 158 (f16) / 168 (bf16) at D = 64, 237 at D = 128 on sm_80,
 // 130 / 213-217 on sm_90, no spills (scripts/kernel-resources.py). So 2-3 blocks
 // (8-12 warps) per SM at D = 64 and 2 at D = 128 (1 on A100: 101 KB of shared).
+// _hx (NVRTC 13.2): 159 (f16) / 167 (bf16) at D = 64, 255 / 237 at D = 128 on
+// sm_80, 128 / 246 on sm_90, no spills; with 37.6 / 70.4 KB of shared memory,
+// 3 blocks per SM at D = 64 and 2 at D = 128 also on A100.
 //
 // Napkin estimate (H100 SXM, ~990 dense f16 TFLOP/s = ~1024 flop/clk per SM
 // sub-partition): per warp and 64-key tile the mma work is 4 * 16 * 64 * D flop
@@ -66,8 +79,10 @@
 // Expected: ~15-20% of the tensor-core peak at D = 64, ~25-30% at D = 128
 // (FA2 with ex2.approx on A100 reaches ~70%; FA2 on H100 ~35-40%). What limits
 // it: accurate expf, the f32 K/V in global memory (2x the bytes of f16 and a
-// shared-memory conversion pass), one stage, 2 barriers per tile. Never timed:
-// no GPU has run it.
+// shared-memory conversion pass), one stage, 2 barriers per tile. The _hx
+// kernels (half activations, what f16/bf16 models run) drop the f32 bytes and
+// the conversion pass and keep two tiles in flight; expf and the barriers
+// remain. Never timed: no GPU has run it.
 #include "common.cuh"
 
 #define ATC_BQ 64       // query rows per block (4 warps x 16)
@@ -198,25 +213,24 @@ __device__ __forceinline__ void attention_tc(const AttnArgs& a) {
                     }
                 }
             }
-            cp_async_commit();
-            return;
-        }
+        } else {
 #pragma unroll
-        for (int c0 = 0; c0 < CHUNKS; ++c0) {
-            const int c = tid + ATC_THREADS * c0, row = c / C4, col = (c - row * C4) * 4;
-            if (j0 + row >= kv_hi) continue;
-            const float* ks = reinterpret_cast<const float*>(kb) + (i64)(j0 + row) * a.k_st + col;
-            const float* vs = reinterpret_cast<const float*>(vb) + (i64)(j0 + row) * a.v_st + col;
-            float* kd = kst + row * D + col;
-            float* vd = vst + row * D + col;
-            if (kv_vec) {
-                cp_async_16(kd, ks);
-                cp_async_16(vd, vs);
-            } else {
+            for (int c0 = 0; c0 < CHUNKS; ++c0) {
+                const int c = tid + ATC_THREADS * c0, row = c / C4, col = (c - row * C4) * 4;
+                if (j0 + row >= kv_hi) continue;
+                const float* ks = reinterpret_cast<const float*>(kb) + (i64)(j0 + row) * a.k_st + col;
+                const float* vs = reinterpret_cast<const float*>(vb) + (i64)(j0 + row) * a.v_st + col;
+                float* kd = kst + row * D + col;
+                float* vd = vst + row * D + col;
+                if (kv_vec) {
+                    cp_async_16(kd, ks);
+                    cp_async_16(vd, vs);
+                } else {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    kd[e] = ks[e];
-                    vd[e] = vs[e];
+                    for (int e = 0; e < 4; ++e) {
+                        kd[e] = ks[e];
+                        vd[e] = vs[e];
+                    }
                 }
             }
         }
