@@ -139,6 +139,25 @@
 // shared_addr, ldmatrix_x4, cp_async_*, the mma wrappers and pack2 are in
 // common.cuh (the emulator defines the PTX ones in cuda_emu.h).
 
+// 8 halves of a tile row into shared memory: the first `valid` of src, zeros
+// past them (rows past M/N, k past the chunk end); one 16 B cp.async when
+// `vec` (16 B aligned rows, K % 8 == 0) and all 8 are valid.
+__device__ __forceinline__ void tc_copy8(u16* dst, const u16* src, bool vec, int valid) {
+    if (vec && valid >= 8) {
+        cp_async_16(dst, src);
+        return;
+    }
+    u32 h[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) h[e] = e < valid ? src[e] : 0u;
+    uint4 v;
+    v.x = h[0] | (h[1] << 16);
+    v.y = h[2] | (h[3] << 16);
+    v.z = h[4] | (h[5] << 16);
+    v.w = h[6] | (h[7] << 16);
+    *reinterpret_cast<uint4*>(dst) = v;
+}
+
 // GATED (linear_gated_tc_*): w is the gate and wu the up weight; the block's
 // 128 B rows are, per warp column wn, 16 gate rows (tiles j = 0, 1) then the
 // same 16 up rows (j = 2, 3), so a thread holds gate and up of one output in
@@ -178,19 +197,7 @@ __device__ __forceinline__ void linear_tc(const XT* __restrict__ x, const u16* _
         const int m = m0 + row, k = k0 + kt * TC_BK + kc;
         u16* dst = &As[stage][row * TC_LDS + kc];
         const u16* src = reinterpret_cast<const u16*>(x) + (i64)m * K + k;
-        if (a_vec && m < M && k < k1) {
-            cp_async_16(dst, src);
-        } else {
-            u32 h[8];
-#pragma unroll
-            for (int e = 0; e < 8; ++e) h[e] = (m < M && k + e < k1) ? src[e] : 0u;
-            uint4 v;
-            v.x = h[0] | (h[1] << 16);
-            v.y = h[2] | (h[3] << 16);
-            v.z = h[4] | (h[5] << 16);
-            v.w = h[6] | (h[7] << 16);
-            *reinterpret_cast<uint4*>(dst) = v;
-        }
+        tc_copy8(dst, src, a_vec, m < M ? k1 - k : 0);
     };
     auto load_a = [&](int kt) {
 #pragma unroll
@@ -231,19 +238,7 @@ __device__ __forceinline__ void linear_tc(const XT* __restrict__ x, const u16* _
             const int k = k0 + kt * TC_BK + kc;
             u16* dst = &Bs[stage][row * TC_LDS + kc];
             const u16* src = (GATED && (row & 16) ? wu : w) + (i64)n * K + k;
-            if (b_vec && n < N && k < k1) {
-                cp_async_16(dst, src);
-            } else {
-                u32 h[8];
-#pragma unroll
-                for (int e = 0; e < 8; ++e) h[e] = (n < N && k + e < k1) ? src[e] : 0u;
-                uint4 v;
-                v.x = h[0] | (h[1] << 16);
-                v.y = h[2] | (h[3] << 16);
-                v.z = h[4] | (h[5] << 16);
-                v.w = h[6] | (h[7] << 16);
-                *reinterpret_cast<uint4*>(dst) = v;
-            }
+            tc_copy8(dst, src, b_vec, n < N ? k1 - k : 0);
         }
     };
 

@@ -573,8 +573,9 @@ fn half_kv_matches_the_cpu_on_the_widened_kv() {
     f.finish("half K/V attention");
 }
 
-/// Half K/V: the tensor-core path refuses them by name; mixed K/V dtypes and a
-/// half q are refused on every path.
+/// Half K/V with an f32 q: the tensor-core path refuses them by name; mixed
+/// K/V dtypes are refused on every path. A half q (half activations) is read
+/// as its widening by the tiled and split kernels.
 #[test]
 fn half_kv_refusals() {
     let g = gpu_or_skip!("half_kv_refusals");
@@ -605,8 +606,9 @@ fn half_kv_refusals() {
             let e = g.attention(&q, &k, &k, &p, &mut out).unwrap_err();
             assert!(
                 matches!(e, encdec_core::Error::Invalid(_))
-                    && e.to_string().contains("f32 K/V only")
-                    && e.to_string().contains(&dt.to_string()),
+                    && e.to_string()
+                        .contains("f32 q/k/v or q/k/v of the operand dtype")
+                    && e.to_string().contains(&format!("k/v {dt}")),
                 "{e}"
             );
         }
@@ -621,8 +623,18 @@ fn half_kv_refusals() {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(&format!("k {dt}, v f32")), "{path:?}: {e}");
+            // Auto with q/k/v of the operand dtype takes the tensor-core kernel
+            // (tests/attention_tc.rs); these two widen q for their f32 loads.
+            if path == AttentionPath::Auto {
+                continue;
+            }
             let qh = up(&g, &cpu().cast(&down_host(&g, &q), dt).unwrap());
-            assert!(g.attention(&qh, &k, &k, &p, &mut out).is_err(), "{path:?}");
+            let mut got = poisoned(&g, &[b, tq, h * d]);
+            g.attention(&qh, &k, &k, &p, &mut got).unwrap();
+            let q32 = g.cast(&qh, DType::F32).unwrap();
+            let mut want = poisoned(&g, &[b, tq, h * d]);
+            g.attention(&q32, &k, &k, &p, &mut want).unwrap();
+            assert_eq!(down(&g, &got), down(&g, &want), "{path:?}: half q");
         }
     }
 }

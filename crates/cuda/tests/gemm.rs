@@ -364,34 +364,13 @@ fn half_x_and_out_off_tensor_cores_equal_the_widened_x_then_cast() {
     ] {
         g.set_gemm_path(path);
         let seed = (m * 100_000 + k * 100 + n + x_offset) as u64 ^ 0x3c5;
-        let (x, residual) = half_io::data(seed, m, k, n);
-        let bias = half_io::bias(&g, seed + 2, n);
         for wdt in [DType::F32, DType::F16, DType::BF16, DType::I8] {
             // f16/bf16 weights on Auto above the GEMV are tests/gemm_tc.rs's.
             if path == GemmPath::Auto && m > 8 && matches!(wdt, DType::F16 | DType::BF16) {
                 continue;
             }
-            let w = up(
-                &g,
-                &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt),
-            );
-            let wu = up(
-                &g,
-                &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt),
-            );
-            let c = half_io::Case {
-                m,
-                k,
-                n,
-                w: &w,
-                wu: Some(&wu),
-                bias: Some(&bias),
-                x: &x,
-                residual: &residual,
-                x_offset,
-            };
             let what = format!("{path:?} M={m} K={k} N={n} w={wdt} x_offset={x_offset}");
-            half_io::check_all(&g, &mut f, &what, &c);
+            half_io::check_random(&g, &mut f, &what, seed, [m, k, n], wdt, x_offset);
         }
     }
     f.finish("half activations off tensor cores");

@@ -227,6 +227,14 @@ pub(crate) fn attention(
             dev.info.label()
         )));
     }
+    // Every kernel's grid has the batch (or batch x Tq, <= b when it fits) and
+    // the heads in its y/z dims.
+    if b > 65535 || h > 65535 {
+        return Err(Error::Invalid(format!(
+            "attention: batch {b} x heads {h} exceed the grid limits on {}",
+            dev.info.label()
+        )));
+    }
     let tc = tc_choice(dev, operand, q, kv, d, tq, path)?;
     if tc.is_none() && q != DType::F32 {
         return Err(Error::Invalid(format!(
@@ -251,12 +259,6 @@ pub(crate) fn attention(
         return super::elementwise::cast(dev, DType::F32, to, blk.ptr, a.out, n);
     }
     if let Some((name, tc_smem)) = tc {
-        if b > 65535 || h > 65535 {
-            return Err(Error::Invalid(format!(
-                "attention: batch {b} x heads {h} exceed the grid limits on {}",
-                dev.info.label()
-            )));
-        }
         return dev.launch(
             Family::AttentionTc,
             name,
@@ -271,14 +273,8 @@ pub(crate) fn attention(
         AttentionPath::Tiled | AttentionPath::TensorCore => false,
         AttentionPath::SplitKv => true,
     };
-    if split && b * tq <= 65535 && h <= 65535 {
+    if split && b * tq <= 65535 {
         return split_kv(dev, a, kv, b, tq, h, d);
-    }
-    if b > 65535 || h > 65535 {
-        return Err(Error::Invalid(format!(
-            "attention: batch {b} x heads {h} exceed the grid limits on {}",
-            dev.info.label()
-        )));
     }
     let names = match kv {
         DType::F16 => [

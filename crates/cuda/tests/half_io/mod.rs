@@ -154,3 +154,41 @@ pub fn data(seed: u64, m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
 pub fn bias(g: &Dut, seed: u64, n: usize) -> Tensor {
     up(g, &host(encdec_core::testing::random_vec(seed, n), &[n]))
 }
+
+/// [`check_all`] on random data from `seed`: x and a residual ([`data`]), a
+/// bias, and gate and up weights `[n, k]` of `wdt`; x `x_offset` elements into
+/// its buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn check_random(
+    g: &Dut,
+    f: &mut Failures,
+    what: &str,
+    seed: u64,
+    [m, k, n]: [usize; 3],
+    wdt: DType,
+    x_offset: usize,
+) {
+    use encdec_core::testing::random_normal;
+    let (x, residual) = data(seed, m, k, n);
+    let bias = bias(g, seed + 2, n);
+    let w = up(
+        g,
+        &host_as(random_normal(seed + 3, n * k, 0.2), &[n, k], wdt),
+    );
+    let wu = up(
+        g,
+        &host_as(random_normal(seed + 4, n * k, 0.2), &[n, k], wdt),
+    );
+    let c = Case {
+        m,
+        k,
+        n,
+        w: &w,
+        wu: Some(&wu),
+        bias: Some(&bias),
+        x: &x,
+        residual: &residual,
+        x_offset,
+    };
+    check_all(g, f, what, &c);
+}
